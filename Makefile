@@ -1,0 +1,36 @@
+# Every command a person runs. `make demo` and `make test` create .venv with python3 if absent.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PYTHONUNBUFFERED := 1
+
+.PHONY: venv demo test test-fast bench lint clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Train text_only and early_fusion on the synthetic benchmark, evaluate both, print the table.
+demo: $(STAMP)
+	$(BIN)/python -m mmfuse_jax.demo --workdir=runs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --durations=15 tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.train_step --config=configs/early_fusion.py:demo
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check mmfuse_jax configs tests benchmarks train.py eval.py
+
+clean:
+	rm -rf runs data/synthetic_demo data/synthetic_tiny

@@ -1,0 +1,295 @@
+"""A Linen BERT that loads (and saves) Hugging Face BERT checkpoint directories.
+
+transformers >= 5 ships no Flax models, so the module is ours; transformers is used for the
+tokenizer only. Parameter names mirror the Hugging Face state dict one-to-one
+(``encoder.layer.3.attention.self.query.weight`` <-> ``encoder/layer_3/attention/self/query/kernel``,
+Dense kernels transposed), so conversion is a name map, not a table.
+
+Shapes: ``input_ids``/``attention_mask``/``token_type_ids`` int32 [B, L]; outputs
+``sequence_output`` [B, L, H], ``pooled_output`` [B, H] (tanh(dense(h_CLS)) as in BertPooler).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from mmfuse_jax.errors import DataError
+from mmfuse_jax.layers.attention import dot_product_attention
+
+_ACTIVATIONS = {"gelu": lambda x: nn.gelu(x, approximate=False), "gelu_new": nn.gelu,
+                "gelu_pytorch_tanh": nn.gelu, "relu": nn.relu}
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """The fields of a Hugging Face ``config.json`` that the forward pass uses."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+
+    @classmethod
+    def from_json(cls, path: str) -> "BertConfig":
+        try:
+            with open(path) as f:
+                raw = json.load(f)
+        except FileNotFoundError:
+            raise DataError(path, None, "a Hugging Face BERT config.json", "no such file") from None
+        except json.JSONDecodeError as e:
+            raise DataError(path, None, "valid JSON", str(e)) from None
+        names = {f.name for f in dataclasses.fields(cls)}
+        cfg = cls(**{k: v for k, v in raw.items() if k in names})
+        if cfg.hidden_act not in _ACTIVATIONS:
+            raise DataError(path, "hidden_act", f"one of {sorted(_ACTIVATIONS)}", repr(cfg.hidden_act))
+        if cfg.hidden_size % cfg.num_attention_heads:
+            raise DataError(path, "hidden_size", "a multiple of num_attention_heads",
+                            f"{cfg.hidden_size} with {cfg.num_attention_heads} heads")
+        return cfg
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.update(model_type="bert", architectures=["BertModel"], position_embedding_type="absolute",
+                 initializer_range=0.02)
+        return d
+
+
+def _dense(features: int, name: str) -> nn.Dense:
+    return nn.Dense(features, kernel_init=nn.initializers.normal(0.02), name=name)
+
+
+def _layer_norm(cfg: BertConfig, name: str = "LayerNorm") -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=cfg.layer_norm_eps, name=name)
+
+
+class BertEmbeddings(nn.Module):
+    cfg: BertConfig
+
+    @nn.compact
+    def __call__(self, input_ids, token_type_ids, *, train: bool):
+        cfg, init = self.cfg, nn.initializers.normal(0.02)
+        pos = jnp.arange(input_ids.shape[1])[None, :]
+        x = (nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=init, name="word_embeddings")(input_ids)
+             + nn.Embed(cfg.max_position_embeddings, cfg.hidden_size, embedding_init=init,
+                        name="position_embeddings")(pos)
+             + nn.Embed(cfg.type_vocab_size, cfg.hidden_size, embedding_init=init,
+                        name="token_type_embeddings")(token_type_ids))
+        x = _layer_norm(cfg)(x)
+        return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=not train)
+
+
+class BertSelfAttention(nn.Module):
+    cfg: BertConfig
+
+    @nn.compact
+    def __call__(self, x_btd, mask_bt, *, train: bool):
+        cfg = self.cfg
+        heads, head_dim = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
+        split = lambda y: y.reshape(*y.shape[:2], heads, head_dim)  # noqa: E731
+        q, k, v = (split(_dense(cfg.hidden_size, n)(x_btd)) for n in ("query", "key", "value"))
+        out = dot_product_attention(q, k, v, mask_bt, dropout=nn.Dropout(cfg.attention_probs_dropout_prob),
+                                    deterministic=not train)
+        return out.reshape(*x_btd.shape[:2], cfg.hidden_size)
+
+
+class BertDenseResidual(nn.Module):
+    """dense -> dropout -> LayerNorm(x + residual): BertSelfOutput and BertOutput."""
+
+    cfg: BertConfig
+
+    @nn.compact
+    def __call__(self, x, residual, *, train: bool):
+        x = _dense(self.cfg.hidden_size, "dense")(x)
+        x = nn.Dropout(self.cfg.hidden_dropout_prob)(x, deterministic=not train)
+        return _layer_norm(self.cfg)(x + residual)
+
+
+class BertAttention(nn.Module):
+    cfg: BertConfig
+
+    @nn.compact
+    def __call__(self, x, mask, *, train: bool):
+        h = BertSelfAttention(self.cfg, name="self")(x, mask, train=train)
+        return BertDenseResidual(self.cfg, name="output")(h, x, train=train)
+
+
+class BertIntermediate(nn.Module):
+    cfg: BertConfig
+
+    @nn.compact
+    def __call__(self, x):
+        return _ACTIVATIONS[self.cfg.hidden_act](_dense(self.cfg.intermediate_size, "dense")(x))
+
+
+class BertLayer(nn.Module):
+    cfg: BertConfig
+
+    @nn.compact
+    def __call__(self, x, mask, *, train: bool):
+        x = BertAttention(self.cfg, name="attention")(x, mask, train=train)
+        h = BertIntermediate(self.cfg, name="intermediate")(x)
+        return BertDenseResidual(self.cfg, name="output")(h, x, train=train)
+
+
+class BertEncoder(nn.Module):
+    cfg: BertConfig
+
+    @nn.compact
+    def __call__(self, x, mask, *, train: bool, return_all: bool = False):
+        hidden = [x]
+        for i in range(self.cfg.num_hidden_layers):
+            x = BertLayer(self.cfg, name=f"layer_{i}")(x, mask, train=train)
+            hidden.append(x)
+        return (x, tuple(hidden)) if return_all else x
+
+
+class BertPooler(nn.Module):
+    cfg: BertConfig
+
+    @nn.compact
+    def __call__(self, x_btd):
+        return jnp.tanh(_dense(self.cfg.hidden_size, "dense")(x_btd[:, 0]))
+
+
+class BertModel(nn.Module):
+    """BERT body. ``embed`` and ``encode`` are exposed separately for models that modify embeddings."""
+
+    cfg: BertConfig
+
+    def setup(self):
+        self.embeddings = BertEmbeddings(self.cfg)
+        self.encoder = BertEncoder(self.cfg)
+        self.pooler = BertPooler(self.cfg)
+
+    def embed(self, input_ids, token_type_ids, *, train: bool = False):
+        return self.embeddings(input_ids, token_type_ids, train=train)
+
+    def encode(self, x_btd, attention_mask, *, train: bool = False, return_all: bool = False):
+        return self.encoder(x_btd, attention_mask, train=train, return_all=return_all)
+
+    def __call__(self, input_ids, attention_mask, token_type_ids=None, *, train: bool = False,
+                 return_all: bool = False) -> dict[str, Any]:
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        x = self.embed(input_ids, token_type_ids, train=train)
+        enc = self.encode(x, attention_mask, train=train, return_all=return_all)
+        seq, hidden = enc if return_all else (enc, None)
+        out = {"sequence_output": seq, "pooled_output": self.pooler(seq)}
+        if return_all:
+            out["hidden_states"] = hidden
+        return out
+
+
+# ---------------------------------------------------------------- Hugging Face checkpoint I/O
+
+def _hf_to_flax_path(name: str, ndim: int) -> tuple[str, ...]:
+    parts = name.split(".")
+    if parts[0] == "bert":  # BertFor* checkpoints prefix the body
+        parts = parts[1:]
+    out: list[str] = []
+    for i, p in enumerate(parts):
+        if p.isdigit() and out and out[-1] == "layer":
+            out[-1] = f"layer_{p}"
+        else:
+            out.append(p)
+    leaf, owner = out[-1], out[-2]
+    if owner.endswith("embeddings") and leaf == "weight":
+        out[-1] = "embedding"
+    elif owner == "LayerNorm":
+        out[-1] = {"weight": "scale", "gamma": "scale", "beta": "bias"}.get(leaf, leaf)
+    elif leaf == "weight" and ndim == 2:
+        out[-1] = "kernel"
+    return tuple(out)
+
+
+def _flax_to_hf_name(path: tuple[str, ...]) -> str:
+    parts = []
+    for p in path:
+        parts.extend(["layer", p[6:]] if p.startswith("layer_") else [p])
+    leaf = parts[-1]
+    parts[-1] = {"kernel": "weight", "embedding": "weight", "scale": "weight"}.get(leaf, leaf)
+    return ".".join(parts)
+
+
+def params_from_state_dict(state: dict[str, np.ndarray], cfg: BertConfig, *, source: str = "") -> dict:
+    """Map a Hugging Face BERT state dict onto the parameter tree of `BertModel(cfg)`."""
+    expected = jax.eval_shape(lambda: BertModel(cfg).init(
+        jax.random.key(0), jnp.zeros((1, 2), jnp.int32), jnp.ones((1, 2), jnp.int32)))["params"]
+    flat_expected = traverse_util.flatten_dict(expected)
+    flat: dict[tuple[str, ...], np.ndarray] = {}
+    for name, value in state.items():
+        if name.startswith(("cls.", "classifier.", "qa_outputs.")) or name.endswith("position_ids"):
+            continue  # heads of BertFor* models and buffers: not part of the body
+        path = _hf_to_flax_path(name, np.ndim(value))
+        value = np.asarray(value, np.float32)
+        if path[-1] == "kernel":
+            value = value.T
+        flat[path] = value
+    missing = sorted("/".join(p) for p in flat_expected if p not in flat)
+    if missing:
+        raise DataError(source, f"tensor '{_flax_to_hf_name(tuple(missing[0].split('/')))}'",
+                        f"all {len(flat_expected)} BERT tensors", f"{len(missing)} missing")
+    for path, ref in flat_expected.items():
+        if flat[path].shape != ref.shape:
+            raise DataError(source, f"tensor '{_flax_to_hf_name(path)}'", f"shape {list(ref.shape)}",
+                            f"{list(flat[path].shape)}")
+    return traverse_util.unflatten_dict({p: jnp.asarray(flat[p]) for p in flat_expected})
+
+
+def load_pretrained(path: str) -> tuple[BertModel, dict]:
+    """``(module, params)`` from a Hugging Face BERT directory (config.json + model.safetensors)."""
+    from safetensors.numpy import load_file
+
+    cfg = BertConfig.from_json(os.path.join(path, "config.json"))
+    weights = os.path.join(path, "model.safetensors")
+    if not os.path.exists(weights):
+        raise DataError(weights, None, "model.safetensors (convert a pytorch_model.bin once with "
+                        "transformers' save_pretrained(safe_serialization=True))", "no such file")
+    try:
+        state = load_file(weights)
+    except Exception as e:
+        raise DataError(weights, None, "a readable safetensors file", f"{type(e).__name__}: {e}") from None
+    return BertModel(cfg), params_from_state_dict(state, cfg, source=weights)
+
+
+def save_pretrained(path: str, cfg: BertConfig, params: dict, vocab: list[str] | None = None) -> None:
+    """Write ``config.json`` + ``model.safetensors`` (+ ``vocab.txt``) readable by transformers."""
+    from safetensors.numpy import save_file
+
+    os.makedirs(path, exist_ok=True)
+    state = {}
+    for p, v in traverse_util.flatten_dict(params).items():
+        v = np.asarray(v, np.float32)
+        state[_flax_to_hf_name(p)] = np.ascontiguousarray(v.T if p[-1] == "kernel" else v)
+    save_file(state, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(cfg.to_hf_dict(), f, indent=2)
+    if vocab is not None:
+        with open(os.path.join(path, "vocab.txt"), "w") as f:
+            f.write("\n".join(vocab) + "\n")
+
+
+def load_tokenizer(path: str):
+    """The BERT WordPiece tokenizer from the same checkpoint directory (no network)."""
+    from transformers import BertTokenizerFast
+
+    if not os.path.exists(os.path.join(path, "vocab.txt")):
+        raise DataError(os.path.join(path, "vocab.txt"), None, "the BERT vocabulary next to the weights",
+                        "no such file")
+    return BertTokenizerFast.from_pretrained(path, local_files_only=True)

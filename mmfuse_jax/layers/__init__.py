@@ -1,0 +1,1 @@
+"""Reusable pure layers shared by the encoders and models."""

@@ -1,0 +1,46 @@
+"""Scaled dot-product attention with key masks, and masked pooling.
+
+`dot_product_attention` uses `jax.nn.dot_product_attention` (XLA's fused path, cuDNN on GPU when
+available) whenever no attention dropout is applied, and an explicit softmax otherwise; both
+compute softmax in float32. Tests check the two paths agree.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+
+def dot_product_attention(q_bthd: jax.Array, k_bshd: jax.Array, v_bshd: jax.Array,
+                          key_mask_bs: jax.Array | None, *, dropout: nn.Dropout | None = None,
+                          deterministic: bool = True) -> jax.Array:
+    """Attention of queries [B,T,H,Dh] over keys/values [B,S,H,Dh]; ``key_mask_bs`` True = attend.
+
+    Returns [B,T,H,Dh]. A query whose keys are all masked attends uniformly (as BERT's additive
+    mask does); callers mask such rows downstream.
+    """
+    use_dropout = dropout is not None and dropout.rate > 0 and not deterministic
+    mask = None if key_mask_bs is None else key_mask_bs.astype(bool)[:, None, None, :]
+    if not use_dropout:
+        dtype = q_bthd.dtype
+        return jax.nn.dot_product_attention(q_bthd, k_bshd, v_bshd, mask=mask).astype(dtype)
+    scale = q_bthd.shape[-1] ** -0.5
+    logits = jnp.einsum("bthd,bshd->bhts", q_bthd, k_bshd).astype(jnp.float32) * scale
+    if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1)
+    probs = dropout(probs, deterministic=deterministic).astype(v_bshd.dtype)
+    return jnp.einsum("bhts,bshd->bthd", probs, v_bshd)
+
+
+def masked_mean(x_btd: jax.Array, mask_bt: jax.Array) -> jax.Array:
+    """Mean over valid steps -> [B,D]; an all-masked row gives zeros (never NaN)."""
+    m = mask_bt.astype(x_btd.dtype)[..., None]
+    return (x_btd * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
+
+
+def masked_max(x_btd: jax.Array, mask_bt: jax.Array) -> jax.Array:
+    """Max over valid steps -> [B,D]; an all-masked row gives zeros."""
+    neg = jnp.finfo(x_btd.dtype).min
+    out = jnp.where(mask_bt[..., None].astype(bool), x_btd, neg).max(1)
+    return jnp.where(mask_bt.any(1)[:, None], out, 0.0)

@@ -1,0 +1,1 @@
+"""Train state, the one train/eval step, sharding, checkpoints and the loop."""

@@ -1,0 +1,71 @@
+"""Orbax checkpoints: ``<workdir>/checkpoints`` (latest, resumable) and ``<workdir>/best``.
+
+A latest checkpoint holds the whole `TrainState` (params, optimizer state, RNG, step) and a JSON
+item with the loop position (epoch, next batch of that epoch) and early-stopping state, so a
+resumed run continues exactly where the saved one was. Orbax writes each step to a temporary
+folder and renames it when complete, so a run killed while saving leaves the previous step
+intact; a step that cannot be read is reported and the one before it is used.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+
+class Checkpoints:
+    def __init__(self, workdir: str, *, keep: int = 2):
+        self.workdir = os.path.abspath(workdir)
+        self._closed = False
+        opts = dict(create=True, enable_async_checkpointing=False)
+        self.latest = ocp.CheckpointManager(os.path.join(self.workdir, "checkpoints"),
+                                            options=ocp.CheckpointManagerOptions(max_to_keep=keep, **opts))
+        self.best = ocp.CheckpointManager(os.path.join(self.workdir, "best"),
+                                          options=ocp.CheckpointManagerOptions(max_to_keep=1, **opts))
+
+    def save_latest(self, state, meta: dict[str, Any]) -> None:
+        step = int(jax.device_get(state.step))
+        self.latest.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                       meta=ocp.args.JsonSave(meta)), force=True)
+
+    def save_best(self, state, meta: dict[str, Any]) -> None:
+        step = int(jax.device_get(state.step))
+        self.best.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(state.params),
+                                                     meta=ocp.args.JsonSave(meta)), force=True)
+
+    @staticmethod
+    def _restore_newest(manager, args_for) -> tuple[Any, dict] | None:
+        for step in sorted(manager.all_steps(), reverse=True):
+            try:
+                restored = manager.restore(step, args=args_for())
+                return restored
+            except Exception as e:  # truncated or corrupt step: fall back to the previous one
+                log.warning("checkpoint step %d in %s is unreadable (%s: %s); trying an older one",
+                            step, manager.directory, type(e).__name__, e)
+                print(f"warning: checkpoint step {step} in {manager.directory} is unreadable; "
+                      "using an older one")
+        return None
+
+    def restore_latest(self, abstract_state) -> tuple[Any, dict] | None:
+        r = self._restore_newest(self.latest, lambda: ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        return None if r is None else (r["state"], r["meta"])
+
+    def restore_best(self, abstract_params) -> tuple[Any, dict] | None:
+        r = self._restore_newest(self.best, lambda: ocp.args.Composite(
+            params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore()))
+        return None if r is None else (r["params"], r["meta"])
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.latest.wait_until_finished()
+        self.best.wait_until_finished()
+        self.latest.close()
+        self.best.close()

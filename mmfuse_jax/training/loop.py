@@ -1,0 +1,266 @@
+"""The training loop: setup, data, sharded init, jitted steps, evaluation, checkpoints.
+
+`train_and_evaluate(config, workdir)` trains with early stopping on the dev metric and resumes
+from ``workdir`` if a checkpoint is there. `evaluate(config, workdir)` restores the best
+checkpoint and evaluates dev and test.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from mmfuse_jax import metrics as metrics_lib
+from mmfuse_jax import registry
+from mmfuse_jax.data import pipeline
+from mmfuse_jax.data.formats import FORMATS
+from mmfuse_jax.encoders import bert as bert_lib
+from mmfuse_jax.errors import ConfigError
+from mmfuse_jax.training import sharding, state as state_lib, step as step_lib
+from mmfuse_jax.training.checkpoint import Checkpoints
+from mmfuse_jax.training.logging import MetricsWriter
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+# ------------------------------------------------------------------------------------- setup
+
+@dataclasses.dataclass
+class Experiment:
+    config: Any
+    spec: registry.ModelSpec
+    model: Any
+    prepared: pipeline.Prepared
+    mesh: Any
+    labels: tuple[str, ...]
+    compute_dtype: Any
+
+    def loader(self, split: str, *, train: bool) -> pipeline.Loader:
+        c, ds = self.config, self.config.dataset
+        return pipeline.Loader(self.prepared, split, batch_size=c.batch_size if train else c.eval_batch_size,
+                               max_len=ds.max_len, dims=ds.feat_dims, num_buckets=ds.num_buckets,
+                               shuffle=train, seed=c.seed, process_index=jax.process_index(),
+                               process_count=jax.process_count(), num_threads=c.num_threads)
+
+    def dummy_batch(self) -> dict[str, np.ndarray]:
+        ds = self.config.dataset
+        lens = pipeline.bucket_lengths(dict(ds.max_len), ds.num_buckets)[-1]
+        return pipeline.collate([], batch_size=self.mesh.size, lens=lens, dims=dict(ds.feat_dims))
+
+
+def ensure_dataset(ds) -> None:
+    """Generate the synthetic benchmark on first use (demo/tiny presets)."""
+    if len(ds.synthetic) and not os.path.exists(os.path.join(ds.root, "train.tsv")):
+        from mmfuse_jax.data import synthetic
+
+        print(f"generating the synthetic benchmark in {ds.root} ...")
+        synthetic.write(ds.root, synthetic.SyntheticSpec(**ds.synthetic.to_dict()))
+
+
+def build(config) -> Experiment:
+    if config.compute_dtype not in _DTYPES:
+        raise ConfigError(f"config.compute_dtype={config.compute_dtype!r}: expected one of {list(_DTYPES)}")
+    spec = registry.get(config.model_name)
+    ensure_dataset(config.dataset)
+    if config.dataset.format not in FORMATS:
+        raise ConfigError(f"config.dataset.format={config.dataset.format!r}: expected one of {sorted(FORMATS)}")
+    labels = tuple(FORMATS[config.dataset.format].LABELS)
+    prepared = pipeline.Prepared.open(config.dataset)
+    bert_cfg = bert_lib.BertConfig.from_json(os.path.join(config.dataset.bert_path, "config.json")) \
+        if spec.uses_bert else None
+    model = spec.build(config.model, {"num_classes": len(labels), "bert": bert_cfg})
+    mesh = sharding.make_mesh()
+    sharding.check_batch_size(config.batch_size, mesh)
+    sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    return Experiment(config, spec, model, prepared, mesh, labels, _DTYPES[config.compute_dtype])
+
+
+def init_params(exp: Experiment) -> Any:
+    """Sharded (replicated) init from the seed, with the pretrained BERT loaded if configured."""
+    key = jax.random.fold_in(jax.random.PRNGKey(exp.config.seed), 0)
+    batch = {k: jnp.asarray(v) for k, v in exp.dummy_batch().items()}
+    init = jax.jit(lambda k: exp.model.init(k, batch, train=False)["params"],
+                   out_shardings=sharding.replicated(exp.mesh))
+    params = init(key)
+    if exp.spec.uses_bert and exp.config.model.pretrained_bert and "bert" in params:
+        _, pretrained = bert_lib.load_pretrained(exp.config.dataset.bert_path)
+        params = dict(params)
+        params["bert"] = jax.device_put(pretrained, sharding.replicated(exp.mesh))
+    return params
+
+
+# ------------------------------------------------------------------------------------- evaluation
+
+def predict_split(exp: Experiment, params, split: str, eval_step) -> dict[str, np.ndarray]:
+    """Logits (or predictions), labels and embeddings of every example of ``split`` on this host."""
+    loader = exp.loader(split, train=False)
+    outs: dict[str, list] = {}
+    labels = []
+    for batch in loader.epoch(0):
+        res = jax.device_get(eval_step(params, sharding.to_global(batch, exp.mesh)))
+        keep = batch["valid"] > 0
+        for k, v in res.items():
+            outs.setdefault(k, []).append(np.asarray(v)[keep])
+        labels.append(batch["label"][keep])
+    result = {k: np.concatenate(v) for k, v in outs.items()}
+    result["label"] = np.concatenate(labels)
+    return result
+
+
+def score(exp: Experiment, pred: dict[str, np.ndarray]) -> dict[str, float]:
+    return metrics_lib.classification(pred["label"], pred["logits"].argmax(-1))
+
+
+# ------------------------------------------------------------------------------------- training
+
+def _check_workdir(workdir: str) -> None:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".write_test")
+    try:
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise ConfigError(f"workdir {workdir!r} is not writable: {e}") from None
+
+
+def _better(metric: float, best: float | None) -> bool:
+    return best is None or metric > best
+
+
+def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = None,
+                       counter: step_lib.TraceCounter | None = None) -> dict[str, Any]:
+    """Train ``config`` in ``workdir`` (resuming if possible); returns the final dev metrics and state.
+
+    ``stop_after_steps`` ends the process loop early (used to simulate an interruption in tests).
+    """
+    _check_workdir(workdir)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+    exp = build(config)
+    train_loader = exp.loader("train", train=True)
+    steps_per_epoch = len(train_loader)
+    total_steps = steps_per_epoch * config.num_epochs
+    tx = state_lib.make_optimizer(config.optimizer, total_steps)
+    schedule = state_lib.learning_rate_schedule(config.optimizer, total_steps)
+    params = init_params(exp)
+    state = jax.jit(lambda p: state_lib.create(p, tx, config.seed + 1),
+                    out_shardings=sharding.replicated(exp.mesh))(params)
+    del params
+
+    ckpt = Checkpoints(workdir, keep=config.keep_checkpoints)
+    meta = {"epoch": 0, "next_batch": 0, "best": None, "bad_epochs": 0, "done": False}
+    restored = ckpt.restore_latest(jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state))
+    if restored is not None:
+        state, meta = restored
+        print(f"resumed from step {int(state.step)} (epoch {meta['epoch']}, batch {meta['next_batch']})")
+    writer = MetricsWriter(workdir, resume_step=int(state.step) if restored is not None else None)
+
+    counter = counter or step_lib.TraceCounter()
+    train_step = step_lib.make_train_step(exp.model, exp.spec.loss_fn, tx, exp.mesh,
+                                          compute_dtype=exp.compute_dtype, counter=counter)
+    eval_step = step_lib.make_eval_step(exp.model, exp.mesh, compute_dtype=exp.compute_dtype)
+    metric_name = config.early_stop_metric
+    steps_run = 0
+    try:
+        while not meta["done"] and meta["epoch"] < config.num_epochs:
+            epoch, start = meta["epoch"], meta["next_batch"]
+            bar = tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{config.num_epochs}",
+                       unit="step", leave=False, dynamic_ncols=True, disable=None)
+            acc = None  # on-device sums since the last log step
+            t0, seen = time.perf_counter(), 0
+            for b, batch in enumerate(train_loader.epoch(epoch, start), start=start):
+                state, m = train_step(state, sharding.to_global(batch, exp.mesh))
+                acc = m if acc is None else jax.tree_util.tree_map(jnp.add, acc, m)
+                seen += config.batch_size
+                bar.update(1)
+                steps_run += 1
+                step = int(state.step) if (b + 1) % config.log_every == 0 else None
+                if step is not None:
+                    host = jax.device_get(acc)
+                    rec = {"step": step, "epoch": epoch + 1,
+                           "train_loss": float(host["ce"] if "ce" in host else host["loss"]) /
+                           config.log_every, "train_acc": float(host["correct"]) / max(float(host["count"]), 1),
+                           "lr": float(schedule(step)), "examples_per_sec": seen / (time.perf_counter() - t0)}
+                    writer.write(rec)
+                    bar.set_postfix(loss=f"{rec['train_loss']:.4f}", ex_s=f"{rec['examples_per_sec']:.0f}")
+                    _check_nonfinite(config, state, ckpt, workdir)
+                    acc, t0, seen = None, time.perf_counter(), 0
+                if config.checkpoint_every_steps and int(state.step) % config.checkpoint_every_steps == 0 \
+                        and b + 1 < steps_per_epoch:
+                    ckpt.save_latest(state, {**meta, "epoch": epoch, "next_batch": b + 1})
+                if stop_after_steps is not None and steps_run >= stop_after_steps:
+                    bar.close()
+                    return {"interrupted": True, "step": int(state.step)}
+            bar.close()
+            _check_nonfinite(config, state, ckpt, workdir)
+            dev = score(exp, predict_split(exp, state.params, "dev", eval_step))
+            step = int(state.step)
+            writer.write({"step": step, "epoch": epoch + 1, "split": "dev", **dev})
+            improved = _better(dev[metric_name], meta["best"])
+            meta = {**meta, "epoch": epoch + 1, "next_batch": 0,
+                    "best": dev[metric_name] if improved else meta["best"],
+                    "bad_epochs": 0 if improved else meta["bad_epochs"] + 1}
+            if meta["bad_epochs"] >= config.patience:
+                meta["done"] = True
+            if improved:
+                ckpt.save_best(state, {"epoch": epoch + 1, "step": step, "dev": dev})
+            ckpt.save_latest(state, meta)
+            print(f"epoch {epoch + 1}: dev {metric_name} {dev[metric_name]:.4f} "
+                  f"(best {meta['best']:.4f}{', early stop' if meta['done'] else ''})")
+    finally:
+        ckpt.close()
+    return {"interrupted": False, "step": int(state.step), "best": meta["best"],
+            "compiles": counter.count, "epochs": meta["epoch"]}
+
+
+def _check_nonfinite(config, state, ckpt, workdir) -> None:
+    n = int(jax.device_get(state.nonfinite))
+    if n and config.get("nonfinite_policy", "stop") == "stop":
+        ckpt.close()
+        raise FloatingPointError(
+            f"{n} train step(s) had a non-finite loss or gradient; training stopped. Those steps were "
+            f"not applied and the last good checkpoint in {workdir}/checkpoints is intact "
+            "(set config.nonfinite_policy='skip' to skip such steps and continue).")
+
+
+def evaluate(config, workdir: str, splits=("dev", "test")) -> dict[str, dict[str, float]]:
+    """Restore the best checkpoint of ``workdir`` and evaluate; writes ``eval_<split>.json``."""
+    exp = build(config)
+    params = init_params(exp)
+    ckpt = Checkpoints(workdir, keep=config.keep_checkpoints)
+    try:
+        restored = ckpt.restore_best(jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), params))
+    finally:
+        ckpt.close()
+    if restored is None:
+        raise ConfigError(f"no best checkpoint in {os.path.join(workdir, 'best')}: train first with "
+                          f"train.py --workdir={workdir}")
+    params, meta = restored
+    eval_step = step_lib.make_eval_step(exp.model, exp.mesh, compute_dtype=exp.compute_dtype)
+    results = {}
+    for split in splits:
+        res = score(exp, predict_split(exp, params, split, eval_step))
+        results[split] = res
+        with open(os.path.join(workdir, f"eval_{split}.json"), "w") as f:
+            json.dump({"model": config.model_name, "dataset": config.dataset.name, "split": split,
+                       "checkpoint_step": meta["step"], "metrics": res}, f, indent=2)
+    return results
+
+
+def format_table(results: dict[str, dict[str, float]], title: str = "") -> str:
+    names = list(next(iter(results.values())).keys())
+    lines = [title] if title else []
+    lines.append("split  " + " ".join(f"{n:>13}" for n in names))
+    for split, res in results.items():
+        lines.append(f"{split:<6} " + " ".join(f"{100 * res[n]:>13.2f}" for n in names))
+    return "\n".join(lines)

@@ -1,0 +1,72 @@
+"""The one train step and eval step for every registered model.
+
+Both are jit-compiled with explicit shardings (state replicated, batch on ``data``) and the
+state buffers donated. A step whose loss or gradient is not finite leaves params and optimizer
+state unchanged and increments ``state.nonfinite``; the loop decides (config.nonfinite_policy)
+whether that stops the run. `TraceCounter` counts compilations so tests can check that the
+count stays at the number of length buckets.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mmfuse_jax.training import sharding
+from mmfuse_jax.training.state import TrainState
+
+
+class TraceCounter:
+    """Counts how many times a function body is traced (= compiled, for a jitted function)."""
+
+    def __init__(self):
+        self.count = 0
+
+    def wrap(self, fn: Callable) -> Callable:
+        def traced(*args, **kwargs):
+            self.count += 1
+            return fn(*args, **kwargs)
+        return traced
+
+
+def _cast_inputs(batch: dict, dtype) -> dict:
+    return {k: (v.astype(dtype) if k in ("audio", "video", "text") else v) for k, v in batch.items()}
+
+
+def make_train_step(model, loss_fn, tx: optax.GradientTransformation, mesh, *,
+                    compute_dtype=jnp.float32, counter: TraceCounter | None = None):
+    def train_step(state: TrainState, batch: dict):
+        rng = jax.random.fold_in(state.rng, state.step)
+
+        def objective(params):
+            out = model.apply({"params": params}, _cast_inputs(batch, compute_dtype), train=True,
+                              rngs={"dropout": rng})
+            return loss_fn(out, batch)
+
+        (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        grad_norm = optax.global_norm(grads)
+        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
+        new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
+                                  opt_state=keep(opt_state, state.opt_state),
+                                  nonfinite=state.nonfinite + (~ok).astype(jnp.int32))
+        metrics = {"loss": loss, "grad_norm": grad_norm, "count": batch["valid"].sum(), **aux}
+        return new_state, metrics
+
+    fn = counter.wrap(train_step) if counter else train_step
+    rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
+    return jax.jit(fn, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+def make_eval_step(model, mesh, *, compute_dtype=jnp.float32, counter: TraceCounter | None = None):
+    def eval_step(params, batch: dict):
+        out = model.apply({"params": params}, _cast_inputs(batch, compute_dtype), train=False)
+        return {k: v.astype(jnp.float32) for k, v in out.items() if k in ("logits", "prediction", "embedding")}
+
+    fn = counter.wrap(eval_step) if counter else eval_step
+    rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
+    return jax.jit(fn, in_shardings=(rep, data), out_shardings=rep)
