@@ -46,8 +46,13 @@ class Experiment:
         c, ds = self.config, self.config.dataset
         return pipeline.Loader(self.prepared, split, batch_size=c.batch_size if train else c.eval_batch_size,
                                max_len=ds.max_len, dims=ds.feat_dims, num_buckets=ds.num_buckets,
-                               shuffle=train, seed=c.seed, process_index=jax.process_index(),
+                               shuffle=train, seed=c.seed, label_dtype=self.label_dtype,
+                               process_index=jax.process_index(),
                                process_count=jax.process_count(), num_threads=c.num_threads)
+
+    @property
+    def label_dtype(self):
+        return np.float32 if self.config.dataset.task == "regression" else np.int32
 
     def dummy_batch(self) -> dict[str, np.ndarray]:
         ds = self.config.dataset
@@ -115,7 +120,8 @@ def predict_split(exp: Experiment, params, split: str, eval_step) -> dict[str, n
 
 
 def score(exp: Experiment, pred: dict[str, np.ndarray]) -> dict[str, float]:
-    return metrics_lib.classification(pred["label"], pred["logits"].argmax(-1))
+    """The dataset's official metrics (config.dataset.metric names a `metrics.SCORERS` entry)."""
+    return metrics_lib.score(exp.config.dataset.get("metric", "classification"), pred)
 
 
 # ------------------------------------------------------------------------------------- training
@@ -131,8 +137,10 @@ def _check_workdir(workdir: str) -> None:
         raise ConfigError(f"workdir {workdir!r} is not writable: {e}") from None
 
 
-def _better(metric: float, best: float | None) -> bool:
-    return best is None or metric > best
+def _better(metric: float, best: float | None, mode: str) -> bool:
+    if mode not in ("max", "min"):
+        raise ConfigError(f"config.early_stop_mode={mode!r}: expected 'max' or 'min'")
+    return best is None or (metric > best if mode == "max" else metric < best)
 
 
 def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = None,
@@ -169,6 +177,8 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
                                           compute_dtype=exp.compute_dtype, counter=counter)
     eval_step = step_lib.make_eval_step(exp.model, exp.mesh, compute_dtype=exp.compute_dtype)
     metric_name = config.early_stop_metric
+    if metric_name not in _metric_names(exp):
+        raise ConfigError(f"config.early_stop_metric={metric_name!r}: expected one of {_metric_names(exp)}")
     steps_run = 0
     try:
         while not meta["done"] and meta["epoch"] < config.num_epochs:
@@ -205,7 +215,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
             dev = score(exp, predict_split(exp, state.params, "dev", eval_step))
             step = int(state.step)
             writer.write({"step": step, "epoch": epoch + 1, "split": "dev", **dev})
-            improved = _better(dev[metric_name], meta["best"])
+            improved = _better(dev[metric_name], meta["best"], config.get("early_stop_mode", "max"))
             meta = {**meta, "epoch": epoch + 1, "next_batch": 0,
                     "best": dev[metric_name] if improved else meta["best"],
                     "bad_epochs": 0 if improved else meta["bad_epochs"] + 1}
@@ -220,6 +230,10 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
         ckpt.close()
     return {"interrupted": False, "step": int(state.step), "best": meta["best"],
             "compiles": counter.count, "epochs": meta["epoch"]}
+
+
+def _metric_names(exp: Experiment) -> list[str]:
+    return metrics_lib.metric_names(exp.config.dataset.get("metric", "classification"))
 
 
 def _check_nonfinite(config, state, ckpt, workdir) -> None:

@@ -1,0 +1,116 @@
+"""The jitted train step: sharded == single device, learning, non-finite steps, compile count."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from jax.sharding import AxisType
+
+from mmfuse_jax import losses, registry
+from mmfuse_jax.training import sharding, state as state_lib, step as step_lib
+from models.test_models import BERT, C, make_batch, model_config
+
+OPT = ml_collections.ConfigDict({"lr": 1e-2, "weight_decay": 0.01, "warmup_ratio": 0.0, "grad_clip": 1.0,
+                                 "b1": 0.9, "b2": 0.999, "eps": 1e-8})
+
+
+def big_batch(n=8, seed=0):
+    parts = [make_batch(seed + i) for i in range(n // 3 + 1)]
+    b = {k: jnp.concatenate([p[k] for p in parts])[:n] for k in parts[0]}
+    b["valid"] = jnp.ones((n,), jnp.float32)
+    b["label"] = jnp.arange(n, dtype=jnp.int32) % C
+    return b
+
+
+def setup(mesh, name="early_fusion", total_steps=10):
+    spec = registry.get(name)
+    m = spec.build(model_config(name), {"num_classes": C, "bert": BERT})
+    params = m.init(jax.random.key(0), make_batch(), train=False)["params"]
+    tx = state_lib.make_optimizer(OPT, total_steps)
+    st = jax.device_put(state_lib.create(params, tx, 0), sharding.replicated(mesh))
+    return spec, m, tx, st
+
+
+def mesh_of(n):
+    return jax.make_mesh((n,), ("data",), axis_types=(AxisType.Auto,), devices=jax.devices()[:n])
+
+
+def test_four_devices_equal_one_device():
+    assert jax.device_count() == 4, "conftest sets 4 CPU devices"
+    results = []
+    for n in (1, 4):
+        mesh = mesh_of(n)
+        spec, m, tx, st = setup(mesh)
+        train_step = step_lib.make_train_step(m, spec.loss_fn, tx, mesh)
+        losses_seen = []
+        for i in range(3):
+            batch = {k: jax.device_put(v, sharding.data_sharded(mesh)) for k, v in big_batch(seed=i).items()}
+            st, metrics = train_step(st, batch)
+            losses_seen.append(float(metrics["loss"]))
+        results.append((losses_seen, jax.device_get(st.params), float(metrics["grad_norm"])))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(results[0][2], results[1][2], rtol=1e-5)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                           results[0][1], results[1][1])
+
+
+def test_loss_falls_on_a_fixed_batch():
+    mesh = mesh_of(4)
+    spec, m, tx, st = setup(mesh, total_steps=40)
+    train_step = step_lib.make_train_step(m, spec.loss_fn, tx, mesh)
+    batch = big_batch()
+    first = None
+    for _ in range(25):
+        st, metrics = train_step(st, batch)
+        first = first if first is not None else float(metrics["loss"])
+    assert float(metrics["loss"]) < 0.5 * first
+    assert int(st.step) == 25
+
+
+def test_nonfinite_step_is_skipped_and_counted():
+    mesh = mesh_of(4)
+    spec, m, tx, st = setup(mesh)
+    train_step = step_lib.make_train_step(m, spec.loss_fn, tx, mesh)
+    before = jax.device_get(st.params)
+    bad = big_batch()
+    bad["audio"] = bad["audio"].at[0, 0, 0].set(jnp.nan)
+    st, metrics = train_step(st, bad)
+    assert not np.isfinite(float(metrics["loss"])) and int(st.nonfinite) == 1 and int(st.step) == 1
+    jax.tree_util.tree_map(np.testing.assert_array_equal, before, jax.device_get(st.params))
+    st, metrics = train_step(st, big_batch())
+    assert int(st.nonfinite) == 1 and np.isfinite(float(metrics["loss"]))
+
+
+def test_compiles_once_per_bucket_shape():
+    mesh = mesh_of(4)
+    spec, m, tx, st = setup(mesh)
+    counter = step_lib.TraceCounter()
+    train_step = step_lib.make_train_step(m, spec.loss_fn, tx, mesh, counter=counter)
+    for rep in range(2):
+        for la in (5, 11):  # two bucket shapes, each seen twice
+            b = big_batch()
+            b["audio"], b["audio_mask"] = b["audio"][:, :la], b["audio_mask"][:, :la]
+            st, _ = train_step(st, b)
+    assert counter.count == 2
+
+
+def test_batch_size_must_divide_the_mesh():
+    from mmfuse_jax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="batch_size=10 must be divisible by the 4 devices"):
+        sharding.check_batch_size(10, mesh_of(4))
+
+
+def test_weighted_mean_ignores_invalid_rows():
+    v = jnp.array([1.0, 3.0, 100.0])
+    assert float(losses.weighted_mean(v, jnp.array([1.0, 1.0, 0.0]))) == 2.0
+    assert float(losses.weighted_mean(v, jnp.zeros(3))) == 0.0
+
+
+def test_schedule_warms_up_then_decays():
+    opt = ml_collections.ConfigDict(dict(OPT, warmup_ratio=0.1))
+    sched = state_lib.learning_rate_schedule(opt, 100)
+    assert float(sched(0)) == 0.0 and float(sched(10)) == pytest.approx(1e-2)
+    assert float(sched(55)) == pytest.approx(0.5e-2) and float(sched(100)) == pytest.approx(0.0, abs=1e-9)
