@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
             rows[model] = (res, time.perf_counter() - t0)
         metrics = ("acc", "f1", "weighted_f1")
         print(f"\nResults on the synthetic benchmark (x100; {args.workdir}):")
-        print(f"{'model':<14}" + "".join(f"{s + ' ' + m:>16}" for s in ("dev", "test") for m in metrics)
+        print(f"{'model':<14}" + "".join(f"{s + ' ' + m:>18}" for s in ("dev", "test") for m in metrics)
               + f"{'seconds':>10}")
         for model, (res, secs) in rows.items():
             print(f"{model:<14}" + "".join(f"{100 * res[s][m]:>18.2f}" for s in ("dev", "test") for m in metrics)
