@@ -47,12 +47,14 @@ def dataset_config(preset: str) -> ml_collections.ConfigDict:
     return ds
 
 
-def base_config(model_name: str, preset: str) -> ml_collections.ConfigDict:
+def base_config(model_name: str, preset: str,
+                dataset: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
+    """Shared defaults; ``dataset`` (a format module's preset) replaces the MIntRec/synthetic ones."""
     c = ml_collections.ConfigDict()
     c.model_name = model_name
     c.preset = preset
     c.seed = 0
-    c.dataset = dataset_config(preset)
+    c.dataset = dataset if dataset is not None else dataset_config(preset)
     c.model = ml_collections.ConfigDict()
     c.model.pretrained_bert = True   # load config.dataset.bert_path weights into the text encoder
     c.model.dropout = 0.1
@@ -83,9 +85,9 @@ def base_config(model_name: str, preset: str) -> ml_collections.ConfigDict:
     return c
 
 
-def parse_preset(arg: str | None, default: str = "demo") -> str:
+def parse_preset(arg: str | None, default: str = "demo", presets: tuple[str, ...] = PRESETS) -> str:
     preset = arg or default
-    if preset not in PRESETS:
+    if preset not in presets:
         from mmfuse_jax.errors import ConfigError
-        raise ConfigError(f"unknown preset {preset!r}: expected one of {list(PRESETS)}")
+        raise ConfigError(f"unknown preset {preset!r}: expected one of {list(presets)}")
     return preset
