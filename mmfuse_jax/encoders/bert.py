@@ -183,6 +183,9 @@ class BertModel(nn.Module):
     def encode(self, x_btd, attention_mask, *, train: bool = False, return_all: bool = False):
         return self.encoder(x_btd, attention_mask, train=train, return_all=return_all)
 
+    def pool(self, sequence_output):
+        return self.pooler(sequence_output)
+
     def __call__(self, input_ids, attention_mask, token_type_ids=None, *, train: bool = False,
                  return_all: bool = False) -> dict[str, Any]:
         if token_type_ids is None:

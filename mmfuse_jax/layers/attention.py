@@ -44,3 +44,24 @@ def masked_max(x_btd: jax.Array, mask_bt: jax.Array) -> jax.Array:
     neg = jnp.finfo(x_btd.dtype).min
     out = jnp.where(mask_bt[..., None].astype(bool), x_btd, neg).max(1)
     return jnp.where(mask_bt.any(1)[:, None], out, 0.0)
+
+
+class MultiHeadAttention(nn.Module):
+    """Queries [B,T,Dq] attend over keys/values [B,S,Dkv] with a key mask [B,S] -> [B,T,features]."""
+
+    features: int
+    num_heads: int
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, q_btd, kv_bsd, key_mask_bs, *, train: bool = False):
+        if self.features % self.num_heads:
+            raise ValueError(f"features {self.features} not divisible by {self.num_heads} heads")
+        head_dim = self.features // self.num_heads
+        split = lambda y: y.reshape(*y.shape[:2], self.num_heads, head_dim)  # noqa: E731
+        q = split(nn.Dense(self.features, name="query")(q_btd))
+        k = split(nn.Dense(self.features, name="key")(kv_bsd))
+        v = split(nn.Dense(self.features, name="value")(kv_bsd))
+        out = dot_product_attention(q, k, v, key_mask_bs, dropout=nn.Dropout(self.dropout),
+                                    deterministic=not train)
+        return nn.Dense(self.features, name="out")(out.reshape(*q_btd.shape[:2], self.features))

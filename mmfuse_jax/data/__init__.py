@@ -1,0 +1,1 @@
+"""Dataset readers, the synthetic benchmark, and the prepare/load pipeline."""

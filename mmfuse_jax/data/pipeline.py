@@ -1,0 +1,293 @@
+"""prepare (release -> TFDS array_record, once) and the grain loader (buckets, valid mask, hosts).
+
+prepare: the format reader turns the official files into examples; text is tokenized with the
+checkpoint's WordPiece tokenizer as the official code does (``[CLS] tokens[:L-2] [SEP]``); the
+examples are written as a TFDS dataset in array_record files with a fingerprint of everything
+that went into them, so a changed config or release is prepared again and an unchanged one never.
+No pickle is read after this step.
+
+load: `Loader` reads the prepared split with ``tfds.data_source``-style random access and grain.
+The *global* batch composition is decided from the seeded permutation and the stored lengths, so
+every host agrees on it and on its bucket; each host then reads only its slice of rows. A batch
+is padded to the smallest of ``num_buckets`` length buckets that fits all its rows (one bucket
+index for all modalities: at most ``num_buckets`` shapes, so at most that many compilations),
+and to the full batch size with ``valid = 0`` rows. The position (epoch, next batch) is the
+iterator state saved in checkpoints.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from mmfuse_jax.batch import UNIMODAL_LABELS
+from mmfuse_jax.data.formats import FORMATS
+from mmfuse_jax.errors import ConfigError, DataError
+
+SPLITS = ("train", "dev", "test")
+_BUILDER = "mmfuse_prepared"
+
+
+# ---------------------------------------------------------------------------------- prepare
+
+def _fingerprint(ds) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(ds.to_dict() if hasattr(ds, "to_dict") else dict(ds), sort_keys=True,
+                        default=str).encode())
+    root = ds.root
+    for dirpath, _, files in sorted(os.walk(root)):
+        if os.path.basename(dirpath).startswith("prepared") or "/prepared" in dirpath:
+            continue
+        for name in sorted(files):
+            st = os.stat(os.path.join(dirpath, name))
+            h.update(f"{os.path.relpath(os.path.join(dirpath, name), root)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def prepared_dir(ds) -> str:
+    return ds.prepared_dir or os.path.join(ds.root, "prepared")
+
+
+def tokenize(texts: list[str], tokenizer, max_len: int) -> tuple[list[np.ndarray], int]:
+    """Official MIntRec convention: [CLS] + tokens[:max_len-2] + [SEP]; returns ids and #truncated."""
+    ids, truncated = [], 0
+    for text in texts:
+        toks = tokenizer.tokenize(text)
+        if len(toks) > max_len - 2:
+            toks, truncated = toks[: max_len - 2], truncated + 1
+        ids.append(np.asarray(tokenizer.convert_tokens_to_ids(["[CLS]", *toks, "[SEP]"]), np.int32))
+    return ids, truncated
+
+
+def _builder_class():
+    import tensorflow_datasets as tfds
+
+    class MmfusePrepared(tfds.core.GeneratorBasedBuilder):
+        """Examples of one release after reading and tokenization (features as float32)."""
+
+        VERSION = tfds.core.Version("1.0.0")
+
+        def __init__(self, *, splits: dict | None = None, dims: dict | None = None,
+                     label_dtype=np.int32, extra_labels: tuple = (), **kwargs):
+            self._splits, self._dims, self._label_dtype = splits, dims, label_dtype
+            self._extra_labels = extra_labels
+            super().__init__(**kwargs)
+
+        def _info(self):
+            f = tfds.features
+            feats = {"key": f.Text(), "text_ids": f.Tensor(shape=(None,), dtype=np.int32),
+                     "text_type_ids": f.Tensor(shape=(None,), dtype=np.int32),
+                     "label": f.Scalar(dtype=self._label_dtype)}
+            for m, d in self._dims.items():  # audio, video and (feature path) text
+                feats["text_feats" if m == "text" else m] = f.Tensor(shape=(None, d), dtype=np.float32)
+            for k in self._extra_labels:
+                feats[k] = f.Scalar(dtype=np.float32)
+            return tfds.core.DatasetInfo(builder=self, disable_shuffling=True, features=f.FeaturesDict(feats))
+
+        def _split_generators(self, dl_manager):
+            return {name: self._generate_examples(rows) for name, rows in self._splits.items()}
+
+        def _generate_examples(self, rows):
+            keys = list(self._info().features.keys())
+            for i, ex in enumerate(rows):
+                yield i, {k: ex[k] for k in keys}
+
+    return MmfusePrepared
+
+
+def _length(ex: dict, modality: str) -> int:
+    if modality == "text":
+        return max(len(ex["text_ids"]), len(ex.get("text_feats", ())))
+    return len(ex[modality])
+
+
+def prepare(ds, *, verbose: bool = True) -> str:
+    """Prepare ``ds`` (config.dataset) once; returns the prepared folder. Re-running is free."""
+    import logging
+
+    from mmfuse_jax.encoders.bert import load_tokenizer
+
+    out = prepared_dir(ds)
+    fp = _fingerprint(ds)
+    meta_path = os.path.join(out, "meta.json")
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            if json.load(f).get("fingerprint") == fp:
+                return out
+    if ds.format not in FORMATS:
+        raise ConfigError(f"config.dataset.format={ds.format!r}: expected one of {sorted(FORMATS)}")
+    reader = FORMATS[ds.format]
+    max_lens = dict(ds.max_len)
+    splits, report = reader.read(ds.root, feat_dims=dict(ds.feat_dims), max_lens=max_lens,
+                                 nonfinite=ds.nonfinite)
+    n_trunc, lengths = 0, {}
+    tokenizer = None
+    for name, rows in splits.items():
+        if any("text_ids" not in r for r in rows):
+            tokenizer = tokenizer or load_tokenizer(ds.bert_path)
+            ids, t = tokenize([r["text"] for r in rows], tokenizer, max_lens["text"])
+            n_trunc += t
+            for r, i in zip(rows, ids):
+                r["text_ids"] = i
+        for r in rows:
+            r["text_ids"] = np.asarray(r["text_ids"], np.int32)[: max_lens["text"]]
+            r.setdefault("text_type_ids", np.zeros_like(r["text_ids"]))
+            r["text_type_ids"] = np.asarray(r["text_type_ids"], np.int32)[: len(r["text_ids"])]
+        lengths[name] = {m: [int(_length(r, m)) for r in rows] for m in ("text", "audio", "video")}
+    extra_labels = tuple(k for k in UNIMODAL_LABELS if all(k in r for rows in splits.values() for r in rows))
+    import tensorflow_datasets as tfds
+
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    label_dtype = np.float32 if getattr(ds, "task", "classification") == "regression" else np.int32
+    builder = _builder_class()(splits=splits, dims=dict(ds.feat_dims), label_dtype=label_dtype,
+                               extra_labels=extra_labels,
+                               data_dir=os.path.join(out, fp), file_format="array_record")
+    tfds.disable_progress_bar()
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+    meta = {"fingerprint": fp, "builder_dir": os.path.relpath(builder.data_dir, out),
+            "sizes": {k: len(v) for k, v in splits.items()}, "lengths": lengths,
+            "extra_labels": list(extra_labels),
+            "report": report.lines() + ([f"truncated text: {n_trunc} utterances"] if n_trunc else [])}
+    tmp = meta_path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(meta, f)
+    os.replace(tmp, meta_path)  # the dataset counts as prepared only once this file is whole
+    for old in os.listdir(out):  # datasets prepared from an earlier config or release
+        if old != fp and len(old) == 16 and all(ch in "0123456789abcdef" for ch in old):
+            shutil.rmtree(os.path.join(out, old), ignore_errors=True)
+    if verbose:
+        print(f"prepared {ds.format} from {ds.root} -> {out}: "
+              + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+        for line in meta["report"]:
+            print("  " + line)
+    return out
+
+
+# ---------------------------------------------------------------------------------- loading
+
+@dataclasses.dataclass
+class Prepared:
+    """A prepared dataset: per-split random-access sources and example lengths."""
+
+    root: str
+    meta: dict
+
+    @classmethod
+    def open(cls, ds) -> "Prepared":
+        out = prepare(ds)
+        with open(os.path.join(out, "meta.json")) as f:
+            return cls(out, json.load(f))
+
+    def source(self, split: str):
+        import tensorflow_datasets as tfds
+
+        if split not in self.meta["sizes"]:
+            raise DataError(self.root, f"split '{split}'", f"one of {sorted(self.meta['sizes'])}", "missing")
+        builder = tfds.builder_from_directory(os.path.join(self.root, self.meta["builder_dir"]))
+        return builder.as_data_source(split=split)
+
+    def lengths(self, split: str) -> dict[str, np.ndarray]:
+        return {m: np.asarray(v, np.int64) for m, v in self.meta["lengths"][split].items()}
+
+
+def bucket_lengths(max_len: dict[str, int], num_buckets: int) -> list[dict[str, int]]:
+    """``num_buckets`` length sets, the k-th at k/num_buckets of every maximum (the last is the max)."""
+    return [{m: max(1, math.ceil(n * (k + 1) / num_buckets)) for m, n in max_len.items()}
+            for k in range(num_buckets)]
+
+
+def choose_bucket(buckets: list[dict[str, int]], lengths: dict[str, np.ndarray]) -> int:
+    need = {m: int(v.max(initial=1)) for m, v in lengths.items()}
+    for i, b in enumerate(buckets):
+        if all(need[m] <= b[m] for m in need):
+            return i
+    return len(buckets) - 1
+
+
+def collate(rows: list[dict[str, Any]], *, batch_size: int, lens: dict[str, int], dims: dict[str, int],
+            label_dtype=np.int32, extra_labels: tuple = ()) -> dict[str, np.ndarray]:
+    """Pad ``rows`` to ``lens`` and to ``batch_size`` rows (``valid`` = 0 on the padding rows).
+
+    ``dims`` holds the feature sizes of audio, video and, on the feature path, text.
+    """
+    b, lt = batch_size, lens["text"]
+    out = {"text_ids": np.zeros((b, lt), np.int32), "text_mask": np.zeros((b, lt), np.int32),
+           "text_type_ids": np.zeros((b, lt), np.int32),
+           "label": np.zeros((b,), label_dtype), "valid": np.zeros((b,), np.float32)}
+    for k in extra_labels:
+        out[k] = np.zeros((b,), np.float32)
+    if "text" in dims:
+        out["text"] = np.zeros((b, lt, dims["text"]), np.float32)
+    for m in ("audio", "video"):
+        out[m] = np.zeros((b, lens[m], dims[m]), np.float32)
+        out[f"{m}_mask"] = np.zeros((b, lens[m]), np.int32)
+    for i, r in enumerate(rows):
+        t = min(len(r["text_ids"]), lt)
+        out["text_ids"][i, :t], out["text_type_ids"][i, :t] = r["text_ids"][:t], r["text_type_ids"][:t]
+        if "text" in dims:
+            n = min(len(r["text_feats"]), lt)
+            out["text"][i, :n] = r["text_feats"][:n]
+            t = max(t, n)
+        out["text_mask"][i, :t] = 1
+        for m in ("audio", "video"):
+            n = min(len(r[m]), lens[m])
+            out[m][i, :n], out[f"{m}_mask"][i, :n] = r[m][:n], 1
+        out["label"][i], out["valid"][i] = r["label"], 1.0
+        for k in extra_labels:
+            out[k][i] = r[k]
+    return out
+
+
+class Loader:
+    """Batches of one split for this host, in the order fixed by ``seed`` and the epoch."""
+
+    def __init__(self, prepared: Prepared, split: str, *, batch_size: int, max_len: dict, dims: dict,
+                 num_buckets: int, shuffle: bool, seed: int = 0, label_dtype=np.int32,
+                 process_index: int = 0, process_count: int = 1, num_threads: int = 2):
+        if batch_size % process_count:
+            raise ConfigError(f"batch_size {batch_size} must be divisible by the {process_count} hosts")
+        self.source = prepared.source(split)
+        self.lengths = prepared.lengths(split)
+        self.n = len(self.source)
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.buckets = bucket_lengths(dict(max_len), num_buckets)
+        self.dims, self.label_dtype = dict(dims), label_dtype
+        self.extra_labels = tuple(prepared.meta.get("extra_labels", ()))
+        self.process_index, self.process_count, self.num_threads = process_index, process_count, num_threads
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+    def order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.n)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+
+    def plan(self, epoch: int, b: int) -> tuple[np.ndarray, int]:
+        """Indices of this host's rows in global batch ``b`` and the bucket of the whole batch."""
+        idx = self.order(epoch)[b * self.batch_size:(b + 1) * self.batch_size]
+        bucket = choose_bucket(self.buckets, {m: v[idx] for m, v in self.lengths.items()})
+        per_host = self.batch_size // self.process_count
+        return idx[self.process_index * per_host:(self.process_index + 1) * per_host], bucket
+
+    def load(self, epoch: int, b: int) -> dict[str, np.ndarray]:
+        idx, bucket = self.plan(epoch, b)
+        rows = [self.source[int(i)] for i in idx]
+        return collate(rows, batch_size=self.batch_size // self.process_count, lens=self.buckets[bucket],
+                       dims=self.dims, label_dtype=self.label_dtype, extra_labels=self.extra_labels)
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
+        """Batches ``start..len-1`` of ``epoch``, read ahead on grain threads, in order."""
+        import grain
+
+        ds = grain.MapDataset.range(start, len(self)).map(lambda b: self.load(epoch, int(b)))
+        it = ds.to_iter_dataset(grain.ReadOptions(num_threads=self.num_threads, prefetch_buffer_size=4))
+        yield from it
