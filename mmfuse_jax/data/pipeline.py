@@ -17,6 +17,7 @@ iterator state saved in checkpoints.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -66,7 +67,9 @@ def tokenize(texts: list[str], tokenizer, max_len: int) -> tuple[list[np.ndarray
     return ids, truncated
 
 
+@functools.lru_cache(maxsize=None)
 def _builder_class():
+    """Defined once per process: TFDS registers builder classes by name when they are created."""
     import tensorflow_datasets as tfds
 
     class MmfusePrepared(tfds.core.GeneratorBasedBuilder):
@@ -75,8 +78,9 @@ def _builder_class():
         VERSION = tfds.core.Version("1.0.0")
 
         def __init__(self, *, splits: dict | None = None, dims: dict | None = None,
-                     label_dtype=np.int32, extra_labels: tuple = (), **kwargs):
+                     label_dtype=np.int32, extra_labels: tuple = (), label_shape: tuple = (), **kwargs):
             self._splits, self._dims, self._label_dtype = splits, dims, label_dtype
+            self._label_shape = tuple(label_shape)
             self._extra_labels = extra_labels
             super().__init__(**kwargs)
 
@@ -84,7 +88,8 @@ def _builder_class():
             f = tfds.features
             feats = {"key": f.Text(), "text_ids": f.Tensor(shape=(None,), dtype=np.int32),
                      "text_type_ids": f.Tensor(shape=(None,), dtype=np.int32),
-                     "label": f.Scalar(dtype=self._label_dtype)}
+                     "label": f.Tensor(shape=self._label_shape, dtype=self._label_dtype) if self._label_shape
+                     else f.Scalar(dtype=self._label_dtype)}
             for m, d in self._dims.items():  # audio, video and (feature path) text
                 feats["text_feats" if m == "text" else m] = f.Tensor(shape=(None, d), dtype=np.float32)
             for k in self._extra_labels:
@@ -125,8 +130,9 @@ def prepare(ds, *, verbose: bool = True) -> str:
         raise ConfigError(f"config.dataset.format={ds.format!r}: expected one of {sorted(FORMATS)}")
     reader = FORMATS[ds.format]
     max_lens = dict(ds.max_len)
+    read_options = dict(ds.read_options) if "read_options" in ds else {}  # format-specific (e.g. which pickle)
     splits, report = reader.read(ds.root, feat_dims=dict(ds.feat_dims), max_lens=max_lens,
-                                 nonfinite=ds.nonfinite)
+                                 nonfinite=ds.nonfinite, **read_options)
     n_trunc, lengths = 0, {}
     tokenizer = None
     for name, rows in splits.items():
@@ -146,15 +152,16 @@ def prepare(ds, *, verbose: bool = True) -> str:
 
     logging.getLogger("absl").setLevel(logging.WARNING)
     label_dtype = np.float32 if getattr(ds, "task", "classification") == "regression" else np.int32
+    label_shape = tuple(ds.get("label_shape", ()))  # e.g. (4,): IEMOCAP's four binary emotions
     builder = _builder_class()(splits=splits, dims=dict(ds.feat_dims), label_dtype=label_dtype,
-                               extra_labels=extra_labels,
+                               extra_labels=extra_labels, label_shape=label_shape,
                                data_dir=os.path.join(out, fp), file_format="array_record")
     tfds.disable_progress_bar()
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
     meta = {"fingerprint": fp, "builder_dir": os.path.relpath(builder.data_dir, out),
             "sizes": {k: len(v) for k, v in splits.items()}, "lengths": lengths,
-            "extra_labels": list(extra_labels),
+            "extra_labels": list(extra_labels), "label_shape": list(label_shape),
             "report": report.lines() + ([f"truncated text: {n_trunc} utterances"] if n_trunc else [])}
     tmp = meta_path + ".tmp"
     with open(tmp, "w") as f:
@@ -213,15 +220,16 @@ def choose_bucket(buckets: list[dict[str, int]], lengths: dict[str, np.ndarray])
 
 
 def collate(rows: list[dict[str, Any]], *, batch_size: int, lens: dict[str, int], dims: dict[str, int],
-            label_dtype=np.int32, extra_labels: tuple = ()) -> dict[str, np.ndarray]:
+            label_dtype=np.int32, extra_labels: tuple = (), label_shape: tuple = ()) -> dict[str, np.ndarray]:
     """Pad ``rows`` to ``lens`` and to ``batch_size`` rows (``valid`` = 0 on the padding rows).
 
-    ``dims`` holds the feature sizes of audio, video and, on the feature path, text.
+    ``dims`` holds the feature sizes of audio, video and, on the feature path, text; ``label_shape``
+    the shape of one label (default scalar: label [B]; (4,) gives IEMOCAP's label [B, 4]).
     """
     b, lt = batch_size, lens["text"]
     out = {"text_ids": np.zeros((b, lt), np.int32), "text_mask": np.zeros((b, lt), np.int32),
            "text_type_ids": np.zeros((b, lt), np.int32),
-           "label": np.zeros((b,), label_dtype), "valid": np.zeros((b,), np.float32)}
+           "label": np.zeros((b, *label_shape), label_dtype), "valid": np.zeros((b,), np.float32)}
     for k in extra_labels:
         out[k] = np.zeros((b,), np.float32)
     if "text" in dims:
@@ -261,6 +269,7 @@ class Loader:
         self.buckets = bucket_lengths(dict(max_len), num_buckets)
         self.dims, self.label_dtype = dict(dims), label_dtype
         self.extra_labels = tuple(prepared.meta.get("extra_labels", ()))
+        self.label_shape = tuple(prepared.meta.get("label_shape", ()))
         self.process_index, self.process_count, self.num_threads = process_index, process_count, num_threads
 
     def __len__(self) -> int:
@@ -282,7 +291,8 @@ class Loader:
         idx, bucket = self.plan(epoch, b)
         rows = [self.source[int(i)] for i in idx]
         return collate(rows, batch_size=self.batch_size // self.process_count, lens=self.buckets[bucket],
-                       dims=self.dims, label_dtype=self.label_dtype, extra_labels=self.extra_labels)
+                       dims=self.dims, label_dtype=self.label_dtype, extra_labels=self.extra_labels,
+                       label_shape=self.label_shape)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
         """Batches ``start..len-1`` of ``epoch``, read ahead on grain threads, in order."""

@@ -112,3 +112,11 @@ def test_few_shapes_per_split(prepared):
     loader = make_loader(prepared, batch_size=4)
     shapes = {b["audio"].shape for b in loader.epoch(0)} | {b["audio"].shape for b in loader.epoch(1)}
     assert 1 <= len(shapes) <= 4
+
+
+def test_two_datasets_prepare_in_one_process(tiny_synthetic, tmp_path):
+    for i in range(2):
+        c = tiny_config("text_only", tiny_synthetic)
+        c.dataset.prepared_dir = str(tmp_path / f"p{i}")
+        c.dataset.max_len.audio = 40 + i
+        assert os.path.exists(os.path.join(pipeline.prepare(c.dataset, verbose=False), "meta.json"))

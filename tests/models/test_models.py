@@ -44,12 +44,24 @@ def make_batch(seed=0, *, audio_missing=False):
     return {k: jnp.asarray(v) for k, v in batch.items()}
 
 
-@pytest.fixture(params=registry.names())
+class Jitted:
+    """The module with jitted init/apply (op-by-op dispatch makes un-jitted tests slow)."""
+
+    def __init__(self, module):
+        self.module = module
+        self.init = jax.jit(module.init, static_argnames="train")
+        self.apply = jax.jit(module.apply, static_argnames="train")
+
+
+def build(name):
+    spec = registry.get(name)
+    m = Jitted(spec.build(model_config(name), {"num_classes": C, "bert": BERT}))
+    return spec, m, m.init(jax.random.key(0), make_batch(), train=False)["params"]
+
+
+@pytest.fixture(params=registry.names(), scope="module")
 def model(request):
-    spec = registry.get(request.param)
-    m = spec.build(model_config(request.param), {"num_classes": C, "bert": BERT})
-    params = m.init(jax.random.key(0), make_batch(), train=False)["params"]
-    return spec, m, params
+    return build(request.param)
 
 
 def test_output_shapes_and_finite(model):
@@ -69,7 +81,7 @@ def test_gradients_reach_every_parameter(model):
         out = m.apply({"params": p}, make_batch(), train=True, rngs={"dropout": jax.random.key(1)})
         return spec.loss_fn(out, make_batch())[0]
 
-    grads = jax.grad(loss)(params)
+    grads = jax.jit(jax.grad(loss))(params)
     zero = [jax.tree_util.keystr(path) for path, g in jax.tree_util.tree_leaves_with_path(grads)
             if not np.any(np.asarray(g))]
     # The pooler/type embeddings of unused rows may legitimately get zero gradient only if unused.
@@ -88,9 +100,7 @@ def test_padding_rows_do_not_change_the_loss(model):
 
 def test_text_only_ignores_audio_and_video_fusion_uses_them():
     for name, uses in (("text_only", False), ("early_fusion", True)):
-        spec = registry.get(name)
-        m = spec.build(model_config(name), {"num_classes": C, "bert": BERT})
-        params = m.init(jax.random.key(0), make_batch(), train=False)["params"]
+        spec, m, params = build(name)
         a = m.apply({"params": params}, make_batch(0), train=False)["logits"]
         b = make_batch(0)
         b = dict(b, audio=b["audio"] + 1.0, video=b["video"] * 2.0)
@@ -99,10 +109,8 @@ def test_text_only_ignores_audio_and_video_fusion_uses_them():
 
 
 def test_masked_frames_do_not_matter():
-    spec = registry.get("early_fusion")
-    m = spec.build(model_config("early_fusion"), {"num_classes": C, "bert": BERT})
+    spec, m, params = build("early_fusion")
     b = make_batch()
-    params = m.init(jax.random.key(0), b, train=False)["params"]
     noisy = dict(b, audio=jnp.where(b["audio_mask"][..., None] > 0, b["audio"], 1e3))
     np.testing.assert_allclose(m.apply({"params": params}, b)["logits"],
                                m.apply({"params": params}, noisy)["logits"], atol=1e-5)
