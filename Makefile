@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test test-fast bench lint clean
+.PHONY: venv demo test test-fast bench lint clean report compare tensorboard notebook
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,6 +20,23 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m mmfuse_jax.demo --workdir=runs/demo
 
+# Redraw a run's report.md and plots: make report RUN=runs/demo/dyken_hyena
+report: $(STAMP)
+	$(BIN)/python -m mmfuse_jax.report --workdir=$(RUN)
+
+# Compare run folders: make compare RUNS="runs/demo/*" (also writes compare.md)
+RUNS ?= runs/*/ runs/demo/*/
+compare: $(STAMP)
+	$(BIN)/python -m mmfuse_jax.compare $(RUNS) --out=compare.md
+
+# TensorBoard over every run (needs `pip install tensorboard`; the runs only need tensorboardX)
+tensorboard:
+	$(BIN)/tensorboard --logdir runs
+
+# Run the Colab notebook here on CPU with the tiny preset (as the test suite does)
+notebook: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_notebook.py
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --durations=15 tests
 
@@ -30,7 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.train_step --config=configs/early_fusion.py:demo
 
 lint: $(STAMP)
-	$(BIN)/python -m ruff check mmfuse_jax configs tests benchmarks train.py eval.py
+	$(BIN)/python -m ruff check mmfuse_jax configs tests benchmarks train.py eval.py predict.py
 
 clean:
 	rm -rf runs data/synthetic_demo data/synthetic_tiny

@@ -1,5 +1,9 @@
-"""Evaluate the best checkpoint of a run on dev and test: python eval.py --config=... --workdir=DIR."""
-from absl import app
+"""Evaluate the best checkpoint of a run on dev and test: python eval.py --config=... --workdir=DIR.
+
+Writes DIR/eval_<split>.json, DIR/predictions_<split>.npz and DIR/report.md with its plots
+(DIR/plots/: learning curves, confusion matrix, per-class F1), and prints the metrics table.
+"""
+import os
 
 from mmfuse_jax import cli
 
@@ -13,9 +17,10 @@ def main(argv):
     def run():
         results = loop.evaluate(config, workdir)
         print(loop.format_table(results, f"{config.model_name} on {config.dataset.name} (x100)"))
+        print(f"report: {os.path.join(workdir, 'report.md')}")
 
-    cli.run_user_facing(run)
+    cli.run_user_facing(run, config=config)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_app(main)

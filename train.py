@@ -1,6 +1,8 @@
-"""Train a model: python train.py --config=configs/<model>.py:<preset> --workdir=DIR [--config.x=y]."""
-from absl import app
+"""Train a model: python train.py --config=configs/<model>.py:<preset> --workdir=DIR [--config.x=y].
 
+Prints the resolved config, saves it as DIR/config.json, trains with early stopping on dev (resuming
+from DIR/checkpoints if there), logs DIR/metrics.jsonl and TensorBoard events; then run eval.py.
+"""
 from mmfuse_jax import cli
 
 
@@ -9,8 +11,8 @@ def main(argv):
     from mmfuse_jax.training import loop
 
     config, workdir = cli.CONFIG.value, cli.WORKDIR.value
-    cli.run_user_facing(lambda: print(loop.train_and_evaluate(config, workdir)))
+    cli.run_user_facing(lambda: print(loop.train_and_evaluate(config, workdir)), config=config)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_app(main)

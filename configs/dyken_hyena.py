@@ -1,27 +1,50 @@
 """dyken_hyena (DyKen-Hyena, arXiv 2509.09940).
 
+Presets: mintrec (thuiar/MIntRec release), mintrec2 (thuiar/MIntRec2.0 with out-of-scope data),
+demo / tiny (synthetic MIntRec layout), demo_mintrec2 / tiny_mintrec2 (synthetic MIntRec2.0
+layout with OOS intents never seen in training).
+
 Sources: kernel_size 3 is the paper's (ablation 1/3/5); the paper does not report the kernel
-generator, context attention or optimisation settings, so the mintrec preset takes the MIntRec
+generator, context attention or optimisation settings, so the real-data presets take the MIntRec
 baselines' optimisation (thuiar/MIntRec configs/text_bert.py: AdamW lr 2e-5, wd 0.1, warmup 0.1,
 batch 16, <= 100 epochs, patience 8, monitor f1) and our choices for the rest (marked below).
-Usage: python train.py --config=configs/dyken_hyena.py:mintrec --workdir=runs/dyken
+On MIntRec2.0 the OOS training rows are used for outlier exposure, as the official ``*_ood``
+baselines do (thuiar/MIntRec2.0 methods/single_turn/*/manager_ood.py), and open-intent decisions
+use DOC (`mmfuse_jax.ood`).
+Usage: python train.py --config=configs/dyken_hyena.py:mintrec2 --workdir=runs/dyken2
 """
-from mmfuse_jax.config_base import base_config, parse_preset
+from mmfuse_jax.config_base import PRESETS, base_config, parse_preset
+from mmfuse_jax.data.formats import mintrec2
+
+MINTREC2_PRESETS = {"mintrec2": "mintrec2", "demo_mintrec2": "demo", "tiny_mintrec2": "tiny"}
 
 
 def get_config(arg: str | None = None):
-    c = base_config("dyken_hyena", parse_preset(arg))
+    preset = parse_preset(arg, presets=PRESETS + tuple(MINTREC2_PRESETS))
+    if preset in MINTREC2_PRESETS:
+        ds = mintrec2.preset(MINTREC2_PRESETS[preset])
+        ds.read_options.oos_splits = ("train", "dev", "test")  # outlier exposure (official *_ood)
+        c = base_config("dyken_hyena", MINTREC2_PRESETS[preset] if preset != "mintrec2" else "mintrec", ds)
+        c.preset = preset
+    else:
+        c = base_config("dyken_hyena", preset)
     m = c.model
     m.kernel_size = 3              # paper (Ks = 3; ablation {1, 3, 5})
     m.dynamic_short_conv = True    # paper ablation "w/o dynamic short conv" = False
     m.long_conv = True             # ablation switch
     m.cross_modal = "both"         # 'audio' | 'video' | 'both'
-    m.kernel_groups = 12           # our choice: one kernel per token for each of 12 channel groups
+    m.kernel_groups = 3            # our choice: one kernel per token for each Hyena branch (x0, x1, v);
+    #                                fewer groups learned faster on the synthetic benchmark (3: 100 % dev
+    #                                acc at epoch 7; 8: 97 % at 12; 12: 75 %; 24: 72 %)
     m.generator_depth = 1          # our choice (paper: "lightweight MLP", depth not reported)
     m.generator_width = 256        # our choice
     m.context_heads = 8            # our choice (BERT-base heads)
     m.filter_width = 64            # safari HyenaOperator filter_order default
-    if c.preset in ("demo", "tiny"):
+    if preset in ("demo_mintrec2", "tiny_mintrec2"):
+        # Tuned on the synthetic MIntRec2.0 variant (30 intents need more steps than 20 pairs).
+        c.optimizer.lr = 2e-3 if preset == "demo_mintrec2" else 3e-3
+        c.num_epochs = 20 if preset == "demo_mintrec2" else 16
+    if c.preset.startswith(("demo", "tiny")):
         m.generator_width = 64
         m.context_heads = 4
         m.filter_width = 16

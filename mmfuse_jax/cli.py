@@ -26,11 +26,75 @@ def quiet_logs() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-def run_user_facing(fn) -> None:
-    """Run ``fn``; a user mistake (bad data or config) prints one clear line instead of a traceback."""
+def run_user_facing(fn, *, config=None) -> None:
+    """Run ``fn``; a user mistake (bad data or config) prints one clear line instead of a traceback.
+
+    With ``config``, the resolved config (defaults + preset + --config.x overrides) is printed first.
+    """
     quiet_logs()
+    if config is not None:
+        print("resolved config (train.py saves it as <workdir>/config.json):")
+        print("  " + str(config).rstrip().replace("\n", "\n  "), flush=True)
     try:
         fn()
     except (DataError, ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except FloatingPointError as e:  # a non-finite loss stopped training; checkpoints are intact
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(3)
+
+
+# ------------------------------------------------------------------------------- --help
+
+_HELP_FLAGS = ("--help", "-help", "-h", "--helpshort", "--helpfull", "-?")
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def config_presets(model: str) -> list[str] | None:
+    """The presets ``configs/<model>.py`` accepts (None without that file).
+
+    Every config picks its preset with `config_base.parse_preset`, whose error lists the valid ones:
+    asking for an impossible preset reads that list without a second list to keep in sync.
+    """
+    import ast
+    import importlib.util
+    import re
+
+    path = os.path.join(CONFIGS_DIR, f"{model}.py")
+    if not os.path.exists(path):
+        return None
+    spec = importlib.util.spec_from_file_location(f"_configs_{model}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    try:
+        mod.get_config("<list presets>")
+    except ConfigError as e:
+        found = re.search(r"expected one of (\[.*?\])", str(e))
+        if found:
+            return list(ast.literal_eval(found.group(1)))
+    return []
+
+
+def catalogue() -> str:
+    """Every registered model with its config file's presets (for --help)."""
+    from mmfuse_jax import registry
+
+    lines = ["Models and presets (--config=configs/<model>.py:<preset>):"]
+    names = registry.names()
+    width = max(len(n) for n in names) + 2
+    for name in names:
+        presets = config_presets(name)
+        text = ", ".join(presets) if presets else ("(no configs/ file)" if presets is None else "(see the file)")
+        lines.append(f"  {name:<{width}}{text}")
+    return "\n".join(lines)
+
+
+def run_app(main) -> None:
+    """`absl.app.run(main)`; ``--help`` also lists the models and their presets."""
+    from absl import app
+
+    if any(a.split("=")[0] in _HELP_FLAGS for a in sys.argv[1:]):
+        module = sys.modules["__main__"]
+        module.__doc__ = (module.__doc__ or "").rstrip() + "\n\n" + catalogue() + "\n"
+    app.run(main)

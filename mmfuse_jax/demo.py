@@ -1,8 +1,10 @@
-"""`make demo`: train text_only and early_fusion on the synthetic benchmark and compare them.
+"""`make demo`: train the intent models on the synthetic benchmarks and compare them.
 
-python -m mmfuse_jax.demo --workdir=runs/demo [--models=text_only,early_fusion]
-Each model trains in ``<workdir>/<model>`` (resumed if already there), is evaluated on dev and
-test from its best checkpoint, and one table compares them.
+python -m mmfuse_jax.demo --workdir=runs/demo
+Runs (each in ``<workdir>/<name>``, resumed if already there; evaluated from its best checkpoint):
+  * synthetic MIntRec layout: text_only, early_fusion, dyken_hyena;
+  * synthetic MIntRec2.0 layout with out-of-scope intents: dyken_hyena and its
+    ``dynamic_short_conv=False`` ablation, with in-scope and open-intent (DOC) tables.
 """
 from __future__ import annotations
 
@@ -13,13 +15,37 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# (run name, config file, preset, overrides)
+RUNS = {
+    "intent": [("text_only", "text_only", "demo", {}),
+               ("early_fusion", "early_fusion", "demo", {}),
+               ("dyken_hyena", "dyken_hyena", "demo", {})],
+    "open_intent": [("dyken_hyena_oos", "dyken_hyena", "demo_mintrec2", {}),
+                    ("dyken_hyena_oos_static", "dyken_hyena", "demo_mintrec2",
+                     {"model.dynamic_short_conv": False})],
+}
 
-def load_config(model: str, preset: str):
+
+def load_config(model: str, preset: str, overrides: dict | None = None):
     path = os.path.join(REPO, "configs", f"{model}.py")
     spec = importlib.util.spec_from_file_location(f"configs_{model}", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.get_config(preset)
+    config = mod.get_config(preset)
+    for key, value in (overrides or {}).items():
+        *path_, leaf = key.split(".")
+        target = config
+        for part in path_:
+            target = target[part]
+        target[leaf] = value
+    return config
+
+
+def _table(title: str, rows: dict, columns: list[tuple[str, str]]) -> str:
+    lines = [title, f"{'run':<24}" + "".join(f"{s + ' ' + m:>18}" for s, m in columns)]
+    for name, res in rows.items():
+        lines.append(f"{name:<24}" + "".join(f"{100 * res[s][m]:>18.2f}" for s, m in columns))
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,27 +54,30 @@ def main(argv: list[str] | None = None) -> None:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", default="runs/demo")
-    p.add_argument("--models", default="text_only,early_fusion")
-    p.add_argument("--preset", default="demo")
+    p.add_argument("--suites", default="intent,open_intent", help=f"comma-separated, from {sorted(RUNS)}")
     args = p.parse_args(argv)
-    rows = {}
 
     def run():
-        for model in args.models.split(","):
-            config = load_config(model, args.preset)
-            workdir = os.path.join(args.workdir, model)
-            print(f"\n=== {model}: training on {config.dataset.name} -> {workdir}")
-            t0 = time.perf_counter()
-            loop.train_and_evaluate(config, workdir)
-            res = loop.evaluate(config, workdir)
-            rows[model] = (res, time.perf_counter() - t0)
-        metrics = ("acc", "f1", "weighted_f1")
-        print(f"\nResults on the synthetic benchmark (x100; {args.workdir}):")
-        print(f"{'model':<14}" + "".join(f"{s + ' ' + m:>18}" for s in ("dev", "test") for m in metrics)
-              + f"{'seconds':>10}")
-        for model, (res, secs) in rows.items():
-            print(f"{model:<14}" + "".join(f"{100 * res[s][m]:>18.2f}" for s in ("dev", "test") for m in metrics)
-                  + f"{secs:>10.0f}")
+        t_start = time.perf_counter()
+        results = {}
+        for suite in args.suites.split(","):
+            for name, model, preset, overrides in RUNS[suite]:
+                config = load_config(model, preset, overrides)
+                workdir = os.path.join(args.workdir, name)
+                print(f"\n=== {name}: {model} on {config.dataset.name} -> {workdir}", flush=True)
+                loop.train_and_evaluate(config, workdir)
+                results[name] = loop.evaluate(config, workdir)
+        print()
+        if "intent" in args.suites:
+            print(_table("Synthetic MIntRec layout (x100):", {n: results[n] for n, *_ in RUNS["intent"]},
+                         [(s, m) for s in ("dev", "test") for m in ("acc", "f1", "weighted_f1")]))
+        if "open_intent" in args.suites:
+            print()
+            print(_table("Synthetic MIntRec2.0 layout, test: in-scope and open intent (DOC) (x100):",
+                         {n: results[n] for n, *_ in RUNS["open_intent"]},
+                         [("test", "acc"), ("test", "f1")] + [("test (open intent)", m) for m in
+                                                              ("acc", "f1", "f1_known", "f1_oos")]))
+        print(f"\ndemo finished in {time.perf_counter() - t_start:.0f} s; runs in {args.workdir}")
 
     cli.run_user_facing(run)
 

@@ -289,7 +289,8 @@ class Loader:
 
     def load(self, epoch: int, b: int) -> dict[str, np.ndarray]:
         idx, bucket = self.plan(epoch, b)
-        rows = [self.source[int(i)] for i in idx]
+        getitems = getattr(self.source, "__getitems__", None)  # one batched read when the source has it
+        rows = getitems([int(i) for i in idx]) if getitems else [self.source[int(i)] for i in idx]
         return collate(rows, batch_size=self.batch_size // self.process_count, lens=self.buckets[bucket],
                        dims=self.dims, label_dtype=self.label_dtype, extra_labels=self.extra_labels,
                        label_shape=self.label_shape)

@@ -145,6 +145,13 @@ def write(out: str, spec: SyntheticSpec = SyntheticSpec()) -> str:
     return out
 
 
+def ensure(ds) -> None:
+    """Write the benchmark of a demo/tiny ``config.dataset`` under ``ds.root`` on first use."""
+    if len(ds.get("synthetic", {})) and not os.path.exists(os.path.join(ds.root, "train.tsv")):
+        print(f"generating the synthetic benchmark in {ds.root} ...")
+        write(ds.root, SyntheticSpec(**dict(ds.synthetic)))
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

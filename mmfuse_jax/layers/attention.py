@@ -1,8 +1,8 @@
 """Scaled dot-product attention with key masks, and masked pooling.
 
-`dot_product_attention` uses `jax.nn.dot_product_attention` (XLA's fused path, cuDNN on GPU when
-available) whenever no attention dropout is applied, and an explicit softmax otherwise; both
-compute softmax in float32. Tests check the two paths agree.
+`dot_product_attention` uses `jax.nn.dot_product_attention` (XLA's fused path) for float32 inputs
+without attention dropout, and an explicit float32 softmax otherwise (attention dropout, or
+bfloat16 compute). Tests check the two paths agree.
 """
 from __future__ import annotations
 
@@ -16,20 +16,28 @@ def dot_product_attention(q_bthd: jax.Array, k_bshd: jax.Array, v_bshd: jax.Arra
                           deterministic: bool = True) -> jax.Array:
     """Attention of queries [B,T,H,Dh] over keys/values [B,S,H,Dh]; ``key_mask_bs`` True = attend.
 
-    Returns [B,T,H,Dh]. A query whose keys are all masked attends uniformly (as BERT's additive
-    mask does); callers mask such rows downstream.
+    ``key_mask_bs`` is [B,S] (one key mask for every query) or [B,T,S] (a mask per query, e.g.
+    MulT's future mask). Returns [B,T,H,Dh]. A query whose keys are all masked attends uniformly
+    (as BERT's additive mask does); callers mask such rows downstream.
     """
     use_dropout = dropout is not None and dropout.rate > 0 and not deterministic
-    mask = None if key_mask_bs is None else key_mask_bs.astype(bool)[:, None, None, :]
-    if not use_dropout:
-        dtype = q_bthd.dtype
-        return jax.nn.dot_product_attention(q_bthd, k_bshd, v_bshd, mask=mask).astype(dtype)
+    if key_mask_bs is None:
+        mask = None
+    elif key_mask_bs.ndim == 3:
+        mask = key_mask_bs.astype(bool)[:, None, :, :]
+    else:
+        mask = key_mask_bs.astype(bool)[:, None, None, :]
+    if not use_dropout and q_bthd.dtype == jnp.float32:
+        return jax.nn.dot_product_attention(q_bthd, k_bshd, v_bshd, mask=mask)
+    # Explicit path (attention dropout, or reduced precision): logits and softmax in float32.
     scale = q_bthd.shape[-1] ** -0.5
-    logits = jnp.einsum("bthd,bshd->bhts", q_bthd, k_bshd).astype(jnp.float32) * scale
+    logits = jnp.einsum("bthd,bshd->bhts", q_bthd, k_bshd, preferred_element_type=jnp.float32) * scale
     if mask is not None:
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1)
-    probs = dropout(probs, deterministic=deterministic).astype(v_bshd.dtype)
+    if use_dropout:
+        probs = dropout(probs, deterministic=deterministic)
+    probs = probs.astype(v_bshd.dtype)
     return jnp.einsum("bhts,bshd->bthd", probs, v_bshd)
 
 

@@ -73,7 +73,7 @@ class DyKenHyena(nn.Module):
     dynamic_short_conv: bool = True
     long_conv: bool = True
     cross_modal: str = "both"
-    kernel_groups: int = 12
+    kernel_groups: int = 3
     generator_depth: int = 1
     generator_width: int = 256
     context_heads: int = 8

@@ -28,13 +28,21 @@ class Checkpoints:
         self.best = ocp.CheckpointManager(os.path.join(self.workdir, "best"),
                                           options=ocp.CheckpointManagerOptions(max_to_keep=1, **opts))
 
+    @staticmethod
+    def _replace(manager, step: int) -> None:
+        # A resumed run recomputes the same step deterministically: the new save replaces the old.
+        if step in manager.all_steps():
+            manager.delete(step)
+
     def save_latest(self, state, meta: dict[str, Any]) -> None:
         step = int(jax.device_get(state.step))
+        self._replace(self.latest, step)
         self.latest.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                        meta=ocp.args.JsonSave(meta)), force=True)
 
     def save_best(self, state, meta: dict[str, Any]) -> None:
         step = int(jax.device_get(state.step))
+        self._replace(self.best, step)
         self.best.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(state.params),
                                                      meta=ocp.args.JsonSave(meta)), force=True)
 
@@ -45,10 +53,13 @@ class Checkpoints:
                 restored = manager.restore(step, args=args_for())
                 return restored
             except Exception as e:  # truncated or corrupt step: fall back to the previous one
-                log.warning("checkpoint step %d in %s is unreadable (%s: %s); trying an older one",
-                            step, manager.directory, type(e).__name__, e)
-                print(f"warning: checkpoint step {step} in {manager.directory} is unreadable; "
-                      "using an older one")
+                aside = os.path.join(str(manager.directory), f"corrupt_step_{step}")
+                log.warning("checkpoint step %d in %s is unreadable (%s: %s)", step, manager.directory,
+                            type(e).__name__, e)
+                print(f"warning: checkpoint step {step} in {manager.directory} is unreadable "
+                      f"({type(e).__name__}); moved to {aside}, using an older one")
+                os.replace(os.path.join(str(manager.directory), str(step)), aside)
+                manager.reload()
         return None
 
     def restore_latest(self, abstract_state) -> tuple[Any, dict] | None:

@@ -18,8 +18,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mmfuse_jax import metrics as metrics_lib
-from mmfuse_jax import registry
-from mmfuse_jax.data import pipeline
+from mmfuse_jax import ood, registry
+from mmfuse_jax import report as report_lib
+from mmfuse_jax.batch import UNIMODAL_LABELS
+from mmfuse_jax.data import ensure_dataset, pipeline
 from mmfuse_jax.data.formats import FORMATS
 from mmfuse_jax.encoders import bert as bert_lib
 from mmfuse_jax.errors import ConfigError
@@ -60,24 +62,18 @@ class Experiment:
         return pipeline.collate([], batch_size=self.mesh.size, lens=lens, dims=dict(ds.feat_dims))
 
 
-def ensure_dataset(ds) -> None:
-    """Generate the synthetic benchmark on first use (demo/tiny presets)."""
-    if len(ds.synthetic) and not os.path.exists(os.path.join(ds.root, "train.tsv")):
-        from mmfuse_jax.data import synthetic
-
-        print(f"generating the synthetic benchmark in {ds.root} ...")
-        synthetic.write(ds.root, synthetic.SyntheticSpec(**ds.synthetic.to_dict()))
-
-
-def build(config) -> Experiment:
+def build(config, *, data: bool = True) -> Experiment:
+    """The model, mesh and labels of ``config``; ``data=False`` skips preparing the dataset (the
+    `Predictor` needs only the config, the BERT config and the labels; `Experiment.loader` then fails)."""
     if config.compute_dtype not in _DTYPES:
         raise ConfigError(f"config.compute_dtype={config.compute_dtype!r}: expected one of {list(_DTYPES)}")
     spec = registry.get(config.model_name)
-    ensure_dataset(config.dataset)
+    if data:
+        ensure_dataset(config.dataset)
     if config.dataset.format not in FORMATS:
         raise ConfigError(f"config.dataset.format={config.dataset.format!r}: expected one of {sorted(FORMATS)}")
     labels = tuple(FORMATS[config.dataset.format].LABELS)
-    prepared = pipeline.Prepared.open(config.dataset)
+    prepared = pipeline.Prepared.open(config.dataset) if data else None
     bert_cfg = bert_lib.BertConfig.from_json(os.path.join(config.dataset.bert_path, "config.json")) \
         if spec.uses_bert else None
     model = spec.build(config.model, {"num_classes": len(labels), "bert": bert_cfg})
@@ -114,6 +110,9 @@ def predict_split(exp: Experiment, params, split: str, eval_step) -> dict[str, n
         for k, v in res.items():
             outs.setdefault(k, []).append(np.asarray(v)[keep])
         labels.append(batch["label"][keep])
+        for k in UNIMODAL_LABELS:  # unimodal labels travel along for scorers that use them
+            if k in batch:
+                outs.setdefault(k, []).append(batch[k][keep])
     result = {k: np.concatenate(v) for k, v in outs.items()}
     result["label"] = np.concatenate(labels)
     return result
@@ -121,15 +120,22 @@ def predict_split(exp: Experiment, params, split: str, eval_step) -> dict[str, n
 
 def score(exp: Experiment, pred: dict[str, np.ndarray]) -> dict[str, float]:
     """The dataset's official metrics (config.dataset.metric names a `metrics.SCORERS` entry)."""
-    return metrics_lib.score(exp.config.dataset.get("metric", "classification"), pred)
+    return metrics_lib.score(_metric_set(exp), pred)
+
+
+def _metric_set(exp: Experiment) -> str:
+    # config.metric (optional) overrides the dataset's set for one run without touching
+    # config.dataset (whose fields fingerprint the prepared data), e.g. KuDA stage 1's unimodal scores.
+    return exp.config.get("metric") or exp.config.dataset.get("metric", "classification")
 
 
 # ------------------------------------------------------------------------------------- training
 
 def _check_workdir(workdir: str) -> None:
-    os.makedirs(workdir, exist_ok=True)
+    """Fail before any work if ``workdir`` cannot be created or written (no space, a file, read-only)."""
     probe = os.path.join(workdir, ".write_test")
     try:
+        os.makedirs(workdir, exist_ok=True)
         with open(probe, "w") as f:
             f.write("ok")
         os.remove(probe)
@@ -144,10 +150,13 @@ def _better(metric: float, best: float | None, mode: str) -> bool:
 
 
 def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = None,
-                       counter: step_lib.TraceCounter | None = None) -> dict[str, Any]:
+                       counter: step_lib.TraceCounter | None = None,
+                       init_fn: Any = None) -> dict[str, Any]:
     """Train ``config`` in ``workdir`` (resuming if possible); returns the final dev metrics and state.
 
     ``stop_after_steps`` ends the process loop early (used to simulate an interruption in tests).
+    ``init_fn(params) -> params`` edits the fresh initial params (a warm start, e.g. KuDA stage 2
+    from its stage-1 runs); a resumed run's checkpoint replaces them as usual.
     """
     _check_workdir(workdir)
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -159,6 +168,8 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
     tx = state_lib.make_optimizer(config.optimizer, total_steps)
     schedule = state_lib.learning_rate_schedule(config.optimizer, total_steps)
     params = init_params(exp)
+    if init_fn is not None:
+        params = init_fn(params)
     state = jax.jit(lambda p: state_lib.create(p, tx, config.seed + 1),
                     out_shardings=sharding.replicated(exp.mesh))(params)
     del params
@@ -186,24 +197,23 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
             bar = tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{config.num_epochs}",
                        unit="step", leave=False, dynamic_ncols=True, disable=None)
             acc = None  # on-device sums since the last log step
-            t0, seen = time.perf_counter(), 0
+            t0, seen, since_log = time.perf_counter(), 0, 0
             for b, batch in enumerate(train_loader.epoch(epoch, start), start=start):
                 state, m = train_step(state, sharding.to_global(batch, exp.mesh))
                 acc = m if acc is None else jax.tree_util.tree_map(jnp.add, acc, m)
                 seen += config.batch_size
                 bar.update(1)
                 steps_run += 1
-                step = int(state.step) if (b + 1) % config.log_every == 0 else None
+                since_log += 1
+                # Log at global step multiples: a resumed run logs at the same steps as an uninterrupted one.
+                step = int(state.step) if int(state.step) % config.log_every == 0 else None
                 if step is not None:
-                    host = jax.device_get(acc)
-                    rec = {"step": step, "epoch": epoch + 1,
-                           "train_loss": float(host["ce"] if "ce" in host else host["loss"]) /
-                           config.log_every, "train_acc": float(host["correct"]) / max(float(host["count"]), 1),
-                           "lr": float(schedule(step)), "examples_per_sec": seen / (time.perf_counter() - t0)}
+                    rec = _train_record(jax.device_get(acc), since_log, step=step, epoch=epoch + 1,
+                                        lr=float(schedule(step)), eps=seen / (time.perf_counter() - t0))
                     writer.write(rec)
                     bar.set_postfix(loss=f"{rec['train_loss']:.4f}", ex_s=f"{rec['examples_per_sec']:.0f}")
                     _check_nonfinite(config, state, ckpt, workdir)
-                    acc, t0, seen = None, time.perf_counter(), 0
+                    acc, t0, seen, since_log = None, time.perf_counter(), 0, 0
                 if config.checkpoint_every_steps and int(state.step) % config.checkpoint_every_steps == 0 \
                         and b + 1 < steps_per_epoch:
                     ckpt.save_latest(state, {**meta, "epoch": epoch, "next_batch": b + 1})
@@ -232,8 +242,20 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
             "compiles": counter.count, "epochs": meta["epoch"]}
 
 
+def _train_record(sums: dict, steps: int, **fields) -> dict[str, Any]:
+    """A metrics.jsonl line from summed step metrics: the mean loss and every scalar aux term
+    (``train_<name>``, e.g. ce, oe, gate weights) over ``steps`` steps, and accuracy over examples."""
+    rec = {"step": fields["step"], "epoch": fields["epoch"], "steps": steps, "lr": fields["lr"],
+           "examples_per_sec": fields["eps"], "train_loss": float(sums["loss"]) / steps,
+           "train_acc": float(sums["correct"]) / max(float(sums["count"]), 1)}
+    for k, v in sums.items():
+        if k not in ("loss", "correct", "count") and np.ndim(v) == 0:
+            rec[f"train_{k}"] = float(v) / steps
+    return rec
+
+
 def _metric_names(exp: Experiment) -> list[str]:
-    return metrics_lib.metric_names(exp.config.dataset.get("metric", "classification"))
+    return metrics_lib.metric_names(_metric_set(exp))
 
 
 def _check_nonfinite(config, state, ckpt, workdir) -> None:
@@ -261,20 +283,35 @@ def evaluate(config, workdir: str, splits=("dev", "test")) -> dict[str, dict[str
                           f"train.py --workdir={workdir}")
     params, meta = restored
     eval_step = step_lib.make_eval_step(exp.model, exp.mesh, compute_dtype=exp.compute_dtype)
-    results = {}
+    oos_label = config.dataset.get("oos_label")
+    # Open-intent datasets: DOC thresholds are fitted on the in-scope training split's scores.
+    train = predict_split(exp, params, "train", eval_step) if oos_label is not None else None
+    results, preds = {}, {}
     for split in splits:
-        res = score(exp, predict_split(exp, params, split, eval_step))
+        pred = preds[split] = predict_split(exp, params, split, eval_step)
+        res = score(exp, pred)
         results[split] = res
+        record = {"model": config.model_name, "dataset": config.dataset.name, "split": split,
+                  "checkpoint_step": meta["step"], "metrics": res}
+        if train is not None:
+            tables = ood.open_intent_scores(train["logits"], train["label"], pred["logits"], pred["label"],
+                                            scale=config.dataset.get("doc_scale", 1.0))
+            results[f"{split} (open intent)"] = record["open_intent"] = tables["open_intent"]
         with open(os.path.join(workdir, f"eval_{split}.json"), "w") as f:
-            json.dump({"model": config.model_name, "dataset": config.dataset.name, "split": split,
-                       "checkpoint_step": meta["step"], "metrics": res}, f, indent=2)
+            json.dump(record, f, indent=2)
+    # predictions_<split>.npz, doc_thresholds.json (open intent), report.md and its plots
+    report_lib.after_evaluate(workdir, config, preds, train=train, checkpoint_step=meta["step"])
     return results
 
 
 def format_table(results: dict[str, dict[str, float]], title: str = "") -> str:
-    names = list(next(iter(results.values())).keys())
+    """Rows of metrics (x100); rows with other metric names (e.g. open intent) start a new table."""
     lines = [title] if title else []
-    lines.append("split  " + " ".join(f"{n:>13}" for n in names))
+    names = None
+    width = max(len(k) for k in results) + 1
     for split, res in results.items():
-        lines.append(f"{split:<6} " + " ".join(f"{100 * res[n]:>13.2f}" for n in names))
+        if list(res) != names:
+            names = list(res)
+            lines.append(f"{'split':<{width}}" + " ".join(f"{n:>13}" for n in names))
+        lines.append(f"{split:<{width}}" + " ".join(f"{100 * res[n]:>13.2f}" for n in names))
     return "\n".join(lines)

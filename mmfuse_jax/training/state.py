@@ -1,6 +1,7 @@
 """Train state and optimizer (AdamW, linear warmup + linear decay, global-norm clipping)."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import flax.struct
@@ -27,19 +28,61 @@ def _decay_mask(params):
 
 def learning_rate_schedule(opt, total_steps: int) -> optax.Schedule:
     """Linear warmup over ``warmup_ratio`` of training, then linear decay to 0 (transformers'
-    ``get_linear_schedule_with_warmup``, used by the MIntRec baselines)."""
+    ``get_linear_schedule_with_warmup``, used by the MIntRec baselines).
+
+    ``opt.schedule='warmup_cosine_epochs'`` (with ``opt.epochs``, the number of epochs of the run)
+    is the per-epoch GradualWarmupScheduler(multiplier 1) + CosineAnnealingLR of KuDA's
+    core/scheduler.py instead.
+    """
+    if opt.get("schedule", "linear") == "warmup_cosine_epochs":
+        return warmup_cosine_epochs(opt.lr, opt.warmup_ratio, opt.epochs, total_steps)
     warmup = int(total_steps * opt.warmup_ratio)
     return optax.join_schedules(
         [optax.linear_schedule(0.0, opt.lr, max(warmup, 1)),
          optax.linear_schedule(opt.lr, 0.0, max(total_steps - warmup, 1))], [max(warmup, 1)])
 
 
+def warmup_cosine_epochs(lr: float, warmup_ratio: float, epochs: int, total_steps: int) -> optax.Schedule:
+    """The learning rate of epoch i (0-based), constant within the epoch: lr * i / W while i <= W
+    (so epoch 0 runs at 0), then lr * (1 + cos(pi * j / T)) / 2 with j = i - floor(W) - 1, where
+    W = warmup_ratio * epochs and T = epochs - W (KuDA core/scheduler.py get_scheduler, stepped once
+    per epoch; ``total_steps`` = epochs x steps per epoch)."""
+    if epochs <= 0 or total_steps % epochs:
+        raise ValueError(f"schedule 'warmup_cosine_epochs': optimizer.epochs={epochs} must divide the "
+                         f"{total_steps} steps (set it to config.num_epochs)")
+    steps_per_epoch = total_steps // epochs
+    w, t = warmup_ratio * epochs, max((1.0 - warmup_ratio) * epochs, 1e-9)
+
+    def schedule(step):
+        i = (jnp.asarray(step) // steps_per_epoch).astype(jnp.float32)
+        warm = lr * i / w if w > 0 else jnp.full_like(i, lr)
+        cosine = lr * jnp.square(jnp.cos(0.5 * jnp.pi * (i - jnp.floor(w) - 1.0) / t))  # (1 + cos x) / 2
+        return jnp.where(i <= w, warm, cosine)
+    return schedule
+
+
+def _frozen_labels(patterns: tuple[str, ...]):
+    regex = re.compile("|".join(f"(?:{p})" for p in patterns))
+
+    def labels(params):
+        flat = traverse_util.flatten_dict(params)
+        return traverse_util.unflatten_dict(
+            {k: "frozen" if regex.search("/".join(map(str, k))) else "trained" for k in flat})
+    return labels
+
+
 def make_optimizer(opt, total_steps: int) -> optax.GradientTransformation:
+    """AdamW with the schedule; parameters whose '/'-joined path matches a regex in ``opt.frozen``
+    get no update at all (no gradient step, no weight decay), e.g. KuDA's stage-2 adapters."""
     schedule = learning_rate_schedule(opt, total_steps)
-    return optax.chain(
+    tx = optax.chain(
         optax.clip_by_global_norm(opt.grad_clip) if opt.grad_clip > 0 else optax.identity(),
         optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
                     mask=_decay_mask))
+    frozen = tuple(opt.get("frozen", ()) or ())
+    if frozen:
+        tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, _frozen_labels(frozen))
+    return tx
 
 
 def create(params, tx: optax.GradientTransformation, seed: int) -> TrainState:

@@ -35,13 +35,27 @@ def _cast_inputs(batch: dict, dtype) -> dict:
     return {k: (v.astype(dtype) if k in ("audio", "video", "text") else v) for k, v in batch.items()}
 
 
+def _cast_params(params, dtype):
+    """Mixed precision: float32 master params, cast to ``dtype`` for the forward/backward pass.
+
+    Gradients come back in float32 through the cast; the optimizer state stays float32. Layers
+    keep their numerically sensitive parts in float32 themselves (FFT convolutions, attention
+    softmax, LayerNorm statistics, losses).
+    """
+    if dtype == jnp.float32:
+        return params
+    return jax.tree_util.tree_map(lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p,
+                                  params)
+
+
 def make_train_step(model, loss_fn, tx: optax.GradientTransformation, mesh, *,
                     compute_dtype=jnp.float32, counter: TraceCounter | None = None):
     def train_step(state: TrainState, batch: dict):
         rng = jax.random.fold_in(state.rng, state.step)
 
         def objective(params):
-            out = model.apply({"params": params}, _cast_inputs(batch, compute_dtype), train=True,
+            out = model.apply({"params": _cast_params(params, compute_dtype)}, _cast_inputs(batch, compute_dtype),
+                              train=True,
                               rngs={"dropout": rng})
             return loss_fn(out, batch)
 
@@ -64,7 +78,8 @@ def make_train_step(model, loss_fn, tx: optax.GradientTransformation, mesh, *,
 
 def make_eval_step(model, mesh, *, compute_dtype=jnp.float32, counter: TraceCounter | None = None):
     def eval_step(params, batch: dict):
-        out = model.apply({"params": params}, _cast_inputs(batch, compute_dtype), train=False)
+        out = model.apply({"params": _cast_params(params, compute_dtype)}, _cast_inputs(batch, compute_dtype),
+                          train=False)
         return {k: v.astype(jnp.float32) for k, v in out.items() if k in ("logits", "prediction", "embedding")}
 
     fn = counter.wrap(eval_step) if counter else eval_step

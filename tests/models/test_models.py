@@ -67,7 +67,10 @@ def model(request):
 def test_output_shapes_and_finite(model):
     spec, m, params = model
     out = m.apply({"params": params}, make_batch(), train=False)
-    chex.assert_shape(out["logits"], (B, C))
+    if spec.task == "regression":  # regressors (kuda) predict one value per example
+        chex.assert_shape(out["prediction"], (B,))
+    else:
+        chex.assert_shape(out["logits"], (B, C))
     assert out["embedding"].shape[0] == B
     chex.assert_tree_all_finite(out)
     out_missing = m.apply({"params": params}, make_batch(audio_missing=True), train=False)

@@ -114,3 +114,13 @@ def test_schedule_warms_up_then_decays():
     sched = state_lib.learning_rate_schedule(opt, 100)
     assert float(sched(0)) == 0.0 and float(sched(10)) == pytest.approx(1e-2)
     assert float(sched(55)) == pytest.approx(0.5e-2) and float(sched(100)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_bfloat16_compute_keeps_float32_master_state():
+    mesh = mesh_of(4)
+    spec, m, tx, st = setup(mesh)
+    train_step = step_lib.make_train_step(m, spec.loss_fn, tx, mesh, compute_dtype=jnp.bfloat16)
+    st2, metrics = train_step(st, big_batch())
+    dtypes = {x.dtype for x in jax.tree_util.tree_leaves((st2.params, st2.opt_state)) if hasattr(x, "dtype")}
+    assert jnp.bfloat16 not in dtypes and metrics["loss"].dtype == jnp.float32
+    assert np.isfinite(float(metrics["loss"]))

@@ -6,6 +6,7 @@ nothing downstream knows which release an example came from. Each reader module 
 ``read(root, *, feat_dims, max_lens, nonfinite) -> ({split: [example]}, ReadReport)`` and
 ``LABELS`` (classification) ; adding a format is one module and one line here.
 """
-from mmfuse_jax.data.formats import mintrec
+from mmfuse_jax.data.formats import mintrec, mintrec2, mmsa, mult, mustard, urfunny
 
-FORMATS = {"mintrec": mintrec}
+FORMATS = {"mintrec": mintrec, "mintrec2": mintrec2, "mmsa": mmsa, "mult": mult, "urfunny": urfunny,
+           "mustard": mustard}

@@ -1,0 +1,1 @@
+"""Speed and memory measurements (JSON lines); never assertions on wall-clock time."""

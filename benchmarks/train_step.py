@@ -1,0 +1,106 @@
+"""Train-step speed, memory and MFU of a model config, with the input pipeline beside it.
+
+python -m benchmarks.train_step --config=configs/<model>.py:<preset> [--steps=20 --warmup=3]
+
+Measured in one run and printed as one JSON line:
+  * train step (jit, donated state) on the preset's data: median/min seconds, examples/s;
+  * compile count (traces of the step function: at most the number of length buckets);
+  * model FLOPs per step from XLA's cost analysis, and MFU = FLOPs/s / matmul peak, where the
+    peak is a float32 (or compute_dtype) matmul measured in the same process;
+  * input pipeline: examples/s of the grain loader alone, and its ratio to the step's rate;
+  * peak host memory (ru_maxrss) and device memory where the backend reports it.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks.common import emit, machine, time_fn
+from mmfuse_jax.training import loop, sharding, state as state_lib, step as step_lib
+
+
+def matmul_peak_flops(dtype=jnp.float32, n: int = 2048) -> float:
+    """FLOP/s of an n x n matmul on the default device (the MFU denominator)."""
+    a = jnp.ones((n, n), dtype)
+    f = jax.jit(lambda x: x @ x)
+    t = time_fn(f, a, warmup=2, reps=5)["min_s"]
+    return 2 * n ** 3 / t
+
+
+def load_config(spec: str):
+    path, _, preset = spec.partition(":")
+    import importlib.util
+
+    mod_spec = importlib.util.spec_from_file_location("bench_config", path)
+    mod = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(mod)
+    return mod.get_config(preset or None)
+
+
+def run(config, *, steps: int, warmup: int) -> dict:
+    exp = loop.build(config)
+    loader = exp.loader("train", train=True)
+    tx = state_lib.make_optimizer(config.optimizer, steps + warmup)
+    st = jax.jit(lambda p: state_lib.create(p, tx, config.seed), out_shardings=sharding.replicated(exp.mesh))(
+        loop.init_params(exp))
+    counter = step_lib.TraceCounter()
+    train_step = step_lib.make_train_step(exp.model, exp.spec.loss_fn, tx, exp.mesh,
+                                          compute_dtype=exp.compute_dtype, counter=counter)
+    batches = [sharding.to_global(b, exp.mesh) for _, b in zip(range(min(len(loader), 8)), loader.epoch(0))]
+    flops = None
+    try:
+        cost = train_step.lower(st, batches[0]).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        flops = float(cost.get("flops", 0.0)) or None
+    except Exception:  # some backends do not report a cost analysis
+        pass
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        st, m = train_step(st, batches[i % len(batches)])
+        jax.block_until_ready(m["loss"])
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    # The input pipeline alone: read, decode, bucket, pad (host side, grain threads).
+    t0, n = time.perf_counter(), 0
+    for b in loader.epoch(1):
+        n += b["valid"].shape[0]
+    pipeline_eps = n / (time.perf_counter() - t0)
+    med = statistics.median(times)
+    step_eps = config.batch_size / med
+    peak = matmul_peak_flops(exp.compute_dtype)
+    dev_mem = getattr(jax.devices()[0], "memory_stats", lambda: None)()
+    return {"bench": "train_step", "model": config.model_name, "preset": config.preset,
+            "batch_size": config.batch_size, "compute_dtype": config.compute_dtype, "machine": machine(),
+            "step_median_s": med, "step_min_s": min(times), "examples_per_s": step_eps,
+            "compile_count": counter.count, "num_buckets": config.dataset.num_buckets,
+            "flops_per_step": flops, "matmul_peak_flops_per_s": peak,
+            "mfu": (flops / med / peak) if flops else None,
+            "pipeline_examples_per_s": pipeline_eps, "pipeline_over_step": pipeline_eps / step_eps,
+            "host_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "device_peak_bytes": (dev_mem or {}).get("peak_bytes_in_use")}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="configs/<model>.py:<preset>")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--batch_size", type=int, default=0, help="override config.batch_size")
+    p.add_argument("--compute_dtype", default="", help="override config.compute_dtype")
+    args = p.parse_args(argv)
+    config = load_config(args.config)
+    if args.batch_size:
+        config.batch_size = args.batch_size
+    if args.compute_dtype:
+        config.compute_dtype = args.compute_dtype
+    emit(run(config, steps=args.steps, warmup=args.warmup))
+
+
+if __name__ == "__main__":
+    main()

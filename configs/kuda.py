@@ -1,0 +1,103 @@
+"""kuda: Knowledge-Guided Dynamic Modality Attention Fusion (two stages; mmfuse_jax/models/kuda.py).
+
+Presets: sims, simsv2, mosi, mosei (MMSA pickles, mmfuse_jax/data/formats/mmsa.py), bench (SIMS
+shapes with a 6-layer/384 BERT, for benchmarks/), demo and tiny (synthetic MMSA-layout data written
+on first use by mmfuse_jax/data/synthetic_mmsa.py; tiny is for tests).
+Train both stages: python -m mmfuse_jax.models.kuda_stages --config=configs/kuda.py:sims --workdir=runs/kuda
+
+Sources. The official repository (github:MKMaS-GUET/KuDA @ e60ef6b) ships one set of stage-2
+hyperparameters (opts.py, defaults = SIMS; plus values hard-coded in models/) and one of stage 1
+(pretrain.py); its README says they "need to be modified for different datasets" but gives no other
+values, so every dataset uses them, with the lengths and feature sizes of its own release (mmsa.py).
+"""
+from mmfuse_jax.config_base import base_config, parse_preset
+from mmfuse_jax.data import synthetic_mmsa
+from mmfuse_jax.data.formats import mmsa
+
+PRESETS = ("sims", "simsv2", "mosi", "mosei", "bench", "demo", "tiny")
+
+# Synthetic data (ours): sizes that train in minutes (demo) or seconds (tiny) on 2 CPU cores.
+_DEMO = synthetic_mmsa.SyntheticMMSASpec(train=800, dev=200, test=200)
+_TINY = synthetic_mmsa.SyntheticMMSASpec(train=48, dev=24, test=24, text_len=12, audio_len=(6, 16),
+                                         video_len=(4, 10), audio_dim=6, video_dim=5, bert_hidden=16,
+                                         bert_dropout=0.0)
+# bench: SIMS shapes (text 39, audio 400 x 33, video 55 x 709) and a MiniLM-shaped BERT
+# (6 layers, 384 hidden, 12 heads, FFN 1536), as the performance issue specifies.
+_BENCH = synthetic_mmsa.SyntheticMMSASpec(train=256, dev=32, test=32, text_len=39, audio_len=(200, 400),
+                                          video_len=(30, 55), audio_dim=33, video_dim=709, bert_hidden=384,
+                                          bert_layers=6, bert_heads=12, bert_intermediate=1536)
+
+
+def _dataset(preset: str):
+    if preset in ("demo", "tiny", "bench"):
+        spec = {"demo": _DEMO, "tiny": _TINY, "bench": _BENCH}[preset]
+        return synthetic_mmsa.dataset_config(f"synthetic_mmsa_{preset}", spec)
+    ds = mmsa.preset(preset)
+    ds.num_buckets = 1  # KuDA's length-alignment Linears need the full, fixed lengths
+    return ds
+
+
+def get_config(arg: str | None = None):
+    preset = parse_preset(arg, default="demo", presets=PRESETS)
+    c = base_config("kuda", preset, _dataset(preset))
+    ds, m = c.dataset, c.model
+    m.text_len, m.audio_len, m.video_len = ds.max_len.text, ds.max_len.audio, ds.max_len.video
+    # models/Encoder_KIAdapter.py + DyRoutFusion_CLS.py (hard-coded there) and opts.py:
+    m.taps = ()                 # () = default_taps(BERT layers): hidden states 3, 6, 9, 11 of a 12-layer BERT
+    m.encoder_width = 128       # UniPretrain proj_fea_dim for V/A
+    m.encoder_layers = 4        # UniPretrain num_layers=4
+    m.encoder_heads = 8         # UniPretrain nhead=8
+    m.encoder_dropout = 0.2     # TfEncoder tf_dropout=0.2
+    m.adapter_heads = 4         # MixDomainAdapter(nhead=4, num_layers=2, dropout=0.1)
+    m.adapter_layers = 2
+    m.adapter_dropout = 0.1
+    m.hidden = 256              # opts.py hidden_size (256 also hard-coded)
+    m.ffn = 512                 # opts.py ffn_size
+    m.fusion_layers = 3         # DyRoutTrans: 3 clones (opts.py fusion_layers is unused)
+    m.heads, m.head_dim = 8, 64  # MultiHAtten(heads=8, dim_head=64)
+    m.fusion_dropout = 0.3      # DyRoutTrans_block: DyRout_block(opt, dropout=0.3) (opts.py dropout unused)
+    m.ratio_mode = "official"   # 'official' (a no-op, as released) | 'paper' | 'none'
+    m.ratio_k = 0.1             # OverallModal.py: calculate_ratio_senti(..., k=0.1)
+    m.nce_weight = 0.1          # train.py: loss_re + 0.1 * nce_loss
+    m.clone_init = True         # _get_clones = copy.deepcopy: cloned blocks start identical
+    m.stage, m.modality, m.target = 2, "text", "unimodal"  # set per stage by kuda_stages
+    # Stage 2 optimisation (train.py, opts.py, core/scheduler.py): AdamW lr 3e-5, wd 1e-5, batch 32,
+    # 50 epochs, GradualWarmup over 10 % of the epochs (epoch 1 at lr 0) then cosine; no clipping.
+    c.optimizer.update({"lr": 3e-5, "weight_decay": 1e-5, "warmup_ratio": 0.1, "grad_clip": 0.0,
+                        "schedule": "warmup_cosine_epochs", "frozen": ()})
+    c.batch_size = c.eval_batch_size = 32
+    c.num_epochs = 50
+    c.optimizer.epochs = c.get_ref("num_epochs")  # the per-epoch schedule follows --config.num_epochs
+    # train.py has no early stopping (it logs every epoch); we keep the best dev MAE checkpoint.
+    c.patience = c.num_epochs
+    c.early_stop_metric, c.early_stop_mode = "mae", "min"
+    c.metric = ""  # '' = config.dataset.metric; kuda_stages scores stage-1 runs on the unimodal labels
+    c.seed = 1111  # opts.py / pretrain.py seed
+    # Stage 1 (pretrain.py): each modality alone on its unimodal label, MSE; AdamW lr 1e-4, wd 1e-3,
+    # batch 32, epochs T/V/A 100/100/50, same warmup + cosine; the last epoch's weights are saved
+    # (save_model after the loop). train.py loads them and freezes 'adapter'/'decoder' parameters.
+    c.stage1 = {"enabled": True, "target": "unimodal", "epochs": {"text": 100, "video": 100, "audio": 50},
+                "lr": 1e-4, "weight_decay": 1e-3, "select": "last", "freeze": True}
+    if preset in ("mosi", "mosei"):
+        # No unimodal labels in MOSI/MOSEI. The official stage 1 pretrains on CH-SIMSv2 with translated
+        # text, whose V/A weights cannot load into MOSI/MOSEI-shaped encoders (notes, quirk 10); we
+        # pretrain each modality on the multimodal label instead (switch: stage1.target / .enabled).
+        c.stage1.target = "multimodal"
+    if preset in ("demo", "tiny", "bench"):
+        c.model.pretrained_bert = True  # the random BERT written with the synthetic data
+    if preset == "demo":  # ours: a smaller model and larger steps so the demo learns in minutes
+        m.update({"hidden": 64, "ffn": 128, "heads": 4, "head_dim": 16, "encoder_width": 32, "encoder_heads": 4,
+                  "adapter_heads": 2})
+        c.optimizer.lr, c.num_epochs, c.patience = 1e-3, 12, 12
+        c.stage1.update({"lr": 1e-3, "epochs": {"text": 6, "video": 6, "audio": 6}})
+        c.log_every = 10
+    if preset == "tiny":  # ours: seconds-long runs for tests. No dropout and fewer layers: on CPU each
+        # dropout site (a threefry draw) adds ~1 s of XLA compile time, each layer ~0.5-1 s.
+        m.update({"hidden": 16, "ffn": 24, "heads": 2, "head_dim": 8, "encoder_width": 16, "encoder_heads": 2,
+                  "encoder_layers": 2, "adapter_heads": 2, "adapter_layers": 1, "fusion_layers": 1,
+                  "taps": (2,), "encoder_dropout": 0.0, "adapter_dropout": 0.0, "fusion_dropout": 0.0})
+        c.optimizer.lr, c.num_epochs, c.patience = 3e-3, 2, 2
+        c.stage1.update({"lr": 3e-3, "epochs": {"text": 1, "video": 1, "audio": 1}})
+        c.batch_size = c.eval_batch_size = 16
+        c.log_every = 1
+    return c

@@ -1,0 +1,147 @@
+"""Compare runs: python -m mmfuse_jax.compare runs/* [--split=test] [--metrics=acc,f1] [--out=table.md].
+
+One row per run folder (one with ``config.json``): model, dataset, the key metrics of
+``eval_<split>.json`` (x100; ``mae`` and ``corr`` as they are, as the papers print them; open-intent
+metrics prefixed ``open_``), the parameter count (read from the best checkpoint's metadata, no
+arrays loaded) and the median time of a train step (``batch_size / examples_per_sec`` of the
+``metrics.jsonl`` log records). Printed as an aligned table; ``--out`` writes it as markdown.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from typing import Any
+
+from mmfuse_jax.report import format_metric
+
+# Which metrics a row shows by default, in this order (those that any run has).
+KEY_METRICS = ("acc", "f1", "weighted_f1", "has0_acc_2", "non0_acc_2", "non0_f1_2", "acc_2", "f1_2", "acc_5",
+               "acc_7", "binary_f1", "mae", "corr", "open_acc", "open_f1", "open_f1_known", "open_f1_oos")
+
+
+def count_params(workdir: str) -> int | None:
+    """Parameters of the newest best checkpoint, from its metadata (shapes only)."""
+    import logging
+
+    import jax
+    import orbax.checkpoint as ocp
+
+    best = os.path.join(workdir, "best")
+    steps = sorted(int(d) for d in os.listdir(best) if d.isdigit()) if os.path.isdir(best) else []
+    if not steps:
+        return None
+    absl_log = logging.getLogger("absl")
+    level = absl_log.level
+    absl_log.setLevel(logging.ERROR)  # orbax warns that the item has no metadata file of its own
+    try:
+        meta = ocp.StandardCheckpointer().metadata(os.path.join(best, str(steps[-1]), "params"))
+    except Exception as e:  # noqa: BLE001  (an unreadable checkpoint leaves the cell empty, not the table)
+        print(f"warning: {best}: cannot read checkpoint metadata ({type(e).__name__}: {e})", file=sys.stderr)
+        return None
+    finally:
+        absl_log.setLevel(level)
+    tree = getattr(meta, "item_metadata", meta)
+    leaves = jax.tree_util.tree_leaves(tree, is_leaf=lambda x: hasattr(x, "shape"))
+    return int(sum(math.prod(leaf.shape) for leaf in leaves))
+
+
+def step_time(records: list[dict], batch_size: int) -> float | None:
+    """Median seconds per train step over the log records (compilation lands in one record only)."""
+    import numpy as np
+
+    times = [batch_size / r["examples_per_sec"] for r in records if r.get("examples_per_sec")]
+    return float(np.median(times)) if times else None
+
+
+def run_row(workdir: str, split: str = "test") -> dict[str, Any] | None:
+    """The row of one run folder, or None when it has no config.json."""
+    from mmfuse_jax.training.logging import read_metrics
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        config = json.load(f)
+    row: dict[str, Any] = {"run": os.path.basename(os.path.normpath(workdir)), "model": config.get("model_name"),
+                           "dataset": config.get("dataset", {}).get("name"), "metrics": {}}
+    eval_path = os.path.join(workdir, f"eval_{split}.json")
+    if os.path.exists(eval_path):
+        with open(eval_path) as f:
+            rec = json.load(f)
+        row["metrics"] = {**rec.get("metrics", {}), **{f"open_{k}": v for k, v in rec.get("open_intent", {}).items()}}
+    row["params"] = count_params(workdir)
+    row["step_s"] = step_time(read_metrics(workdir), int(config.get("batch_size", 0) or 0))
+    return row
+
+
+def table(rows: list[dict], metrics: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """(header, cells) of the comparison; ``metrics`` None = the `KEY_METRICS` any row has."""
+    if metrics is None:
+        present = {m for r in rows for m in r["metrics"]}
+        metrics = [m for m in KEY_METRICS if m in present] or sorted(present)
+    header = ["run", "model", "dataset", *metrics, "params", "ms/step"]
+    cells = [[r["run"], str(r["model"]), str(r["dataset"]),
+              *(format_metric(m, r["metrics"].get(m)) for m in metrics),
+              f"{r['params']:,}" if r["params"] is not None else "–",
+              f"{1000 * r['step_s']:.1f}" if r["step_s"] is not None else "–"] for r in rows]
+    return header, cells
+
+
+def to_markdown(header: list[str], cells: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 3 + "---:|" * (len(header) - 3)]
+    lines += ["| " + " | ".join(c) + " |" for c in cells]
+    return "\n".join(lines) + "\n"
+
+
+def to_text(header: list[str], cells: list[list[str]]) -> str:
+    widths = [max(len(x) for x in col) for col in zip(header, *cells)]
+
+    def fmt(row: list[str]) -> str:
+        return "  ".join(x.ljust(w) if i < 3 else x.rjust(w) for i, (x, w) in enumerate(zip(row, widths)))
+
+    return "\n".join([fmt(header), *map(fmt, cells)]) + "\n"
+
+
+def compare(workdirs: list[str], *, split: str = "test", metrics: list[str] | None = None
+            ) -> tuple[list[str], list[list[str]]]:
+    rows = []
+    for w in workdirs:
+        row = run_row(w, split)
+        if row is None:
+            print(f"skipping {w}: no config.json (not a run folder)", file=sys.stderr)
+        else:
+            rows.append(row)
+    if not rows:
+        from mmfuse_jax.errors import ConfigError
+
+        raise ConfigError(f"no run folders (with config.json) among {workdirs}")
+    return table(rows, metrics)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m mmfuse_jax.compare", description=__doc__.split("\n\n")[0])
+    p.add_argument("workdirs", nargs="+", help="run folders")
+    p.add_argument("--split", default="test", help="which eval_<split>.json to read (default test)")
+    p.add_argument("--metrics", default="", help=f"comma-separated metric names (default: those of {KEY_METRICS})")
+    p.add_argument("--out", default="", help="also write the table as markdown to this file")
+    args = p.parse_args(argv)
+    from mmfuse_jax import cli
+
+    def run():
+        metrics = [m for m in args.metrics.split(",") if m] or None
+        header, cells = compare(args.workdirs, split=args.split, metrics=metrics)
+        print(f"{args.split} metrics (x100; mae and corr as fractions)")
+        print(to_text(header, cells), end="")
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(f"{args.split} metrics (x100; mae and corr as fractions)\n\n" + to_markdown(header, cells))
+            print(f"markdown table -> {args.out}")
+
+    cli.run_user_facing(run)
+
+
+if __name__ == "__main__":
+    main()

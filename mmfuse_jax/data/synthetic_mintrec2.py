@@ -1,0 +1,181 @@
+"""A synthetic open-intent benchmark written in the MIntRec2.0 single-turn layout, with OOS data.
+
+The thirty MIntRec2.0 intents form ten triples. The intents of a triple draw their words from the
+same topic pool (the generators of `data/synthetic.py`), so text tells the triple but not the
+intent (text-only accuracy ~1/3); the intent inside the triple is carried by one of three cue
+patterns added to a window of the audio and/or video frames. Out-of-scope utterances (label
+``UNK``) talk about a known topic but carry one of ``oos_patterns`` further cue patterns that no
+known intent uses: intents never seen among the training classes, visible only in the non-verbal
+streams, so text alone cannot reject them while a fusion model can.
+
+Utterances are grouped into dialogues; in-scope and OOS utterances of a dialogue are interleaved,
+so utterance ids in each file have gaps, as in the release.
+
+Files written (the MIntRec2.0 layout, read back by `formats.mintrec2`)::
+
+    OUT/in-scope/{train,dev,test}.tsv                    Dialogue_id Utterance_id Text Label ...
+    OUT/in-scope/video_data/swin_roi_binary.pkl          dia{d}_utt{u} -> list of T arrays (1, D_video)
+    OUT/in-scope/audio_data/wavlm_feats_binary.pkl       dia{d}_utt{u} -> (T, D_audio) float32
+    OUT/out-of-scope/MIntRec2.0-OOD/...                  the same for the UNK rows
+    OUT/bert/config.json vocab.txt model.safetensors     a small randomly initialised BERT
+
+CLI: ``python -m mmfuse_jax.data.synthetic_mintrec2 --out=DIR [--train=600 --oos_test=100 ...]``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import os
+import pickle
+
+import numpy as np
+
+from mmfuse_jax.data import synthetic
+from mmfuse_jax.data.formats import mintrec2
+
+MEMBERS = 3                      # known intents per topic: 10 topics x 3 = 30 intents
+_SOURCES = ("Superstore", "The Big Bang Theory", "Friends")
+
+
+@dataclasses.dataclass(frozen=True)
+class Mintrec2Spec(synthetic.SyntheticSpec):
+    """Sizes of the in-scope (train/dev/test) and out-of-scope (oos_*) parts; the rest as in
+    `synthetic.SyntheticSpec`."""
+
+    train: int = 600
+    dev: int = 150
+    test: int = 150
+    oos_train: int = 150
+    oos_dev: int = 40
+    oos_test: int = 100
+    oos_patterns: int = 2            # unseen cue patterns that make an utterance OOS
+    dialogue_len: tuple[int, int] = (3, 9)
+
+
+TINY = Mintrec2Spec(train=360, dev=45, test=45, oos_train=36, oos_dev=15, oos_test=30)
+_CONFIG_FIELDS = ("train", "dev", "test", "oos_train", "oos_dev", "oos_test", "seed")
+
+
+def config_fields(spec: Mintrec2Spec) -> dict:
+    """The fields a preset stores in ``config.dataset.synthetic`` (sizes and seed)."""
+    return {k: getattr(spec, k) for k in _CONFIG_FIELDS}
+
+
+def _example(rng, spec, patterns, topic: int, member: int, label: int) -> dict:
+    where = rng.choice(["audio", "video", "both"])  # which stream(s) carry the cue
+    ex = {"text": synthetic._utterance(rng, topic), "label": label}
+    for m, lens, dim in (("audio", spec.audio_len, spec.audio_dim), ("video", spec.video_len, spec.video_dim)):
+        ex[m] = synthetic._cued(rng, lens, dim, patterns[m][member] if where in (m, "both") else None, spec)
+    return ex
+
+
+def generate(spec: Mintrec2Spec = Mintrec2Spec()) -> dict[str, list[dict]]:
+    """Examples ``{split: [dict(dialogue, utterance, key, text, label, audio, video, ...)]}`` in
+    dialogue order; ``label`` is 0..29 for the known intents and 30 (`mintrec2.OOS_LABEL`) for OOS."""
+    rng = np.random.default_rng(spec.seed)
+    n_patterns = MEMBERS + spec.oos_patterns
+    patterns = {m: rng.choice([-1.0, 1.0], (n_patterns, d)).astype(np.float32) * spec.cue_amplitude
+                for m, d in (("audio", spec.audio_dim), ("video", spec.video_dim))}
+    n_topics = len(mintrec2.LABELS) // MEMBERS
+    splits, dialogue = {}, 0
+    for split in ("train", "dev", "test"):
+        is_oos = np.array([False] * getattr(spec, split) + [True] * getattr(spec, f"oos_{split}"))
+        rng.shuffle(is_oos)
+        rows, i = [], 0
+        while i < len(is_oos):
+            n = int(rng.integers(spec.dialogue_len[0], spec.dialogue_len[1] + 1))
+            dialogue += 1
+            clock = 0.0
+            for utt, oos in enumerate(is_oos[i:i + n]):
+                topic = int(rng.integers(n_topics))
+                if oos:
+                    member, label = MEMBERS + int(rng.integers(spec.oos_patterns)), mintrec2.OOS_LABEL
+                else:
+                    member = int(rng.integers(MEMBERS))
+                    label = topic * MEMBERS + member
+                ex = _example(rng, spec, patterns, topic, member, label)
+                duration = float(rng.uniform(1.0, 4.0))
+                ex.update(dialogue=dialogue, utterance=utt, key=f"dia{dialogue}_utt{utt}",
+                          start=f"{clock:.3f}", end=f"{clock + duration:.3f}",
+                          source=_SOURCES[dialogue % 3], speaker=f"person{int(rng.integers(1, 5))}")
+                clock += duration
+                rows.append(ex)
+            i += n
+        splits[split] = rows
+    return splits
+
+
+def _write_part(folder: str, splits: dict, oos: bool) -> None:
+    os.makedirs(os.path.join(folder, "video_data"), exist_ok=True)
+    os.makedirs(os.path.join(folder, "audio_data"), exist_ok=True)
+    audio, video = {}, {}
+    for split, rows in splits.items():
+        with open(os.path.join(folder, f"{split}.tsv"), "w", newline="") as f:
+            w = csv.writer(f, delimiter="\t", lineterminator="\n")
+            w.writerow(mintrec2.HEADER)
+            for ex in rows:
+                if (ex["label"] == mintrec2.OOS_LABEL) != oos:
+                    continue
+                name = mintrec2.OOS_NAME if oos else mintrec2.LABELS[ex["label"]]
+                w.writerow([ex["dialogue"], ex["utterance"], ex["text"], name, ex["start"], ex["end"],
+                            ex["source"], ex["speaker"]])
+                audio[ex["key"]] = ex["audio"]
+                video[ex["key"]] = [frame[None, :] for frame in ex["video"]]  # list of (1, D) as released
+    for name, feats in ((mintrec2.AUDIO_PKL, audio), (mintrec2.VIDEO_PKL, video)):
+        with open(os.path.join(folder, name), "wb") as f:
+            pickle.dump(feats, f, protocol=4)
+
+
+def _write_bert(out: str, spec: Mintrec2Spec) -> None:
+    # The same small random BERT as `synthetic.write` (whose BERT step is not a function of its own).
+    import jax
+    import jax.numpy as jnp
+
+    from mmfuse_jax.encoders import bert
+
+    vocab = synthetic.vocabulary()
+    cfg = bert.BertConfig(vocab_size=len(vocab), hidden_size=spec.bert_hidden,
+                          num_hidden_layers=spec.bert_layers, num_attention_heads=spec.bert_heads,
+                          intermediate_size=4 * spec.bert_hidden, max_position_embeddings=64)
+    ids = jnp.zeros((1, 4), jnp.int32)
+    params = bert.BertModel(cfg).init(jax.random.key(spec.seed), ids, jnp.ones_like(ids))["params"]
+    bert.save_pretrained(out, cfg, params, vocab=vocab)
+
+
+def write(out: str, spec: Mintrec2Spec = Mintrec2Spec()) -> str:
+    """Write the benchmark (and a random BERT) under ``out`` in the MIntRec2.0 layout; returns ``out``."""
+    splits = generate(spec)
+    _write_part(os.path.join(out, mintrec2.IN_SCOPE), splits, oos=False)
+    _write_part(os.path.join(out, mintrec2.OUT_OF_SCOPE), splits, oos=True)
+    _write_bert(os.path.join(out, "bert"), spec)
+    return out
+
+
+def ensure(ds) -> None:
+    """Write the benchmark under ``ds.root`` on first use (a ``mintrec2.preset('demo'|'tiny')``).
+
+    `write` saves the BERT last: its presence means an earlier write completed.
+    """
+    fields = ds.get("synthetic_mintrec2", {})
+    done = os.path.exists(os.path.join(ds.root, "bert", "model.safetensors"))
+    if len(fields) and not done:
+        print(f"generating the synthetic MIntRec2.0 benchmark in {ds.root} ...")
+        write(ds.root, Mintrec2Spec(**dict(fields)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="folder to write the benchmark into")
+    for f in dataclasses.fields(Mintrec2Spec):
+        if f.type in ("int", "float"):
+            p.add_argument(f"--{f.name}", type=int if f.type == "int" else float, default=f.default)
+    args = vars(p.parse_args(argv))
+    out = args.pop("out")
+    write(out, Mintrec2Spec(**args))
+    print(f"wrote the synthetic MIntRec2.0-layout benchmark (in-scope + out-of-scope) to {out}")
+
+
+if __name__ == "__main__":
+    main()

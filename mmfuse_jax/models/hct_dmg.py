@@ -1,0 +1,129 @@
+"""`hct_dmg`: Hierarchical Crossmodal Transformer with Dynamic Modality Gating (Wang et al., arXiv 2305.13583).
+
+There is no official code; this follows the paper's description (../shared/papers/hct_dmg.md):
+
+    X_m --Conv1D--> GRU --> H_m [B, L_m, d]                        feature projection (local + global)
+    g = softmax(w),  w in R^3 trainable (init 0)                    DMG: one weight per modality
+    p = argmax(g)  (re-evaluated every batch; fixed by `primary` when dynamic_gating=False)
+    A1, A2 = the other two modalities (in text, audio, video order)
+    Z_1 = CT_1(H_A1 <- H_A2),  Z_2 = CT_2(H_A2 <- H_A1)            stage 1: auxiliaries enhance each other
+    Y_1 = CT_3(H_p <- Z_1),    Y_2 = CT_4(H_p <- Z_2)              stage 2: the primary takes them in
+    h   = Transformer_self([g_A1·Y_1 ; g_A2·Y_2])[last valid step]  weighted concatenation + self-attention
+    out = residual head (as MulT)
+
+The four crossmodal transformers and the self-attention are *roles* shared by every choice of the
+primary, so the model has 4 crossmodal transformers + 1 memory (MulT: 6 + 3) and its size does
+not depend on p; the gate receives its gradient through the weights of the concatenation.
+Our reading of points the paper leaves open: which pairs stage 1 fuses, that the concatenation
+weights are the auxiliaries' gate probabilities, and that the GRU is unidirectional.
+
+One compiled program for every primary: ``nn.switch`` (lifted ``lax.switch``) on p, with one
+branch per primary that calls the same shared modules on permuted inputs. Only the chosen branch
+runs (weighted selection would run all three); every branch returns the same [B, 2d] shape, so
+the branch outputs need no padding. ``primary=`` in ``__call__`` runs one branch eagerly (tests
+compare it with the switched program).
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mmfuse_jax import losses, registry
+from mmfuse_jax.layers.crossmodal import CrossmodalTransformer, last_valid
+from mmfuse_jax.models._affect import AffectHead, TemporalProjection, TextInput, modality_inputs, model_fields
+
+MODALITIES = ("text", "audio", "video")
+
+
+class HCTDMG(nn.Module):
+    num_classes: int
+    output: str = "classification"        # 'classification' | 'regression' | 'emotion'
+    dim: int = 40
+    num_heads: int = 8
+    num_layers: int = 4                   # layers of each crossmodal transformer
+    mem_layers: int = 3                   # layers of the final self-attention transformer
+    conv_kernel: tuple[int, int, int] = (1, 3, 3)  # text, audio, video
+    attn_dropout: float = 0.1
+    relu_dropout: float = 0.1
+    res_dropout: float = 0.1
+    embed_dropout: float = 0.25
+    out_dropout: float = 0.0
+    use_future_mask: bool = True
+    dynamic_gating: bool = True           # False: the ablation with a fixed primary
+    primary: str = "text"                 # the fixed primary when dynamic_gating is False
+    text_vocab_size: int = 0
+    text_embed_dim: int = 300
+
+    def setup(self):
+        if self.primary not in MODALITIES:
+            raise ValueError(f"model.primary={self.primary!r}: expected one of {MODALITIES}")
+        self.text_input = TextInput(self.text_vocab_size, self.text_embed_dim)
+        self.text_dropout = nn.Dropout(self.embed_dropout)  # on the raw text input, as MulT
+        kernels = dict(zip(MODALITIES, self.conv_kernel))
+        self.proj = {m: TemporalProjection(self.dim, kernels[m]) for m in MODALITIES}
+        self.gru = {m: nn.RNN(nn.GRUCell(self.dim)) for m in MODALITIES}
+        # Eq. (DMG): one trainable weight per modality; equal at the start.
+        self.gate_logits = self.param("gate_logits", nn.initializers.zeros, (len(MODALITIES),))
+        ct = lambda layers: CrossmodalTransformer(
+            self.num_heads, layers, self.attn_dropout, self.relu_dropout, self.res_dropout, self.embed_dropout,
+            self.use_future_mask)
+        self.stage1_a, self.stage1_b = ct(self.num_layers), ct(self.num_layers)
+        self.stage2_a, self.stage2_b = ct(self.num_layers), ct(self.num_layers)
+        self.self_attention = ct(self.mem_layers)
+        self.head = AffectHead(self.num_classes, self.output, self.out_dropout)
+
+    def project(self, batch: dict, *, train: bool) -> tuple:
+        """Conv1D + GRU per modality -> ((H_text, mask), (H_audio, mask), (H_video, mask))."""
+        feats = modality_inputs(batch, self.text_input)
+        x_t, m_t = feats["text"]
+        feats["text"] = (self.text_dropout(x_t, deterministic=not train), m_t)
+        out = []
+        for m in MODALITIES:
+            x, mask = feats[m]
+            h = self.gru[m](self.proj[m](x, mask), seq_lengths=mask.astype(jnp.int32).sum(1))
+            out.append((h * mask[..., None].astype(h.dtype), mask))
+        return tuple(out)
+
+    def fuse(self, feats: tuple, gate: jax.Array, primary: int, *, train: bool) -> jax.Array:
+        """Stages 1 and 2, weighted concatenation and self-attention for a (Python int) primary -> [B, 2d]."""
+        a1, a2 = (m for m in range(len(MODALITIES)) if m != primary)
+        (h_p, m_p), (h_1, m_1), (h_2, m_2) = feats[primary], feats[a1], feats[a2]
+        z_1 = self.stage1_a(h_1, m_1, h_2, m_2, train=train)
+        z_2 = self.stage1_b(h_2, m_2, h_1, m_1, train=train)
+        y_1 = self.stage2_a(h_p, m_p, z_1, m_1, train=train)
+        y_2 = self.stage2_b(h_p, m_p, z_2, m_2, train=train)
+        h = jnp.concatenate([gate[a1] * y_1, gate[a2] * y_2], axis=-1)
+        return last_valid(self.self_attention(h, m_p, train=train), m_p)
+
+    def __call__(self, batch: dict, *, train: bool = False, primary: int | None = None) -> dict:
+        feats = self.project(batch, train=train)
+        gate = jax.nn.softmax(self.gate_logits.astype(jnp.float32)).astype(feats[0][0].dtype)
+        if primary is None and not self.dynamic_gating:
+            primary = MODALITIES.index(self.primary)
+        if primary is not None:  # a fixed (or, in tests, an eagerly chosen) primary: one branch
+            index = jnp.asarray(primary, jnp.int32)
+            h = self.fuse(feats, gate, primary, train=train)
+        else:
+            index = jnp.argmax(self.gate_logits).astype(jnp.int32)
+            branches = [lambda mdl, f, g, p=p: mdl.fuse(f, g, p, train=train) for p in range(len(MODALITIES))]
+            if self.is_initializing():  # every branch creates the same (shared) parameters
+                for branch in branches:
+                    branch(self, feats, gate)
+            h = nn.switch(index, branches, self, feats, gate)
+        out = self.head(h, train=train)
+        return {**out, "gate": gate, "primary": index}
+
+
+def build(cfg, info: dict) -> HCTDMG:
+    return HCTDMG(**model_fields(HCTDMG, cfg, info))
+
+
+def loss_fn(outputs: dict, batch: dict):
+    """`losses.affect_loss`, plus the gate probabilities in aux (summed per log step by the loop)."""
+    loss, aux = losses.affect_loss(outputs, batch)
+    gate = jax.lax.stop_gradient(outputs["gate"]).astype(jnp.float32)
+    return loss, {**aux, **{f"gate_{m}": gate[i] for i, m in enumerate(MODALITIES)}}
+
+
+SPEC = registry.register(registry.ModelSpec("hct_dmg", build, loss_fn, uses_bert=False))

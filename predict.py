@@ -1,0 +1,10 @@
+"""Predict with a trained run: python predict.py --workdir=DIR --input=examples.jsonl [--output=out.jsonl].
+
+Each input line: {"text": "...", "audio": "a.npy", "video": "v.npy", "id": ...} (audio, video, id
+optional; relative .npy paths are read from the input file's folder). Each output line: the label and
+probabilities (or score), the missing modalities and anything truncated. See mmfuse_jax/predictor.py.
+"""
+from mmfuse_jax.predictor import main
+
+if __name__ == "__main__":
+    main()

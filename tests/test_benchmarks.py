@@ -1,0 +1,37 @@
+"""The benchmark scripts run and print JSON lines; their extra implementations are exact."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.hyena import direct_causal_conv, unfold_einsum_dynamic_conv
+from conftest import REPO
+from mmfuse_jax.layers import hyena
+
+
+def test_benchmark_implementations_agree():
+    rng = np.random.default_rng(0)
+    u, h = jnp.asarray(rng.standard_normal((2, 33, 6)), jnp.float32), jnp.asarray(rng.standard_normal((33, 6)),
+                                                                                 jnp.float32)
+    np.testing.assert_allclose(direct_causal_conv(u, h), hyena.fft_causal_conv(u, h), rtol=1e-4, atol=1e-4)
+    x, w = jnp.asarray(rng.standard_normal((2, 9, 12)), jnp.float32), jnp.asarray(rng.standard_normal((2, 9, 3, 5)),
+                                                                                 jnp.float32)
+    np.testing.assert_allclose(unfold_einsum_dynamic_conv(x, w), hyena.dynamic_short_conv_reference(x, w),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_hyena_benchmark_cli_emits_json_lines():
+    r = subprocess.run([sys.executable, "-m", "benchmarks.hyena", "--batch=2", "--dim=6", "--lengths=16,33",
+                        "--reps=1", "--short_len=5"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    records = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    impls = {rec.get("impl") for rec in records}
+    assert {"fft_causal_conv", "direct_depthwise_conv", "dynamic_shift_add", "dynamic_vmap_reference",
+            "dynamic_unfold_einsum"} <= impls
+    summary = records[-1]
+    assert summary["summary"] and set(summary["direct_over_fft"]) == {"16", "33"}
+    assert all(rec["fwd"]["median_s"] > 0 for rec in records if "impl" in rec)
