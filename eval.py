@@ -15,7 +15,7 @@ def main(argv):
     config, workdir = cli.CONFIG.value, cli.WORKDIR.value
 
     def run():
-        results = loop.evaluate(config, workdir)
+        results = loop.run_evaluation(config, workdir)
         print(loop.format_table(results, f"{config.model_name} on {config.dataset.name} (x100)"))
         print(f"report: {os.path.join(workdir, 'report.md')}")
 

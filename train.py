@@ -11,7 +11,7 @@ def main(argv):
     from mmfuse_jax.training import loop
 
     config, workdir = cli.CONFIG.value, cli.WORKDIR.value
-    cli.run_user_facing(lambda: print(loop.train_and_evaluate(config, workdir)), config=config)
+    cli.run_user_facing(lambda: print(loop.run(config, workdir)), config=config)
 
 
 if __name__ == "__main__":

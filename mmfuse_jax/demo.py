@@ -2,7 +2,7 @@
 
 python -m mmfuse_jax.demo --workdir=runs/demo
 Runs (each in ``<workdir>/<name>``, resumed if already there; evaluated from its best checkpoint):
-  * synthetic MIntRec layout: text_only, early_fusion, dyken_hyena;
+  * synthetic MIntRec layout: text_only, early_fusion, dyken_hyena, mvcl_daf;
   * synthetic MIntRec2.0 layout with out-of-scope intents: dyken_hyena and its
     ``dynamic_short_conv=False`` ablation, with in-scope and open-intent (DOC) tables.
 """
@@ -19,7 +19,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = {
     "intent": [("text_only", "text_only", "demo", {}),
                ("early_fusion", "early_fusion", "demo", {}),
-               ("dyken_hyena", "dyken_hyena", "demo", {})],
+               ("dyken_hyena", "dyken_hyena", "demo", {}),
+               ("mvcl_daf", "mvcl_daf", "demo", {})],
     "open_intent": [("dyken_hyena_oos", "dyken_hyena", "demo_mintrec2", {}),
                     ("dyken_hyena_oos_static", "dyken_hyena", "demo_mintrec2",
                      {"model.dynamic_short_conv": False})],

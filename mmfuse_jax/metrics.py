@@ -203,8 +203,10 @@ def regression(y_true, y_pred, dataset: str) -> dict[str, float]:
     ``np.round`` (half to even); mae and corr (Pearson) use the unclipped values. Fractions,
     unrounded (MMSA rounds to 4 decimals). Note the reference's argument order is (y_pred, y_true).
     """
+    if dataset in ("sims", "simsv2"):
+        return sims_regression(y_true, y_pred)
     if dataset not in ("mosi", "mosei"):
-        raise ValueError(f"regression metrics are defined here for 'mosi' and 'mosei', got {dataset!r}")
+        raise ValueError(f"regression metrics are defined for 'mosi', 'mosei', 'sims', 'simsv2'; got {dataset!r}")
     y_true, y_pred = _flat_pair(y_true, y_pred)
     t, p = y_true.astype(np.float64), y_pred.astype(np.float64)
     non0 = y_true != 0

@@ -258,6 +258,28 @@ def _metric_names(exp: Experiment) -> list[str]:
     return metrics_lib.metric_names(_metric_set(exp))
 
 
+def _staged(config) -> bool:
+    return bool(config.get("stage1")) and config.stage1.get("enabled", True)
+
+
+def run(config, workdir: str) -> dict[str, Any]:
+    """What train.py calls: a model's declared stages (KuDA: config.stage1) or one training run."""
+    if _staged(config):
+        from mmfuse_jax.models import kuda_stages
+
+        return kuda_stages.train(config, workdir)
+    return train_and_evaluate(config, workdir)
+
+
+def run_evaluation(config, workdir: str) -> dict[str, dict[str, float]]:
+    """What eval.py calls: the final stage's best checkpoint (``workdir/stage2`` for KuDA) or `evaluate`."""
+    if _staged(config):
+        from mmfuse_jax.models import kuda_stages
+
+        return kuda_stages.evaluate(config, workdir)
+    return evaluate(config, workdir)
+
+
 def _check_nonfinite(config, state, ckpt, workdir) -> None:
     n = int(jax.device_get(state.nonfinite))
     if n and config.get("nonfinite_policy", "stop") == "stop":

@@ -128,3 +128,15 @@ def test_bfloat16_compute_still_learns(bench, tmp_path):
     loop.train_and_evaluate(config, workdir)
     res = loop.evaluate(config, workdir)
     assert res["test"]["acc"] >= 0.85, res
+
+
+def test_mvcl_daf_beats_text_only(bench, tmp_path):
+    """MVCL-DAF++ (coarse-to-fine fusion + prototype and multi-view losses) on the tiny benchmark."""
+    results = {}
+    for name in ("text_only", "mvcl_daf"):
+        workdir = str(tmp_path / name)
+        summary = loop.train_and_evaluate(tiny_config(name, bench), workdir)
+        assert summary["compiles"] <= 4
+        results[name] = loop.evaluate(tiny_config(name, bench), workdir)
+    text, mvcl = results["text_only"]["test"]["acc"], results["mvcl_daf"]["test"]["acc"]
+    assert mvcl >= 0.85 and mvcl - text >= 0.2, results

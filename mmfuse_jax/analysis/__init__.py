@@ -1,0 +1,1 @@
+"""Analyses of trained runs (commands: ``python -m mmfuse_jax.analysis.<name>``)."""
