@@ -67,8 +67,8 @@ def test_regression_hand_case():
 
 
 def test_regression_bad_inputs():
-    with pytest.raises(ValueError, match="'mosi' and 'mosei', got 'sims'"):
-        metrics.regression([0, 1], [0, 1], "sims")
+    with pytest.raises(ValueError, match="'mosi', 'mosei', 'sims', 'simsv2'; got 'iemocap'"):
+        metrics.regression([0, 1], [0, 1], "iemocap")
     with pytest.raises(ValueError, match="3 values but y_pred has 2"):
         metrics.regression([0, 1, 2], [0, 1], "mosi")
     assert metrics.regression([1.0, 1.0], [0.5, -0.5], "mosi")["corr"] == 0.0  # constant truth: 0, not NaN

@@ -62,7 +62,7 @@ def test_kernels_differ_per_token():
     _, state = m.module.apply({"params": p}, b, capture_intermediates=lambda mdl, _: mdl.name == "kernel_generator",
                               mutable=["intermediates"])
     kernels = state["intermediates"]["kernel_generator"]["__call__"][0]
-    chex.assert_shape(kernels, (3, 7, 12, 3))
+    chex.assert_shape(kernels, (3, 7, 3, 3))
     assert float(jnp.std(kernels[0, :4], axis=0).mean()) > 0  # not one kernel for every token
 
 
