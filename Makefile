@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test test-fast bench lint clean report compare tensorboard notebook
+.PHONY: venv demo demo-all test test-fast bench lint clean report compare tensorboard notebook
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,6 +19,10 @@ venv: $(STAMP)
 # Train text_only and early_fusion on the synthetic benchmark, evaluate both, print the table.
 demo: $(STAMP)
 	$(BIN)/python -m mmfuse_jax.demo --workdir=runs/demo
+
+# Everything `make demo` runs, plus mvcl_daf beside the other intent models.
+demo-all: $(STAMP)
+	$(BIN)/python -m mmfuse_jax.demo --workdir=runs/demo --suites=intent,intent_more,open_intent
 
 # Redraw a run's report.md and plots: make report RUN=runs/demo/dyken_hyena
 report: $(STAMP)

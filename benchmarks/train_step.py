@@ -21,7 +21,9 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.common import emit, machine, time_fn
-from mmfuse_jax.training import loop, sharding, state as state_lib, step as step_lib
+from mmfuse_jax.training import loop, sharding
+from mmfuse_jax.training import state as state_lib
+from mmfuse_jax.training import step as step_lib
 
 
 def matmul_peak_flops(dtype=jnp.float32, n: int = 2048) -> float:

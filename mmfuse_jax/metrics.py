@@ -56,7 +56,7 @@ def classification(y_true, y_pred) -> dict[str, float]:
     pc = per_class(y_true, y_pred)
     y_true, y_pred = _as_labels(y_true, "y_true"), _as_labels(y_pred, "y_pred")
     s = pc["support"].astype(np.float64)
-    weighted = lambda x: float((s * x).sum() / s.sum())  # noqa: E731  (sum, then divide: as sklearn)
+    weighted = lambda x: float((s * x).sum() / s.sum())
     return {"acc": float(np.mean(y_true == y_pred)),
             "f1": float(pc["f1"].mean()), "prec": float(pc["precision"].mean()),
             "rec": float(pc["recall"].mean()),
@@ -136,7 +136,7 @@ def _regression_arrays(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"y_true has {y_true.size} values but y_pred has {y_pred.size}")
     if y_true.size < 2:
         raise ValueError("regression metrics need at least two examples (correlation)")
-    as_float = lambda y: y if np.issubdtype(y.dtype, np.floating) else y.astype(np.float64)  # noqa: E731
+    as_float = lambda y: y if np.issubdtype(y.dtype, np.floating) else y.astype(np.float64)
     return as_float(y_true), as_float(y_pred)
 
 

@@ -72,26 +72,15 @@ def plot(coords: np.ndarray, labels: np.ndarray, names: tuple[str, ...], ratio: 
 
 def embed_split(config, workdir: str, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """(embeddings [N, D], labels [N], class names) of ``split`` from ``workdir``'s best checkpoint."""
-    import jax
-
     from mmfuse_jax.errors import ConfigError
     from mmfuse_jax.training import loop
     from mmfuse_jax.training import step as step_lib
-    from mmfuse_jax.training.checkpoint import Checkpoints
 
     best = os.path.join(workdir, "best")
     if not os.path.isdir(best) or not any(d.isdigit() for d in os.listdir(best)):
         raise ConfigError(f"no best checkpoint in {best}: train first with train.py --workdir={workdir}")
     exp = loop.build(config)
-    params = loop.init_params(exp)
-    ckpt = Checkpoints(workdir, keep=config.keep_checkpoints)
-    try:
-        restored = ckpt.restore_best(jax.tree_util.tree_map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), params))
-    finally:
-        ckpt.close()
-    if restored is None:
-        raise ConfigError(f"no readable best checkpoint in {best}")
+    restored = loop.restore_best(exp, workdir)
     eval_step = step_lib.make_eval_step(exp.model, exp.mesh, compute_dtype=exp.compute_dtype)
     pred = loop.predict_split(exp, restored[0], split, eval_step)
     if "embedding" not in pred:

@@ -67,7 +67,7 @@ def tokenize(texts: list[str], tokenizer, max_len: int) -> tuple[list[np.ndarray
     return ids, truncated
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _builder_class():
     """Defined once per process: TFDS registers builder classes by name when they are created."""
     import tensorflow_datasets as tfds
@@ -188,7 +188,7 @@ class Prepared:
     meta: dict
 
     @classmethod
-    def open(cls, ds) -> "Prepared":
+    def open(cls, ds) -> Prepared:
         out = prepare(ds)
         with open(os.path.join(out, "meta.json")) as f:
             return cls(out, json.load(f))

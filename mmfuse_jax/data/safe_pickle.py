@@ -17,6 +17,7 @@ import numpy as np
 
 from mmfuse_jax.errors import DataError
 
+
 def _allowed_globals() -> dict[tuple[str, str], Any]:
     import builtins
     import codecs

@@ -152,17 +152,22 @@ def ensure(ds) -> None:
         write(ds.root, SyntheticSpec(**dict(ds.synthetic)))
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+def spec_cli(argv, doc: str, spec_cls, write_fn, what: str) -> None:
+    """``--out=DIR`` plus one flag per int/float field of ``spec_cls``; writes the benchmark."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="folder to write the benchmark into")
-    for f in dataclasses.fields(SyntheticSpec):
+    for f in dataclasses.fields(spec_cls):
         if f.type in ("int", "float"):
             p.add_argument(f"--{f.name}", type=int if f.type == "int" else float, default=f.default)
     args = vars(p.parse_args(argv))
     out = args.pop("out")
-    write(out, SyntheticSpec(**args))
-    print(f"wrote the synthetic MIntRec-layout benchmark to {out}")
+    write_fn(out, spec_cls(**args))
+    print(f"wrote the {what} to {out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    spec_cli(argv, __doc__, SyntheticSpec, write, "synthetic MIntRec-layout benchmark")
 
 
 if __name__ == "__main__":

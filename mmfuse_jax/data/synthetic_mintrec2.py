@@ -23,7 +23,6 @@ CLI: ``python -m mmfuse_jax.data.synthetic_mintrec2 --out=DIR [--train=600 --oos
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import os
@@ -165,16 +164,8 @@ def ensure(ds) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="folder to write the benchmark into")
-    for f in dataclasses.fields(Mintrec2Spec):
-        if f.type in ("int", "float"):
-            p.add_argument(f"--{f.name}", type=int if f.type == "int" else float, default=f.default)
-    args = vars(p.parse_args(argv))
-    out = args.pop("out")
-    write(out, Mintrec2Spec(**args))
-    print(f"wrote the synthetic MIntRec2.0-layout benchmark (in-scope + out-of-scope) to {out}")
+    synthetic.spec_cli(argv, __doc__, Mintrec2Spec, write,
+                       "synthetic MIntRec2.0-layout benchmark (in-scope + out-of-scope)")
 
 
 if __name__ == "__main__":

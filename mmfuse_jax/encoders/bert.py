@@ -46,7 +46,7 @@ class BertConfig:
     pad_token_id: int = 0
 
     @classmethod
-    def from_json(cls, path: str) -> "BertConfig":
+    def from_json(cls, path: str) -> BertConfig:
         try:
             with open(path) as f:
                 raw = json.load(f)
@@ -101,7 +101,7 @@ class BertSelfAttention(nn.Module):
     def __call__(self, x_btd, mask_bt, *, train: bool):
         cfg = self.cfg
         heads, head_dim = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
-        split = lambda y: y.reshape(*y.shape[:2], heads, head_dim)  # noqa: E731
+        split = lambda y: y.reshape(*y.shape[:2], heads, head_dim)
         q, k, v = (split(_dense(cfg.hidden_size, n)(x_btd)) for n in ("query", "key", "value"))
         out = dot_product_attention(q, k, v, mask_bt, dropout=nn.Dropout(cfg.attention_probs_dropout_prob),
                                     deterministic=not train)

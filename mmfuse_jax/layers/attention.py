@@ -6,9 +6,9 @@ bfloat16 compute). Tests check the two paths agree.
 """
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
 
 def dot_product_attention(q_bthd: jax.Array, k_bshd: jax.Array, v_bshd: jax.Array,
@@ -66,7 +66,7 @@ class MultiHeadAttention(nn.Module):
         if self.features % self.num_heads:
             raise ValueError(f"features {self.features} not divisible by {self.num_heads} heads")
         head_dim = self.features // self.num_heads
-        split = lambda y: y.reshape(*y.shape[:2], self.num_heads, head_dim)  # noqa: E731
+        split = lambda y: y.reshape(*y.shape[:2], self.num_heads, head_dim)
         q = split(nn.Dense(self.features, name="query")(q_btd))
         k = split(nn.Dense(self.features, name="key")(kv_bsd))
         v = split(nn.Dense(self.features, name="value")(kv_bsd))

@@ -1,5 +1,10 @@
 """One file per model; importing this package registers them all."""
-from mmfuse_jax.models import dyken_hyena, early_fusion, text_only  # noqa: F401
-from mmfuse_jax.models import hct_dmg, mult  # noqa: F401
-from mmfuse_jax.models import kuda  # noqa: F401
-from mmfuse_jax.models import mvcl_daf  # noqa: F401
+from mmfuse_jax.models import (  # noqa: F401  # noqa: F401
+    dyken_hyena,
+    early_fusion,
+    hct_dmg,
+    kuda,
+    mult,
+    mvcl_daf,
+    text_only,
+)

@@ -47,9 +47,19 @@ import jax.numpy as jnp
 from mmfuse_jax import losses, registry
 from mmfuse_jax.encoders.bert import BertConfig, BertModel
 from mmfuse_jax.errors import ConfigError
-from mmfuse_jax.models.kuda_layers import (CrossTransformer, Decoder, FeedForward, Linear, MixDomainAdapter,
-                                           MultiHAtten, SentiHead, TorchEncoderLayer, cpc_nce, layer_norm,
-                                           sentiment_ratio)
+from mmfuse_jax.models.kuda_layers import (
+    CrossTransformer,
+    Decoder,
+    FeedForward,
+    Linear,
+    MixDomainAdapter,
+    MultiHAtten,
+    SentiHead,
+    TorchEncoderLayer,
+    cpc_nce,
+    layer_norm,
+    sentiment_ratio,
+)
 
 MODALITIES = ("text", "video", "audio")  # the official order T, V, A
 RATIO_MODES = ("official", "paper", "none")
@@ -317,4 +327,4 @@ def build(cfg, info: dict) -> KuDA:
 SPEC = registry.register(registry.ModelSpec("kuda", build, loss_fn, task="regression"))
 
 
-from mmfuse_jax.models.kuda_official import params_from_official, params_to_official  # noqa: E402,F401
+from mmfuse_jax.models.kuda_official import params_from_official, params_to_official  # noqa: F401

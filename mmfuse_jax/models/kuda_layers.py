@@ -65,7 +65,7 @@ class TorchEncoderLayer(nn.Module):
         q, k, v = (y.reshape(b, t, self.heads, d // self.heads) for y in jnp.split(qkv, 3, axis=-1))
         att = dot_product_attention(q, k, v, mask_bt, dropout=nn.Dropout(self.dropout), deterministic=not train)
         att = Linear(d, name="out_proj")(att.reshape(b, t, d))
-        drop = lambda y: nn.Dropout(self.dropout)(y, deterministic=not train)  # noqa: E731
+        drop = lambda y: nn.Dropout(self.dropout)(y, deterministic=not train)
         x_btd = layer_norm("norm1")(x_btd + drop(att))
         h = Linear(d, name="linear2")(drop(gelu(Linear(self.ff, name="linear1")(x_btd))))
         return layer_norm("norm2")(x_btd + drop(h))
@@ -110,7 +110,7 @@ class MultiHAtten(nn.Module):
     @nn.compact
     def __call__(self, q_btd, k_bsd, v_bsd, *, train: bool) -> jax.Array:
         inner, dim = self.heads * self.head_dim, q_btd.shape[-1]
-        split = lambda y: y.reshape(*y.shape[:2], self.heads, self.head_dim)  # noqa: E731
+        split = lambda y: y.reshape(*y.shape[:2], self.heads, self.head_dim)
         q = split(Linear(inner, use_bias=False, name="to_q")(q_btd))
         k = split(Linear(inner, use_bias=False, name="to_k")(k_bsd))
         v = split(Linear(inner, use_bias=False, name="to_v")(v_bsd))
@@ -127,7 +127,7 @@ class FeedForward(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        drop = lambda y: nn.Dropout(self.dropout)(y, deterministic=not train)  # noqa: E731
+        drop = lambda y: nn.Dropout(self.dropout)(y, deterministic=not train)
         h = drop(gelu(Linear(self.hidden, name="linear1")(layer_norm("norm")(x))))
         return drop(Linear(x.shape[-1], name="linear2")(h))
 

@@ -25,7 +25,9 @@ from mmfuse_jax.data import ensure_dataset, pipeline
 from mmfuse_jax.data.formats import FORMATS
 from mmfuse_jax.encoders import bert as bert_lib
 from mmfuse_jax.errors import ConfigError
-from mmfuse_jax.training import sharding, state as state_lib, step as step_lib
+from mmfuse_jax.training import sharding
+from mmfuse_jax.training import state as state_lib
+from mmfuse_jax.training import step as step_lib
 from mmfuse_jax.training.checkpoint import Checkpoints
 from mmfuse_jax.training.logging import MetricsWriter
 
@@ -290,20 +292,24 @@ def _check_nonfinite(config, state, ckpt, workdir) -> None:
             "(set config.nonfinite_policy='skip' to skip such steps and continue).")
 
 
-def evaluate(config, workdir: str, splits=("dev", "test")) -> dict[str, dict[str, float]]:
-    """Restore the best checkpoint of ``workdir`` and evaluate; writes ``eval_<split>.json``."""
-    exp = build(config)
-    params = init_params(exp)
-    ckpt = Checkpoints(workdir, keep=config.keep_checkpoints)
+def restore_best(exp: Experiment, workdir: str) -> tuple[Any, dict]:
+    """(params, meta) of the best checkpoint in ``workdir/best``; a clear error if there is none."""
+    ckpt = Checkpoints(workdir, keep=exp.config.keep_checkpoints)
     try:
         restored = ckpt.restore_best(jax.tree_util.tree_map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), params))
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), init_params(exp)))
     finally:
         ckpt.close()
     if restored is None:
         raise ConfigError(f"no best checkpoint in {os.path.join(workdir, 'best')}: train first with "
                           f"train.py --workdir={workdir}")
-    params, meta = restored
+    return restored
+
+
+def evaluate(config, workdir: str, splits=("dev", "test")) -> dict[str, dict[str, float]]:
+    """Restore the best checkpoint of ``workdir`` and evaluate; writes ``eval_<split>.json``."""
+    exp = build(config)
+    params, meta = restore_best(exp, workdir)
     eval_step = step_lib.make_eval_step(exp.model, exp.mesh, compute_dtype=exp.compute_dtype)
     oos_label = config.dataset.get("oos_label")
     # Open-intent datasets: DOC thresholds are fitted on the in-scope training split's scores.
