@@ -1,5 +1,5 @@
 """One file per model; importing this package registers them all."""
-from mmfuse_jax.models import (  # noqa: F401  # noqa: F401
+from mmfuse_jax.models import (  # noqa: F401
     dyken_hyena,
     early_fusion,
     hct_dmg,
