@@ -6,7 +6,7 @@ mintrec2_oe (the same + outlier exposure on the OOS train/dev rows, as dyken_hye
 demo / tiny (synthetic MIntRec layout), demo_mintrec2 / tiny_mintrec2 (synthetic MIntRec2.0 layout
 with OOS intents, outlier exposure as dyken_hyena's).
 
-Sources (/work/shared/papers/REFERENCE_NOTES.md, "Hyperparameters reported", MVCL-DAF++): AdamW
+Sources (shared/papers/REFERENCE_NOTES.md, "Hyperparameters reported", MVCL-DAF++): AdamW
 lr 2e-5, weight decay 0.2, batch 32, <= 100 epochs, early stopping patience 10, τ = 0.1. Warmup 0.1,
 gradient clipping and the monitored dev metric (macro F1) are not reported: the MIntRec baselines'
 (thuiar/MIntRec configs/text_bert.py, via config_base). Architecture sizes: our choices (marked).
