@@ -263,7 +263,12 @@ class Predictor:
 
     def _decide(self, out: dict[str, np.ndarray]) -> dict:
         if "prediction" in out:
-            return {"score": float(np.asarray(out["prediction"]).reshape(-1)[0])}
+            res = {"score": float(np.asarray(out["prediction"]).reshape(-1)[0])}
+            if "ratio" in out:  # KuDA 'paper' mode: how much each modality weighed in this prediction
+                from mmfuse_jax.analysis.ratios import MODALITY_ORDER
+
+                res["modality_weights"] = {m: float(r) for m, r in zip(MODALITY_ORDER, np.asarray(out["ratio"]))}
+            return res
         logits = np.asarray(out["logits"], np.float64)
         names = self.labels if len(self.labels) >= logits.shape[0] else [str(i) for i in range(logits.shape[0])]
         if logits.ndim == 2:  # one binary decision per class (IEMOCAP: [4, 2])

@@ -341,6 +341,14 @@ def _plots(workdir: str, config: dict, split: str) -> list[tuple[str, str]]:
                     plot_regression(pred["label"].reshape(-1), pred["prediction"].reshape(-1),
                                     os.path.join(plots, f"regression_{split}.png"),
                                     f"{model} on {dataset}, {split}")))
+    if "ratio" in pred:  # KuDA 'paper' mode: which modality dominated each sample
+        from mmfuse_jax.analysis.ratios import plot_ratios
+
+        caption = (f"Per-sample modality ratios, {split} (stacked r_text, r_video, r_audio; right: samples "
+                   f"each modality dominated, with their MAE)")
+        out.append((caption,
+                    plot_ratios(pred["ratio"], os.path.join(plots, f"ratios_{split}.png"),
+                                f"{model} on {dataset}, {split}", pred["label"], pred.get("prediction"))))
     return [(caption, os.path.relpath(path, workdir)) for caption, path in out]
 
 

@@ -49,3 +49,37 @@ def test_the_command_writes_the_png(tiny_synthetic, tmp_path):
                        check=False, cwd=REPO, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 2 and "no best checkpoint" in r.stderr and not os.path.exists(f"{tmp_path}/x.png")
+
+
+def test_ratio_dominance_by_hand():
+    from mmfuse_jax.analysis import ratios
+
+    r = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.5, 0.25, 0.25], [0.1, 0.1, 0.8]])
+    label, pred = np.array([0.0, 1.0, -1.0, 0.5]), np.array([0.2, 1.0, -0.6, 0.0])
+    d = ratios.dominance(r, label, pred)
+    assert [d[m]["count"] for m in ratios.MODALITY_ORDER] == [2, 1, 1]
+    assert d["text"]["share"] == 0.5 and d["text"]["mae_when_dominant"] == pytest.approx((0.2 + 0.4) / 2)
+    assert d["audio"]["mean_weight"] == pytest.approx(1.25 / 4) and d["audio"]["mae_when_dominant"] == 0.5
+    with pytest.raises(ValueError, match=r"\[N, 3\]"):
+        ratios.dominance(r[:, :2])
+
+
+def test_ratio_command_draws_the_plot_and_refuses_runs_without_ratios(tmp_path):
+    from mmfuse_jax import report
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(50, 3))
+    r = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    report.save_predictions(str(tmp_path), "test", {"ratio": r, "label": rng.normal(size=50),
+                                                   "prediction": rng.normal(size=50)})
+    cmd = [sys.executable, "-m", "mmfuse_jax.analysis.ratios", f"--workdir={tmp_path}"]
+    out = subprocess.run(cmd, check=False, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    top = np.bincount(r.argmax(1), minlength=3)
+    assert f"text: dominant in {100 * top[0] / 50:.1f}% of samples" in out.stdout
+    import matplotlib.image
+
+    assert matplotlib.image.imread(str(tmp_path / "plots" / "ratios_test.png"))[..., :3].std() > 0.05
+    report.save_predictions(str(tmp_path), "dev", {"label": np.zeros(3), "prediction": np.zeros(3)})
+    out = subprocess.run(cmd + ["--split=dev"], check=False, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "ratio_mode=paper" in out.stderr

@@ -78,8 +78,10 @@ def _builder_class():
         VERSION = tfds.core.Version("1.0.0")
 
         def __init__(self, *, splits: dict | None = None, dims: dict | None = None,
-                     label_dtype=np.int32, extra_labels: tuple = (), label_shape: tuple = (), **kwargs):
+                     label_dtype=np.int32, extra_labels: tuple = (), label_shape: tuple = (),
+                     progress: bool = False, **kwargs):
             self._splits, self._dims, self._label_dtype = splits, dims, label_dtype
+            self._progress = progress
             self._label_shape = tuple(label_shape)
             self._extra_labels = extra_labels
             super().__init__(**kwargs)
@@ -96,12 +98,24 @@ def _builder_class():
                 feats[k] = f.Scalar(dtype=np.float32)
             return tfds.core.DatasetInfo(builder=self, disable_shuffling=True, features=f.FeaturesDict(feats))
 
-        def _split_generators(self, dl_manager):
-            return {name: self._generate_examples(rows) for name, rows in self._splits.items()}
+        # TFDS prints "Downloading and preparing dataset ..." around the build: nothing is downloaded
+        # here, and prepare() prints its own lines (private hooks; harmless if a TFDS renames them).
+        def _log_download_bytes(self):
+            pass
 
-        def _generate_examples(self, rows):
+        def _log_download_done(self):
+            pass
+
+        def _split_generators(self, dl_manager):
+            return {name: self._generate_examples(name, rows) for name, rows in self._splits.items()}
+
+        def _generate_examples(self, name, rows):
+            from tqdm.auto import tqdm
+
             keys = list(self._info().features.keys())
-            for i, ex in enumerate(rows):
+            bar = tqdm(rows, desc=f"writing {name}", unit="ex", disable=None if self._progress else True, leave=False,
+                       mininterval=1.0)
+            for i, ex in enumerate(bar):
                 yield i, {k: ex[k] for k in keys}
 
     return MmfusePrepared
@@ -129,6 +143,8 @@ def prepare(ds, *, verbose: bool = True) -> str:
     if ds.format not in FORMATS:
         raise ConfigError(f"config.dataset.format={ds.format!r}: expected one of {sorted(FORMATS)}")
     reader = FORMATS[ds.format]
+    if verbose:
+        print(f"preparing {ds.format} from {ds.root} (once; later runs reuse {out})", flush=True)
     max_lens = dict(ds.max_len)
     read_options = dict(ds.read_options) if "read_options" in ds else {}  # format-specific (e.g. which pickle)
     splits, report = reader.read(ds.root, feat_dims=dict(ds.feat_dims), max_lens=max_lens,
@@ -154,7 +170,7 @@ def prepare(ds, *, verbose: bool = True) -> str:
     label_dtype = np.float32 if getattr(ds, "task", "classification") == "regression" else np.int32
     label_shape = tuple(ds.get("label_shape", ()))  # e.g. (4,): IEMOCAP's four binary emotions
     builder = _builder_class()(splits=splits, dims=dict(ds.feat_dims), label_dtype=label_dtype,
-                               extra_labels=extra_labels, label_shape=label_shape,
+                               extra_labels=extra_labels, label_shape=label_shape, progress=verbose,
                                data_dir=os.path.join(out, fp), file_format="array_record")
     tfds.disable_progress_bar()
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
@@ -259,7 +275,7 @@ class Loader:
 
     def __init__(self, prepared: Prepared, split: str, *, batch_size: int, max_len: dict, dims: dict,
                  num_buckets: int, shuffle: bool, seed: int = 0, label_dtype=np.int32,
-                 process_index: int = 0, process_count: int = 1, num_threads: int = 2):
+                 process_index: int = 0, process_count: int = 1, num_threads: int = 2, cache_mb: float = 0):
         if batch_size % process_count:
             raise ConfigError(f"batch_size {batch_size} must be divisible by the {process_count} hosts")
         self.source = prepared.source(split)
@@ -271,14 +287,23 @@ class Loader:
         self.extra_labels = tuple(prepared.meta.get("extra_labels", ()))
         self.label_shape = tuple(prepared.meta.get("label_shape", ()))
         self.process_index, self.process_count, self.num_threads = process_index, process_count, num_threads
+        # Decoded rows by index, filled on first read up to ``cache_mb`` (grain threads add to it: a
+        # dict item assignment is atomic, and a row read twice by a race is merely decoded twice).
+        self._cache: dict[int, dict] = {}
+        self._order: tuple[int, np.ndarray] | None = None
+        self._cache_left = int(cache_mb * 2 ** 20)
 
     def __len__(self) -> int:
         return math.ceil(self.n / self.batch_size)
 
     def order(self, epoch: int) -> np.ndarray:
-        if not self.shuffle:
-            return np.arange(self.n)
-        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        """Example indices of ``epoch`` (computed once per epoch, not once per batch)."""
+        cached = self._order
+        if cached is not None and cached[0] == epoch:
+            return cached[1]
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.n) if self.shuffle else np.arange(self.n)
+        self._order = (epoch, order)  # one tuple assignment: threads see the old or the new pair
+        return order
 
     def plan(self, epoch: int, b: int) -> tuple[np.ndarray, int]:
         """Indices of this host's rows in global batch ``b`` and the bucket of the whole batch."""
@@ -287,10 +312,25 @@ class Loader:
         per_host = self.batch_size // self.process_count
         return idx[self.process_index * per_host:(self.process_index + 1) * per_host], bucket
 
+    def rows(self, idx: list[int]) -> list[dict]:
+        """Decoded examples ``idx``: from the cache, the rest in one batched read of the source."""
+        missing = [i for i in idx if i not in self._cache]
+        if missing:
+            getitems = getattr(self.source, "__getitems__", None)  # one batched read when the source has it
+            got = getitems(missing) if getitems else [self.source[i] for i in missing]
+            for i, row in zip(missing, got):
+                size = sum(getattr(v, "nbytes", 64) for v in row.values())
+                if size > self._cache_left:
+                    break
+                self._cache_left -= size
+                self._cache[i] = row
+            fresh = dict(zip(missing, got))
+            return [self._cache.get(i) or fresh[i] for i in idx]
+        return [self._cache[i] for i in idx]
+
     def load(self, epoch: int, b: int) -> dict[str, np.ndarray]:
         idx, bucket = self.plan(epoch, b)
-        getitems = getattr(self.source, "__getitems__", None)  # one batched read when the source has it
-        rows = getitems([int(i) for i in idx]) if getitems else [self.source[int(i)] for i in idx]
+        rows = self.rows([int(i) for i in idx])
         return collate(rows, batch_size=self.batch_size // self.process_count, lens=self.buckets[bucket],
                        dims=self.dims, label_dtype=self.label_dtype, extra_labels=self.extra_labels,
                        label_shape=self.label_shape)

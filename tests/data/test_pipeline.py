@@ -120,3 +120,16 @@ def test_two_datasets_prepare_in_one_process(tiny_synthetic, tmp_path):
         c.dataset.prepared_dir = str(tmp_path / f"p{i}")
         c.dataset.max_len.audio = 40 + i
         assert os.path.exists(os.path.join(pipeline.prepare(c.dataset, verbose=False), "meta.json"))
+
+
+def test_decoded_row_cache_gives_the_same_batches_within_its_budget(prepared):
+    plain, cached = make_loader(prepared), make_loader(prepared, cache_mb=1024)
+    for e in (0, 1):  # epoch 0 fills the cache, epoch 1 reads from it
+        for a, b in zip(plain.epoch(e), cached.epoch(e), strict=True):
+            assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert len(cached._cache) == cached.n and not plain._cache
+    row_bytes = sum(getattr(v, "nbytes", 64) for v in plain.source[0].values())
+    small = make_loader(prepared, cache_mb=5.5 * row_bytes / 2 ** 20)  # room for about 5 rows
+    for a, b in zip(plain.epoch(2), small.epoch(2), strict=True):
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert 1 <= len(small._cache) <= 6
