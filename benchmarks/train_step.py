@@ -45,6 +45,32 @@ def load_config(spec: str):
     return mod.get_config(preset or None)
 
 
+def apply_overrides(config, items: list[str]) -> None:
+    """``a.b=value`` strings onto ``config`` (values parsed as Python literals when they are one)."""
+    import ast
+
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set={item!r}: expected KEY=VALUE")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        *parents, leaf = key.split(".")
+        node = config
+        for name in parents:
+            node = node[name]
+        with config.unlocked() if hasattr(config, "unlocked") else _nullcontext():
+            node[leaf] = value
+
+
+def _nullcontext():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
 def run(config, *, steps: int, warmup: int) -> dict:
     exp = loop.build(config)
     loader = exp.loader("train", train=True)
@@ -102,8 +128,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--batch_size", type=int, default=0, help="override config.batch_size")
     p.add_argument("--compute_dtype", default="", help="override config.compute_dtype")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set=dataset.root=/data/x (repeatable)")
     args = p.parse_args(argv)
     config = load_config(args.config)
+    apply_overrides(config, args.set)
     if args.batch_size:
         config.batch_size = args.batch_size
     if args.compute_dtype:

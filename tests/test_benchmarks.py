@@ -35,3 +35,24 @@ def test_hyena_benchmark_cli_emits_json_lines():
     summary = records[-1]
     assert summary["summary"] and set(summary["direct_over_fft"]) == {"16", "33"}
     assert all(rec["fwd"]["median_s"] > 0 for rec in records if "impl" in rec)
+
+
+def test_train_step_benchmark_over_models_writes_records_and_table(tiny_synthetic, tmp_path):
+    """benchmarks.all_models -> benchmarks.train_step in a fresh process: a full JSON record per
+    model (no recompilation after warm-up, MFU a fraction, the pipeline measured) and the table."""
+    out = tmp_path / "bench.jsonl"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.all_models", "--models=text_only,nope", "--preset=tiny",
+                        "--steps=2", "--batch_size=8", f"--out={out}", f"--set=dataset.root={tiny_synthetic}",
+                        f"--set=dataset.bert_path={tiny_synthetic}/bert", "--set=dataset.synthetic={}",
+                        f"--set=dataset.prepared_dir={tmp_path}/prepared"],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert "error" in lines[1] and lines[1]["model"] == "nope"  # a failing model is reported, not fatal
+    rec = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rec) == 1 and rec[0]["model"] == "text_only" and rec[0]["batch_size"] == 8
+    assert 1 <= rec[0]["compile_count"] <= rec[0]["num_buckets"]
+    assert rec[0]["flops_per_step"] > 0 and 0 < rec[0]["mfu"] < 1.5
+    assert rec[0]["pipeline_examples_per_s"] > 0 and rec[0]["pipeline_first_epoch_examples_per_s"] > 0
+    table = (tmp_path / "bench.md").read_text()
+    assert table.startswith("| model |") and "| text_only | tiny | 8 |" in table
