@@ -1,12 +1,14 @@
 """Run reports: ``<workdir>/report.md`` with the metrics (beside the paper's when the run is a paper
-benchmark), a confusion matrix, per-class F1 and learning curves as PNG files (matplotlib, Agg).
+benchmark), a confusion matrix, per-class F1, learning curves and the models' analysis plots
+(embedding PCA, HCT-DMG's gate, KuDA's ratios) as PNG files (matplotlib, Agg).
 
 `after_evaluate` is called by `loop.evaluate` once the ``eval_<split>.json`` files are written. It
 keeps what the report and the `Predictor` need and writes the report from the files alone, so
 ``python -m mmfuse_jax.report --workdir=DIR`` redraws it at any time:
 
     config.json, metrics.jsonl, eval_<split>.json     written by the loop
-    predictions_<split>.npz    ``logits`` [N, C] (or [N, H, 2], or ``prediction`` [N]) and ``label``
+    predictions_<split>.npz    ``logits`` [N, C] (or [N, H, 2], or ``prediction`` [N]), ``label``, and
+                               ``embedding`` (float16; PCA plot), KuDA's ``ratio`` where the model has them
     doc_thresholds.json        open-intent datasets: the DOC thresholds fitted on the training split
     report.md, plots/*.png     this module
 """
@@ -93,9 +95,9 @@ def _read_json(path: str) -> Any:
 
 
 def save_predictions(workdir: str, split: str, pred: dict[str, np.ndarray]) -> str:
-    """``predictions_<split>.npz``: every output but the embeddings, and the labels."""
+    """``predictions_<split>.npz``: every output (embeddings in float16, for the PCA plot) and the labels."""
     path = os.path.join(workdir, f"predictions_{split}.npz")
-    np.savez(path, **{k: np.asarray(v) for k, v in pred.items() if k != "embedding"})
+    np.savez(path, **{k: np.asarray(v, np.float16) if k == "embedding" else np.asarray(v) for k, v in pred.items()})
     return path
 
 
@@ -341,6 +343,7 @@ def _plots(workdir: str, config: dict, split: str) -> list[tuple[str, str]]:
                     plot_regression(pred["label"].reshape(-1), pred["prediction"].reshape(-1),
                                     os.path.join(plots, f"regression_{split}.png"),
                                     f"{model} on {dataset}, {split}")))
+    out += _analysis_plots(workdir, config, split, pred, plots)
     if "ratio" in pred:  # KuDA 'paper' mode: which modality dominated each sample
         from mmfuse_jax.analysis.ratios import plot_ratios
 
@@ -350,6 +353,42 @@ def _plots(workdir: str, config: dict, split: str) -> list[tuple[str, str]]:
                     plot_ratios(pred["ratio"], os.path.join(plots, f"ratios_{split}.png"),
                                 f"{model} on {dataset}, {split}", pred["label"], pred.get("prediction"))))
     return [(caption, os.path.relpath(path, workdir)) for caption, path in out]
+
+
+def _analysis_plots(workdir: str, config: dict, split: str, pred: dict, plots: str) -> list[tuple[str, str]]:
+    """A PCA of the embeddings coloured by class, for classifiers that return one (the model issues'
+    analysis plot, e.g. MVCL-DAF++ with and without its prototype loss)."""
+    out = []
+    model, dataset = config.get("model_name"), _get(config, "dataset.name")
+    if "embedding" in pred and "logits" in pred and pred["logits"].ndim == 2 and len(pred["label"]) > 2:
+        from mmfuse_jax.analysis import embeddings
+
+        emb = np.asarray(pred["embedding"], np.float32).reshape(len(pred["label"]), -1)
+        labels = np.asarray(pred["label"]).astype(np.int64).reshape(-1)
+        names, _ = label_names(config)
+        names = names if len(names) >= pred["logits"].shape[1] else [str(i) for i in range(pred["logits"].shape[1])]
+        known = labels < len(names)
+        sep = embeddings.class_separation(emb[known], labels[known]) if known.any() else float("nan")
+        coords, ratio = embeddings.pca_2d(emb)
+        path = embeddings.plot(coords, labels, tuple(names[:pred["logits"].shape[1]]), ratio,
+                               os.path.join(plots, f"embeddings_{split}.png"),
+                               f"{model} on {dataset}, {split}: PCA of the embeddings (class separation {sep:.3f})")
+        out.append((f"Embeddings, {split}: PCA coloured by class; tr(S_between)/tr(S_within) = {sep:.3f}", path))
+    return out
+
+
+def _training_plots(workdir: str, config: dict) -> list[tuple[str, str]]:
+    """Plots drawn from the checkpoints alone (no evaluation needed): HCT-DMG's gate across training."""
+    if config.get("model_name") != "hct_dmg" or not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        return []
+    from mmfuse_jax.models import hct_dmg_gates
+
+    history = hct_dmg_gates.gate_history(workdir)
+    if not history:
+        return []
+    path = hct_dmg_gates.plot_gates(history, os.path.join(workdir, PLOTS, "gates.png"))
+    return [("Modality gate across training (softmax(gate) per saved checkpoint; letters: primary modality)",
+             os.path.relpath(path, workdir))]
 
 
 def write_report(workdir: str, config: dict | None = None) -> str:
@@ -378,6 +417,7 @@ def write_report(workdir: str, config: dict | None = None) -> str:
                                   config.get("early_stop_metric"))
     if curves:
         figures.append(("Learning curves (metrics.jsonl)", os.path.relpath(curves, workdir)))
+    figures += _training_plots(workdir, config)
     split = "test" if "test" in evals else next(iter(evals), None)
     if split is not None:
         figures += _plots(workdir, config, split)

@@ -37,7 +37,7 @@ def test_report_has_eval_numbers_and_plots(run):
                 for line in md.splitlines() if line.startswith(f"| {split} |")]
         assert rows == [[f"{100 * v:.2f}" for v in rec[key].values()] for key in ("metrics", "open_intent")]
     assert "No paper numbers" in md  # a synthetic benchmark is no paper preset
-    for name in ("learning_curves", "confusion_test", "per_class_f1_test"):
+    for name in ("learning_curves", "confusion_test", "per_class_f1_test", "embeddings_test"):
         path = os.path.join(workdir, "plots", f"{name}.png")
         assert f"(plots/{name}.png)" in md
         img = _png_image(path)
@@ -108,7 +108,8 @@ def test_regression_report(tmp_path):
         md = f.read()
     assert "| test | 81.23 | 0.408 | 0.613 |" in md  # mae and corr as the papers print them
     assert _png_image(os.path.join(workdir, "plots", "regression_test.png")).size
-    assert "embedding" not in np.load(os.path.join(workdir, "predictions_test.npz")).files
+    assert np.load(os.path.join(workdir, "predictions_test.npz"))["embedding"].dtype == np.float16  # kept small
+    assert "embeddings_test.png" not in md  # the PCA plot is for classifiers
 
 
 # ------------------------------------------------------------------------------------ TensorBoard

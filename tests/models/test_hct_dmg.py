@@ -122,3 +122,8 @@ def test_end_to_end_on_a_mult_pickle_with_the_gate_plot(tmp_path):
     assert history[-1]["gate"] != history[0]["gate"]  # the gate moved
     path = hct_dmg_gates.plot_gates(history, str(tmp_path / "gates.png"))
     assert os.path.getsize(path) > 1000
+    from mmfuse_jax import report
+
+    with open(report.write_report(workdir)) as f:  # the run's report links the same plot
+        assert "(plots/gates.png)" in f.read()
+    assert os.path.getsize(os.path.join(workdir, "plots", "gates.png")) > 1000
