@@ -223,6 +223,8 @@ class Prepared:
 
 def bucket_lengths(max_len: dict[str, int], num_buckets: int) -> list[dict[str, int]]:
     """``num_buckets`` length sets, the k-th at k/num_buckets of every maximum (the last is the max)."""
+    if num_buckets < 1:
+        raise ConfigError(f"config.dataset.num_buckets={num_buckets}: expected at least 1")
     return [{m: max(1, math.ceil(n * (k + 1) / num_buckets)) for m, n in max_len.items()}
             for k in range(num_buckets)]
 
@@ -243,6 +245,8 @@ def collate(rows: list[dict[str, Any]], *, batch_size: int, lens: dict[str, int]
     the shape of one label (default scalar: label [B]; (4,) gives IEMOCAP's label [B, 4]).
     """
     b, lt = batch_size, lens["text"]
+    if len(rows) > b:
+        raise ConfigError(f"collate: {len(rows)} rows do not fit a batch of {b}")
     out = {"text_ids": np.zeros((b, lt), np.int32), "text_mask": np.zeros((b, lt), np.int32),
            "text_type_ids": np.zeros((b, lt), np.int32),
            "label": np.zeros((b, *label_shape), label_dtype), "valid": np.zeros((b,), np.float32)}

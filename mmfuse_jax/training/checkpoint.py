@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 class Checkpoints:
     def __init__(self, workdir: str, *, keep: int = 2):
         self.workdir = os.path.abspath(workdir)
-        self._closed = False
+        self._closed, self._keep = False, keep
         opts = dict(create=True, enable_async_checkpointing=False)
         self.latest = ocp.CheckpointManager(os.path.join(self.workdir, "checkpoints"),
                                             options=ocp.CheckpointManagerOptions(max_to_keep=keep, **opts))
@@ -62,9 +62,18 @@ class Checkpoints:
                 manager.reload()
         return None
 
+    @staticmethod
+    def _prune(manager, keep: int) -> None:
+        # A run killed after saving a step but before Orbax deleted the oldest one leaves one step
+        # too many; a run that was already done never saves again to trim it.
+        for step in sorted(manager.all_steps())[:-keep] if keep > 0 else ():
+            manager.delete(step)
+
     def restore_latest(self, abstract_state) -> tuple[Any, dict] | None:
         r = self._restore_newest(self.latest, lambda: ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        self._prune(self.latest, self._keep)
+        self._prune(self.best, 1)
         return None if r is None else (r["state"], r["meta"])
 
     def restore_best(self, abstract_params) -> tuple[Any, dict] | None:

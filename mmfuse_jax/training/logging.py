@@ -16,15 +16,29 @@ import warnings
 from typing import Any
 
 
+def _complete(line: str) -> bool:
+    """False for a last line cut short by a kill mid-write (it is dropped, the run logs it again)."""
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return line.endswith("\n")
+
+
 class MetricsWriter:
     def __init__(self, workdir: str, *, resume_step: int | None = None):
         self.path = os.path.join(workdir, "metrics.jsonl")
         if resume_step is not None and os.path.exists(self.path):
             # Lines written after the checkpoint we resume from would be written again: drop them.
             with open(self.path) as f:
-                keep = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            with open(self.path, "w") as f:
+                keep = [line for line in f if line.strip() and _complete(line) and
+                        json.loads(line).get("step", 0) <= resume_step]
+            tmp = self.path + ".tmp"
+            with open(tmp, "w") as f:  # then one rename: a kill here leaves the old file or the new one
                 f.writelines(keep)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
         elif resume_step is None and os.path.exists(self.path):
             os.remove(self.path)
         self._tb = _tensorboard_writer(workdir, resume_step)
@@ -82,5 +96,5 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
         return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    with open(path) as f:  # a line cut short by a killed run is skipped (the resumed run rewrites it)
+        return [json.loads(line) for line in f if line.strip() and _complete(line)]

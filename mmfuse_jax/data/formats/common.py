@@ -34,8 +34,11 @@ def read_tsv(path: str, header: Sequence[str]) -> list[list[str]]:
     """Rows of a tab-separated file after checking its header (names compared case-insensitively)."""
     if not os.path.exists(path):
         raise DataError(path, None, "an existing TSV file", "nothing at that path")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f, delimiter="\t"))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f, delimiter="\t"))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:  # a folder, not UTF-8 text, a runaway field
+        raise DataError(path, None, "a readable UTF-8 TSV file", f"{type(e).__name__}: {e}") from None
     if not rows:
         raise DataError(path, "header", f"columns {list(header)}", "an empty file")
     got = [c.strip().lower().replace("_", "").replace(" ", "") for c in rows[0]]
@@ -63,9 +66,12 @@ def feature_array(features: Mapping[str, Any], key: str, path: str, dim: int, mo
         raise DataError(path, f"key '{key}'", f"a {modality} feature entry for every TSV row",
                         "no such key")
     x = features[key]
-    if isinstance(x, (list, tuple)):  # MIntRec video: a list of T arrays of shape (1, D)
-        x = np.stack([np.asarray(a) for a in x]) if len(x) else np.zeros((0, dim))
-    x = np.asarray(x)
+    try:
+        if isinstance(x, (list, tuple)):  # MIntRec video: a list of T arrays of shape (1, D)
+            x = np.stack([np.asarray(a) for a in x]) if len(x) else np.zeros((0, dim))
+        x = np.asarray(x)
+    except ValueError as e:  # frames of different shapes, ragged nested lists
+        raise DataError(path, f"key '{key}'", f"a numeric {modality} array [T, {dim}]", f"{e}") from None
     if x.dtype == object or not np.issubdtype(x.dtype, np.number):
         raise DataError(path, f"key '{key}'", f"a numeric {modality} array", f"dtype {x.dtype}")
     if x.ndim == 3 and x.shape[1] == 1:

@@ -60,9 +60,12 @@ def find_pickle(root: str) -> str:
 
 def _array(split: dict, key: str, path: str, where: str, ndim: int, n: int | None) -> np.ndarray:
     if key not in split:
-        raise DataError(path, f"{where}: key '{key}'", f"an MMSA split with keys {sorted(split)} + '{key}'",
-                        "missing")
-    x = np.asarray(split[key])
+        raise DataError(path, f"{where}: key '{key}'", f"an MMSA split with keys {sorted(map(str, split))} + "
+                        f"'{key}'", "missing")
+    try:
+        x = np.asarray(split[key])
+    except (ValueError, TypeError) as e:  # ragged nested lists
+        raise DataError(path, f"{where}: key '{key}'", "a numeric array", f"{e}") from None
     if x.dtype == object or not np.issubdtype(x.dtype, np.number):
         raise DataError(path, f"{where}: key '{key}'", "a numeric array", f"dtype {x.dtype}")
     if x.ndim != ndim or (n is not None and x.shape[0] != n):
@@ -100,12 +103,26 @@ def _text_ids(text_bert: np.ndarray, path: str, where: str) -> list[tuple[np.nda
     out = []
     for i, (ids, mask, seg) in enumerate(text_bert):
         n = int(np.sum(mask > 0))
-        if not np.all(mask[:n] > 0) or not np.all(np.isfinite(ids[:n])) or np.any(ids[:n] < 0) \
-                or np.any(np.mod(ids[:n], 1) != 0):
+        cut = np.concatenate([ids[:n], seg[:n]])
+        if not np.all(mask[:n] > 0) or not np.all(np.isfinite(cut)) or np.any(cut < 0) \
+                or np.any(cut >= 2**31) or np.any(np.mod(cut, 1) != 0):
             raise DataError(path, f"{where}: key 'text_bert' index {i}",
-                            "integer token ids >= 0 and a leading attention mask", f"ids {ids[:n][:8]}...")
+                            "integer token ids and segment ids in [0, 2^31) and a leading attention mask",
+                            f"ids {ids[:n][:8]}..., segments {seg[:n][:8]}...")
         out.append((ids[:n].astype(np.int32), seg[:n].astype(np.int32)))
     return out
+
+
+def _strings(split: dict, key: str, path: str, where: str, n: int, default: list[str]) -> list:
+    """``split[key]`` (ids, raw text): one entry per example, or ``default`` when the key is absent."""
+    if key not in split:
+        return default
+    x = split[key]
+    if not isinstance(x, (list, tuple, np.ndarray)) or getattr(x, "ndim", 1) < 1 or len(x) != n:
+        got = f"{type(x).__name__} of length {len(x)}" if hasattr(x, "__len__") and getattr(x, "ndim", 1) \
+            else type(x).__name__
+        raise DataError(path, f"{where}: key '{key}'", f"a list of {n} entries (one per example)", got)
+    return list(x)
 
 
 def _read_split(split: Any, path: str, name: str, *, feat_dims: dict, max_lens: dict, nonfinite: str,
@@ -144,8 +161,12 @@ def _read_split(split: Any, path: str, name: str, *, feat_dims: dict, max_lens: 
         text_feats = _finite(text_feats.astype(np.float32), path, f"{name}: key 'text'", nonfinite, report, "text")
     unimodal = {ours: _array(split, k, path, name, 1, n).astype(np.float32).reshape(-1)
                 for k, ours in UNIMODAL.items() if k in split}
-    raw = split.get("raw_text", [""] * n)
-    keys = split.get("id", [f"{name}_{i}" for i in range(n)])
+    for k, ours in UNIMODAL.items():
+        if ours in unimodal and not np.all(np.isfinite(unimodal[ours])):
+            i = int(np.flatnonzero(~np.isfinite(unimodal[ours]))[0])
+            raise DataError(path, f"{name}: key '{k}' index {i}", "a finite label", f"{unimodal[ours][i]}")
+    raw = _strings(split, "raw_text", path, name, n, [""] * n)
+    keys = _strings(split, "id", path, name, n, [f"{name}_{i}" for i in range(n)])
     examples = []
     for i in range(n):
         ex: dict[str, Any] = {"key": str(keys[i]), "text": str(raw[i]), "label": float(labels[i])}

@@ -52,8 +52,11 @@ def _features(split: dict, modality: str, dim: int, n: int | None, path: str, wh
     key = KEYS[modality]
     if key not in split:
         raise DataError(path, f"{where}: key '{key}'", f"keys {sorted(set(KEYS.values()) | {'labels'})}",
-                        f"keys {sorted(split)}")
-    x = np.asarray(split[key])
+                        f"keys {sorted(map(str, split))}")
+    try:
+        x = np.asarray(split[key])
+    except (ValueError, TypeError) as e:  # ragged nested lists
+        raise DataError(path, f"{where}: key '{key}'", "a numeric array", f"{e}") from None
     if x.dtype == object or not np.issubdtype(x.dtype, np.number):
         raise DataError(path, f"{where}: key '{key}'", "a numeric array", f"dtype {x.dtype}")
     if x.ndim != 3 or x.shape[2] != dim or (n is not None and x.shape[0] != n):
@@ -79,8 +82,14 @@ def sanitize(x: np.ndarray, modality: str, nonfinite: str, report: common.ReadRe
 
 def _labels(split: dict, name: str, n: int, path: str, where: str) -> np.ndarray:
     if "labels" not in split:
-        raise DataError(path, f"{where}: key 'labels'", "the labels array", f"keys {sorted(split)}")
-    y = np.asarray(split["labels"], dtype=np.float32)
+        raise DataError(path, f"{where}: key 'labels'", "the labels array", f"keys {sorted(map(str, split))}")
+    try:
+        y = np.asarray(split["labels"], dtype=np.float32)
+    except (ValueError, TypeError) as e:  # strings, dicts, ragged lists
+        raise DataError(path, f"{where}: key 'labels'", "a numeric labels array", f"{e}") from None
+    if not np.all(np.isfinite(y)):
+        first = int(np.argwhere(~np.isfinite(y))[0][0]) if y.ndim else 0
+        raise DataError(path, f"{where}: key 'labels' example {first}", "finite labels", "NaN/inf")
     if name == "iemocap":
         if y.shape != (n, len(LABELS), 2):
             raise DataError(path, f"{where}: key 'labels'", f"IEMOCAP labels [{n}, 4, 2]", f"{list(y.shape)}")
@@ -91,11 +100,16 @@ def _labels(split: dict, name: str, n: int, path: str, where: str) -> np.ndarray
     return y.reshape(n)
 
 
-def _key(split: dict, where: str, i: int) -> str:
+def _key(split: dict, where: str, i: int, path: str) -> str:
     ids = split.get("id")
-    if ids is None or len(ids) <= i:
+    if ids is None:
         return f"{where}/{i}"
-    parts = np.asarray(ids[i]).reshape(-1)
+    if not isinstance(ids, (list, tuple, np.ndarray)) or getattr(ids, "ndim", 1) < 1:
+        raise DataError(path, f"{where}: key 'id'", "one (video id, start, end) per example",
+                        type(ids).__name__)
+    if len(ids) <= i:
+        return f"{where}/{i}"
+    parts = np.asarray(ids[i], dtype=object).reshape(-1)
     return "_".join(p.decode("utf-8", "replace") if isinstance(p, bytes) else str(p) for p in parts)
 
 
@@ -116,7 +130,7 @@ def read(root: str, *, feat_dims: dict, max_lens: dict, nonfinite: str = "error"
     for theirs, ours in SPLITS.items():
         if theirs not in data:
             raise DataError(path, f"split '{theirs}'", "the splits 'train', 'valid', 'test'",
-                            f"splits {sorted(data)}")
+                            f"splits {sorted(map(str, data))}")
         split = data[theirs]
         if not isinstance(split, dict):
             raise DataError(path, f"split '{theirs}'", "a dict of arrays", type(split).__name__)
@@ -130,7 +144,7 @@ def read(root: str, *, feat_dims: dict, max_lens: dict, nonfinite: str = "error"
         labels = _labels(split, name, n, path, theirs)
         rows = []
         for i in range(n):
-            ex = {"key": _key(split, theirs, i), "text_ids": np.zeros((0,), np.int32), "label": labels[i]}
+            ex = {"key": _key(split, theirs, i, path), "text_ids": np.zeros((0,), np.int32), "label": labels[i]}
             for m, x in feats.items():
                 ex["text_feats" if m == "text" else m] = common.truncate(x[i], max_lens[m], m, report)
             rows.append(ex)

@@ -1,0 +1,222 @@
+"""SIGKILL one training run at several points, resume it in the same workdir each time, and check
+that it ends exactly where an uninterrupted run with the same seed ends.
+
+Everything goes through the real CLI (``python train.py``). Kills are triggered by what the run
+leaves on disk, polled every few milliseconds (no sleeps-only timing). Each trigger is the first
+sign that the run got to its point, so a run is always killed even when the point itself was too
+short to catch; what the kill actually interrupted is checked afterwards and printed (``-s``):
+
+  1. preparing the dataset (TFDS files being written, ``meta.json`` not yet);
+  2. mid-epoch between two checkpoints (after step 3; checkpoints at steps 2 and 4);
+  3. writing a mid-epoch checkpoint (Orbax's ``8.orbax-checkpoint-tmp`` folder, before its rename);
+  4. dev evaluation (the epoch's last train record is logged, its dev record not yet);
+  5. writing the end-of-epoch checkpoint (dev logged and best saved, latest being written);
+  6. after the final checkpoint, before the process ends.
+
+The end result must equal the uninterrupted run's: every metrics.jsonl record (throughput aside),
+the best checkpoint's step, metadata and params, the final state and the kept checkpoint steps,
+bit for bit on CPU. The subprocesses share a JAX persistent compilation cache (in the test's tmp
+folder): a resumed process loads its compiled steps instead of compiling them again (the same
+executables, so the same numbers): the eight processes of the main test take under 2 min on 2 cores.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO
+from mmfuse_jax.training.logging import read_metrics
+
+pytestmark = pytest.mark.slow
+
+EPOCHS, BATCH, TRAIN = 3, 16, 96
+STEPS_PER_EPOCH = TRAIN // BATCH   # 6: checkpoints every 2 steps mid-epoch, and at 6, 12, 18
+FINAL = EPOCHS * STEPS_PER_EPOCH
+TMP = ".orbax-checkpoint-tmp"
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    from mmfuse_jax.data import synthetic
+
+    root = str(tmp_path_factory.mktemp("kill_resume") / "bench")
+    synthetic.write(root, synthetic.SyntheticSpec(train=TRAIN, dev=32, test=32, bert_hidden=24, bert_heads=2))
+    return root
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """The uninterrupted runs' prepared data (prepared once; the dataset config is the same)."""
+    return str(tmp_path_factory.mktemp("prepared"))
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    cache = str(tmp_path_factory.mktemp("jax_cache"))
+    return {**os.environ, "PYTHONUNBUFFERED": "1",  # a killed run's log is whole
+            "JAX_COMPILATION_CACHE_DIR": cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
+def train_args(bench, workdir, prepared, *extra):
+    return ["train.py", f"--config={REPO}/configs/early_fusion.py:tiny", f"--workdir={workdir}",
+            f"--config.dataset.root={bench}", f"--config.dataset.bert_path={bench}/bert",
+            f"--config.dataset.prepared_dir={prepared}", f"--config.num_epochs={EPOCHS}",
+            f"--config.batch_size={BATCH}", f"--config.eval_batch_size={BATCH}",
+            "--config.checkpoint_every_steps=2", "--config.log_every=1", *extra]
+
+
+def start(args, log_path, env):
+    log = open(log_path, "w")  # noqa: SIM115  (closed by output() once the process is gone)
+    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc.log, proc.log_path = log, log_path
+    return proc
+
+
+def output(proc) -> str:
+    proc.log.close()
+    with open(proc.log_path) as f:
+        return f.read()
+
+
+def finish(proc, timeout=300) -> str:
+    rc = proc.wait(timeout=timeout)
+    out = output(proc)
+    assert rc == 0, out[-4000:]
+    return out
+
+
+def kill_when(proc, ready, what: str, timeout=300) -> bool:
+    """SIGKILL ``proc`` as soon as ``ready()``; False if the run finished first (point not reached)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if ready():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return True
+        if proc.poll() is not None:
+            out = output(proc)
+            assert proc.returncode == 0, f"run failed before '{what}':\n{out[-4000:]}"
+            return False
+        time.sleep(0.002)
+    proc.kill()
+    raise AssertionError(f"'{what}' not reached in {timeout} s:\n{output(proc)[-4000:]}")
+
+
+def listing(path):
+    return os.listdir(path) if os.path.isdir(path) else []
+
+
+def steps_in(path):
+    return sorted(int(d) for d in listing(path) if d.isdigit())
+
+
+def records(workdir):
+    try:
+        return read_metrics(workdir)
+    except json.JSONDecodeError:  # a line being appended right now: look again at the next poll
+        return []
+
+
+def logged(workdir, step, dev=False):
+    return any(r.get("step") == step and (r.get("split") == "dev" if dev else "train_loss" in r)
+               for r in records(workdir))
+
+
+def numbers(workdir):
+    """metrics.jsonl without throughput, the one logged value that is not deterministic."""
+    return [{k: v for k, v in r.items() if k != "examples_per_sec"} for r in read_metrics(workdir)]
+
+
+def restore_tree(path):
+    import orbax.checkpoint as ocp
+
+    return jax.device_get(ocp.StandardCheckpointer().restore(path))
+
+
+def assert_trees_equal(a, b):
+    la, ta = jax.tree_util.tree_flatten(a)
+    lb, tb = jax.tree_util.tree_flatten(b)
+    assert ta == tb
+    for x, y in zip(la, lb):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_sigkill_at_every_stage_resumes_to_the_uninterrupted_result(bench, prepared, env, tmp_path):
+    ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
+    prep = str(tmp_path / "prep_killed")  # the interrupted run prepares its own copy of the data
+    finish(start(train_args(bench, ref, prepared), str(tmp_path / "ref.log"), env))
+    args = train_args(bench, killed, prep)
+    ckpts, best = os.path.join(killed, "checkpoints"), os.path.join(killed, "best")
+    end2 = 2 * STEPS_PER_EPOCH
+
+    def saving(step):  # the step's temporary folder, or already the step itself
+        return lambda: any(d == str(step) or d.startswith(f"{step}{TMP}") for d in listing(ckpts))
+
+    # (what, trigger, did the kill land inside the point?)
+    points = [
+        ("preparing the dataset", lambda: any(len(d) == 16 for d in listing(prep)),
+         lambda: not os.path.exists(os.path.join(prep, "meta.json"))),
+        ("mid-epoch between checkpoints", lambda: logged(killed, 3), lambda: 4 not in steps_in(ckpts)),
+        ("writing a mid-epoch checkpoint", saving(8), lambda: 8 not in steps_in(ckpts)),
+        ("dev evaluation", lambda: logged(killed, end2), lambda: not logged(killed, end2, dev=True)),
+        ("writing the end-of-epoch checkpoint", saving(end2), lambda: end2 not in steps_in(ckpts)),
+        ("after the final checkpoint", lambda: FINAL in steps_in(ckpts), lambda: True),
+    ]
+    killed_at = []
+    for i, (what, trigger, inside) in enumerate(points):
+        proc = start(args, str(tmp_path / f"killed_{i}.log"), env)
+        if not kill_when(proc, trigger, what):
+            break  # the run ended before this point: nothing left to interrupt
+        killed_at.append((what, inside()))
+        out = output(proc)
+        if i >= 2:  # every run after the first checkpoint resumes from one
+            assert "resumed from step" in out, (what, out[-3000:])
+    print("killed at (point, inside it):", killed_at)
+    out = finish(start(args, str(tmp_path / "killed_last.log"), env))
+    assert "resumed from step" in out
+    assert len(killed_at) >= 5, killed_at  # only the last point may end before it can be killed
+
+    # Every logged number equals the uninterrupted run's (same seed: bitwise on CPU).
+    assert numbers(killed) == numbers(ref)
+    assert [r["step"] for r in read_metrics(killed) if r.get("split") == "dev"] == \
+        [STEPS_PER_EPOCH * (e + 1) for e in range(EPOCHS)]
+    # The same best checkpoint (step, its dev metrics, its params), final state and kept steps.
+    assert steps_in(os.path.join(ref, "best")) == steps_in(best) != []
+    step = steps_in(best)[-1]
+    with open(os.path.join(ref, "best", str(step), "meta", "metadata")) as f1, \
+            open(os.path.join(best, str(step), "meta", "metadata")) as f2:
+        assert json.load(f1) == json.load(f2)
+    assert_trees_equal(restore_tree(os.path.join(ref, "best", str(step), "params")),
+                       restore_tree(os.path.join(best, str(step), "params")))
+    assert steps_in(os.path.join(ref, "checkpoints")) == steps_in(ckpts) == [FINAL - 2, FINAL]
+    assert_trees_equal(restore_tree(os.path.join(ref, "checkpoints", str(FINAL), "state")),
+                       restore_tree(os.path.join(ckpts, str(FINAL), "state")))
+    for sub in ("best", "checkpoints"):
+        assert not [d for d in listing(os.path.join(killed, sub)) if TMP in d], f"unfinished {sub} left behind"
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "loop.py keeps the log window's on-device sums (acc, since_log) only in memory: a run resumed "
+    "from a checkpoint step that is not a multiple of log_every logs its next train record over fewer "
+    "steps than the uninterrupted run (here steps=2 instead of 3 at step 6)"))
+def test_resume_between_log_steps_logs_the_same_train_metrics(bench, prepared, env, tmp_path):
+    """checkpoint_every_steps=2, log_every=3, one epoch: checkpoints at 4 (mid-epoch) and 6, logs at 3
+    and 6. Dropping checkpoint 6 is a kill just before it was saved: the resumed run redoes 5-6."""
+    full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
+    args = lambda wd: train_args(bench, wd, prepared, "--config.num_epochs=1", "--config.log_every=3")
+    finish(start(args(full), str(tmp_path / "full.log"), env))
+    assert steps_in(os.path.join(full, "checkpoints")) == [4, 6]
+    shutil.copytree(full, cut)
+    shutil.rmtree(os.path.join(cut, "checkpoints", "6"))
+    assert "resumed from step 4" in finish(start(args(cut), str(tmp_path / "cut.log"), env))
+    assert numbers(cut) == numbers(full)
