@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -151,11 +152,21 @@ class BertEncoder(nn.Module):
     cfg: BertConfig
 
     @nn.compact
-    def __call__(self, x, mask, *, train: bool, return_all: bool = False):
-        hidden = [x]
-        for i in range(self.cfg.num_hidden_layers):
-            x = BertLayer(self.cfg, name=f"layer_{i}")(x, mask, train=train)
+    def __call__(self, x, mask, *, train: bool, return_all: bool = False,
+                 adapter: Callable[[jax.Array], jax.Array] | None = None, adapter_index: int = 0):
+        """``adapter(h_btd) -> h_btd`` (optional) replaces the hidden states after ``adapter_index``
+        layers (0: the embedding output, as in ``hidden_states``) before the next layer reads them;
+        MAG-BERT injects its gate this way. ``hidden_states[adapter_index]`` is the adapted state."""
+        n = self.cfg.num_hidden_layers
+        if adapter is not None and not 0 <= adapter_index <= n:
+            raise ValueError(f"adapter_index={adapter_index}: expected 0..{n} (BERT has {n} layers)")
+        hidden = []
+        for i in range(n + 1):
+            if adapter is not None and i == adapter_index:
+                x = adapter(x)
             hidden.append(x)
+            if i < n:
+                x = BertLayer(self.cfg, name=f"layer_{i}")(x, mask, train=train)
         return (x, tuple(hidden)) if return_all else x
 
 
@@ -180,18 +191,23 @@ class BertModel(nn.Module):
     def embed(self, input_ids, token_type_ids, *, train: bool = False):
         return self.embeddings(input_ids, token_type_ids, train=train)
 
-    def encode(self, x_btd, attention_mask, *, train: bool = False, return_all: bool = False):
-        return self.encoder(x_btd, attention_mask, train=train, return_all=return_all)
+    def encode(self, x_btd, attention_mask, *, train: bool = False, return_all: bool = False,
+               adapter: Callable[[jax.Array], jax.Array] | None = None, adapter_index: int = 0):
+        return self.encoder(x_btd, attention_mask, train=train, return_all=return_all, adapter=adapter,
+                            adapter_index=adapter_index)
 
     def pool(self, sequence_output):
         return self.pooler(sequence_output)
 
     def __call__(self, input_ids, attention_mask, token_type_ids=None, *, train: bool = False,
-                 return_all: bool = False) -> dict[str, Any]:
+                 return_all: bool = False, adapter: Callable[[jax.Array], jax.Array] | None = None,
+                 adapter_index: int = 0) -> dict[str, Any]:
+        """``adapter``/``adapter_index``: see `BertEncoder` (a module applied between two layers)."""
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         x = self.embed(input_ids, token_type_ids, train=train)
-        enc = self.encode(x, attention_mask, train=train, return_all=return_all)
+        enc = self.encode(x, attention_mask, train=train, return_all=return_all, adapter=adapter,
+                          adapter_index=adapter_index)
         seq, hidden = enc if return_all else (enc, None)
         out = {"sequence_output": seq, "pooled_output": self.pooler(seq)}
         if return_all:

@@ -4,6 +4,7 @@ from mmfuse_jax.models import (  # noqa: F401
     early_fusion,
     hct_dmg,
     kuda,
+    mag_bert,
     mult,
     mvcl_daf,
     text_only,
