@@ -10,6 +10,7 @@ from mmfuse_jax import cli
 
 def main(argv):
     del argv
+    cli.init_distributed()  # multi-host: --coordinator_address/--num_processes/--process_id or --distributed=auto
     from mmfuse_jax.training import loop
 
     config, workdir = cli.CONFIG.value, cli.WORKDIR.value

@@ -13,6 +13,16 @@ CONFIG = config_flags.DEFINE_config_file(
     "config", None, "configs/<model>.py:<preset>; override fields with --config.a.b=value", lock_config=True)
 WORKDIR = flags.DEFINE_string("workdir", None, "folder for checkpoints, metrics.jsonl and eval JSON")
 flags.mark_flags_as_required(["config", "workdir"])
+# Multi-host runs (training/distributed.py): the same command on every host, one process id each.
+DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "env", ["env", "auto", "off"],
+    "env: join the cluster given by --coordinator_address (or $MMFUSE_COORDINATOR), else one process; "
+    "auto: let jax.distributed detect it (Cloud TPU, SLURM, Open MPI, Kubernetes); off: one process")
+COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                  "host:port of process 0's coordinator (env MMFUSE_COORDINATOR)")
+NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "number of processes (env MMFUSE_NUM_PROCESSES)")
+PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's id, 0..num_processes-1 "
+                                  "(env MMFUSE_PROCESS_ID)")
 
 
 def quiet_logs() -> None:
@@ -24,6 +34,19 @@ def quiet_logs() -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("absl").setLevel(logging.WARNING)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def init_distributed() -> bool:
+    """`distributed.initialize` from the flags (first thing train.py / eval.py do); a bad setting
+    is one clear line. True when this process joined a multi-process run."""
+    from mmfuse_jax.training import distributed
+
+    try:
+        return distributed.initialize(DISTRIBUTED.value, coordinator_address=COORDINATOR.value,
+                                      num_processes=NUM_PROCESSES.value, process_id=PROCESS_ID.value)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def run_user_facing(fn, *, config=None) -> None:

@@ -25,7 +25,7 @@ from mmfuse_jax.data import ensure_dataset, pipeline
 from mmfuse_jax.data.formats import FORMATS
 from mmfuse_jax.encoders import bert as bert_lib
 from mmfuse_jax.errors import ConfigError
-from mmfuse_jax.training import sharding
+from mmfuse_jax.training import distributed, sharding
 from mmfuse_jax.training import state as state_lib
 from mmfuse_jax.training import step as step_lib
 from mmfuse_jax.training.checkpoint import Checkpoints
@@ -48,11 +48,17 @@ class Experiment:
 
     def loader(self, split: str, *, train: bool) -> pipeline.Loader:
         c, ds = self.config, self.config.dataset
+        host, hosts = sharding.data_slice(self.mesh)  # this host's slice of every global batch
         return pipeline.Loader(self.prepared, split, batch_size=c.batch_size if train else c.eval_batch_size,
                                max_len=ds.max_len, dims=ds.feat_dims, num_buckets=ds.num_buckets,
                                shuffle=train, seed=c.seed, label_dtype=self.label_dtype,
-                               process_index=jax.process_index(),
-                               process_count=jax.process_count(), num_threads=c.num_threads)
+                               process_index=host, process_count=hosts,
+                               num_threads=c.num_threads, cache_mb=c.get("loader_cache_mb", 0))
+
+    def shardings(self, tree: Any) -> Any:
+        """The layout of params / a TrainState (or their shapes) on the mesh: replicated, or split
+        on the ``model`` axis (config.mesh)."""
+        return sharding.tree_shardings(tree, self.mesh, sharding.min_shard_size(self.config))
 
     @property
     def label_dtype(self):
@@ -70,32 +76,34 @@ def build(config, *, data: bool = True) -> Experiment:
     if config.compute_dtype not in _DTYPES:
         raise ConfigError(f"config.compute_dtype={config.compute_dtype!r}: expected one of {list(_DTYPES)}")
     spec = registry.get(config.model_name)
-    if data:
-        ensure_dataset(config.dataset)
+    if data:  # multi-host: process 0 writes/prepares the data first, the others then reuse it
+        distributed.primary_first(lambda: ensure_dataset(config.dataset), "ensure_dataset")
     if config.dataset.format not in FORMATS:
         raise ConfigError(f"config.dataset.format={config.dataset.format!r}: expected one of {sorted(FORMATS)}")
     labels = tuple(FORMATS[config.dataset.format].LABELS)
-    prepared = pipeline.Prepared.open(config.dataset) if data else None
+    prepared = distributed.primary_first(lambda: pipeline.Prepared.open(config.dataset), "prepare") \
+        if data else None
     bert_cfg = bert_lib.BertConfig.from_json(os.path.join(config.dataset.bert_path, "config.json")) \
         if spec.uses_bert else None
     model = spec.build(config.model, {"num_classes": len(labels), "bert": bert_cfg})
-    mesh = sharding.make_mesh()
+    mesh = sharding.mesh_from_config(config)
     sharding.check_batch_size(config.batch_size, mesh)
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     return Experiment(config, spec, model, prepared, mesh, labels, _DTYPES[config.compute_dtype])
 
 
 def init_params(exp: Experiment) -> Any:
-    """Sharded (replicated) init from the seed, with the pretrained BERT loaded if configured."""
+    """Sharded init from the seed (replicated, or split on the ``model`` axis by `Experiment.shardings`),
+    with the pretrained BERT loaded if configured."""
     key = jax.random.fold_in(jax.random.PRNGKey(exp.config.seed), 0)
     batch = {k: jnp.asarray(v) for k, v in exp.dummy_batch().items()}
-    init = jax.jit(lambda k: exp.model.init(k, batch, train=False)["params"],
-                   out_shardings=sharding.replicated(exp.mesh))
+    init_fn = lambda k: exp.model.init(k, batch, train=False)["params"]
+    init = jax.jit(init_fn, out_shardings=exp.shardings(jax.eval_shape(init_fn, key)))
     params = init(key)
     if exp.spec.uses_bert and exp.config.model.pretrained_bert and "bert" in params:
         _, pretrained = bert_lib.load_pretrained(exp.config.dataset.bert_path)
         params = dict(params)
-        params["bert"] = jax.device_put(pretrained, sharding.replicated(exp.mesh))
+        params["bert"] = sharding.put(pretrained, exp.mesh, sharding.min_shard_size(exp.config))
     return params
 
 
@@ -106,8 +114,11 @@ def predict_split(exp: Experiment, params, split: str, eval_step) -> dict[str, n
     loader = exp.loader(split, train=False)
     outs: dict[str, list] = {}
     labels = []
-    for batch in loader.epoch(0):
+    # disable=None: a bar on a terminal, none in logs/CI (tqdm checks isatty).
+    for batch in tqdm(loader.epoch(0), total=len(loader), desc=f"predict {split}", unit="batch", leave=False,
+                      dynamic_ncols=True, disable=None):
         res = jax.device_get(eval_step(params, sharding.to_global(batch, exp.mesh)))
+        batch = sharding.gather_rows(batch, exp.mesh, ("valid", "label", *UNIMODAL_LABELS))  # all hosts' rows
         keep = batch["valid"] > 0
         for k, v in res.items():
             outs.setdefault(k, []).append(np.asarray(v)[keep])
@@ -133,9 +144,24 @@ def _metric_set(exp: Experiment) -> str:
 
 # ------------------------------------------------------------------------------------- training
 
+def _save_log_window(acc: dict | None, steps: int) -> dict | None:
+    """The running train-metric sums as JSON (float32 values survive the round trip exactly)."""
+    if acc is None:
+        return None
+    host = jax.device_get(acc)
+    return {"steps": steps, "sums": {k: [float(v), str(np.asarray(v).dtype)] for k, v in host.items()}}
+
+
+def _restore_log_window(meta: dict) -> tuple[dict | None, int]:
+    window = meta.get("log_window")
+    if not window:
+        return None, 0
+    return {k: jnp.asarray(v, dtype) for k, (v, dtype) in window["sums"].items()}, int(window["steps"])
+
+
 def _check_workdir(workdir: str) -> None:
     """Fail before any work if ``workdir`` cannot be created or written (no space, a file, read-only)."""
-    probe = os.path.join(workdir, ".write_test")
+    probe = os.path.join(workdir, f".write_test.{jax.process_index()}")
     try:
         os.makedirs(workdir, exist_ok=True)
         with open(probe, "w") as f:
@@ -161,8 +187,9 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
     from its stage-1 runs); a resumed run's checkpoint replaces them as usual.
     """
     _check_workdir(workdir)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
+    if distributed.is_primary():  # multi-host: process 0 writes the files, all save checkpoints
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
     exp = build(config)
     train_loader = exp.loader("train", train=True)
     steps_per_epoch = len(train_loader)
@@ -172,8 +199,9 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
     params = init_params(exp)
     if init_fn is not None:
         params = init_fn(params)
-    state = jax.jit(lambda p: state_lib.create(p, tx, config.seed + 1),
-                    out_shardings=sharding.replicated(exp.mesh))(params)
+    create = lambda p: state_lib.create(p, tx, config.seed + 1)
+    state_sharding = exp.shardings(jax.eval_shape(create, params))
+    state = jax.jit(create, out_shardings=state_sharding)(params)
     del params
 
     ckpt = Checkpoints(workdir, keep=config.keep_checkpoints)
@@ -183,12 +211,15 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
     if restored is not None:
         state, meta = restored
         print(f"resumed from step {int(state.step)} (epoch {meta['epoch']}, batch {meta['next_batch']})")
-    writer = MetricsWriter(workdir, resume_step=int(state.step) if restored is not None else None)
+    writer = MetricsWriter(workdir, resume_step=int(state.step) if restored is not None else None) \
+        if distributed.is_primary() else distributed.NullWriter()
 
     counter = counter or step_lib.TraceCounter()
     train_step = step_lib.make_train_step(exp.model, exp.spec.loss_fn, tx, exp.mesh,
-                                          compute_dtype=exp.compute_dtype, counter=counter)
-    eval_step = step_lib.make_eval_step(exp.model, exp.mesh, compute_dtype=exp.compute_dtype)
+                                          compute_dtype=exp.compute_dtype, counter=counter,
+                                          state_sharding=state_sharding)
+    eval_step = step_lib.make_eval_step(exp.model, exp.mesh, compute_dtype=exp.compute_dtype,
+                                        params_sharding=state_sharding.params)
     metric_name = config.early_stop_metric
     if metric_name not in _metric_names(exp):
         raise ConfigError(f"config.early_stop_metric={metric_name!r}: expected one of {_metric_names(exp)}")
@@ -198,8 +229,10 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
             epoch, start = meta["epoch"], meta["next_batch"]
             bar = tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{config.num_epochs}",
                        unit="step", leave=False, dynamic_ncols=True, disable=None)
-            acc = None  # on-device sums since the last log step
-            t0, seen, since_log = time.perf_counter(), 0, 0
+            # On-device sums since the last log step; a run resumed mid-epoch continues the window
+            # saved with its checkpoint, so it logs the same records as an uninterrupted run.
+            acc, since_log = _restore_log_window(meta) if start else (None, 0)
+            t0, seen = time.perf_counter(), 0
             for b, batch in enumerate(train_loader.epoch(epoch, start), start=start):
                 state, m = train_step(state, sharding.to_global(batch, exp.mesh))
                 acc = m if acc is None else jax.tree_util.tree_map(jnp.add, acc, m)
@@ -218,7 +251,8 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
                     acc, t0, seen, since_log = None, time.perf_counter(), 0, 0
                 if config.checkpoint_every_steps and int(state.step) % config.checkpoint_every_steps == 0 \
                         and b + 1 < steps_per_epoch:
-                    ckpt.save_latest(state, {**meta, "epoch": epoch, "next_batch": b + 1})
+                    ckpt.save_latest(state, {**meta, "epoch": epoch, "next_batch": b + 1,
+                                             "log_window": _save_log_window(acc, since_log)})
                 if stop_after_steps is not None and steps_run >= stop_after_steps:
                     bar.close()
                     return {"interrupted": True, "step": int(state.step)}
@@ -228,7 +262,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
             step = int(state.step)
             writer.write({"step": step, "epoch": epoch + 1, "split": "dev", **dev})
             improved = _better(dev[metric_name], meta["best"], config.get("early_stop_mode", "max"))
-            meta = {**meta, "epoch": epoch + 1, "next_batch": 0,
+            meta = {**meta, "epoch": epoch + 1, "next_batch": 0, "log_window": None,
                     "best": dev[metric_name] if improved else meta["best"],
                     "bad_epochs": 0 if improved else meta["bad_epochs"] + 1}
             if meta["bad_epochs"] >= config.patience:
@@ -325,10 +359,12 @@ def evaluate(config, workdir: str, splits=("dev", "test")) -> dict[str, dict[str
             tables = ood.open_intent_scores(train["logits"], train["label"], pred["logits"], pred["label"],
                                             scale=config.dataset.get("doc_scale", 1.0))
             results[f"{split} (open intent)"] = record["open_intent"] = tables["open_intent"]
-        with open(os.path.join(workdir, f"eval_{split}.json"), "w") as f:
-            json.dump(record, f, indent=2)
+        if distributed.is_primary():  # multi-host: every process has every prediction; one writes
+            with open(os.path.join(workdir, f"eval_{split}.json"), "w") as f:
+                json.dump(record, f, indent=2)
     # predictions_<split>.npz, doc_thresholds.json (open intent), report.md and its plots
-    report_lib.after_evaluate(workdir, config, preds, train=train, checkpoint_step=meta["step"])
+    if distributed.is_primary():
+        report_lib.after_evaluate(workdir, config, preds, train=train, checkpoint_step=meta["step"])
     return results
 
 

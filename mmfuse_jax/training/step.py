@@ -1,7 +1,8 @@
 """The one train step and eval step for every registered model.
 
-Both are jit-compiled with explicit shardings (state replicated, batch on ``data``) and the
-state buffers donated. A step whose loss or gradient is not finite leaves params and optimizer
+Both are jit-compiled with explicit shardings (the state as `sharding.tree_shardings` lays it
+out: replicated, or FSDP-style on the ``model`` axis; the batch on ``data``) and the state buffers
+donated. A step whose loss or gradient is not finite leaves params and optimizer
 state unchanged and increments ``state.nonfinite``; the loop decides (config.nonfinite_policy)
 whether that stops the run. `TraceCounter` counts compilations so tests can check that the
 count stays at the number of length buckets.
@@ -49,7 +50,9 @@ def _cast_params(params, dtype):
 
 
 def make_train_step(model, loss_fn, tx: optax.GradientTransformation, mesh, *,
-                    compute_dtype=jnp.float32, counter: TraceCounter | None = None):
+                    compute_dtype=jnp.float32, counter: TraceCounter | None = None, state_sharding=None):
+    """``state_sharding``: a sharding (or a tree of them matching the TrainState) for the state in
+    and out; default replicated."""
     def train_step(state: TrainState, batch: dict):
         rng = jax.random.fold_in(state.rng, state.step)
 
@@ -73,15 +76,25 @@ def make_train_step(model, loss_fn, tx: optax.GradientTransformation, mesh, *,
 
     fn = counter.wrap(train_step) if counter else train_step
     rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
-    return jax.jit(fn, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=(0,))
+    state_sharding = rep if state_sharding is None else state_sharding
+    return jax.jit(fn, in_shardings=(state_sharding, data), out_shardings=(state_sharding, rep),
+                   donate_argnums=(0,))
 
 
-def make_eval_step(model, mesh, *, compute_dtype=jnp.float32, counter: TraceCounter | None = None):
+# Model outputs the eval step returns (others, e.g. losses' inputs, stay on the device). ``ratio`` and
+# ``unimodal_prediction`` are KuDA's per-sample modality weights and unimodal scores (report plots).
+EVAL_OUTPUTS = ("logits", "prediction", "embedding", "ratio", "unimodal_prediction")
+
+
+def make_eval_step(model, mesh, *, compute_dtype=jnp.float32, counter: TraceCounter | None = None,
+                   params_sharding=None):
+    """``params_sharding``: a sharding or tree of them; default (None) the params' own layout, so
+    replicated and FSDP-sharded params both work. Outputs come back replicated."""
     def eval_step(params, batch: dict):
         out = model.apply({"params": _cast_params(params, compute_dtype)}, _cast_inputs(batch, compute_dtype),
                           train=False)
-        return {k: v.astype(jnp.float32) for k, v in out.items() if k in ("logits", "prediction", "embedding")}
+        return {k: v.astype(jnp.float32) for k, v in out.items() if k in EVAL_OUTPUTS}
 
     fn = counter.wrap(eval_step) if counter else eval_step
     rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
-    return jax.jit(fn, in_shardings=(rep, data), out_shardings=rep)
+    return jax.jit(fn, in_shardings=(params_sharding, data), out_shardings=rep)

@@ -135,8 +135,10 @@ def test_restore_params_last_and_best(tmp_path):
 def test_both_stages_end_to_end(tmp_path):
     """Stage 1 (text, video, audio) then stage 2 through the shared loop on the synthetic MMSA data:
     stage 2 starts from the stage-1 weights (the frozen adapters and decoders still equal them after
-    training, bit for bit) and trains everything else (those parameters moved)."""
+    training, bit for bit) and trains everything else (those parameters moved). In 'paper' ratio mode,
+    so evaluation also saves the per-sample ratios and the report draws them."""
     c = kuda_config("tiny")
+    c.model.ratio_mode = "paper"
     c.dataset.root = str(tmp_path / "data")
     c.dataset.bert_path = str(tmp_path / "data" / "bert")
     work = str(tmp_path / "run")
@@ -152,3 +154,9 @@ def test_both_stages_end_to_end(tmp_path):
         assert sum(not np.array_equal(stage1[k], stage2[k]) for k in moved) > len(moved) // 2, m
     res = kuda_stages.evaluate(c, work)
     assert set(res) == {"dev", "test"} and set(res["test"]) == {"acc_2", "acc_3", "acc_5", "f1_2", "mae", "corr"}
+    pred = np.load(os.path.join(work, "stage2", "predictions_test.npz"))
+    assert pred["ratio"].shape == (len(pred["label"]), 3)
+    np.testing.assert_allclose(pred["ratio"].sum(-1), 1.0, rtol=1e-5)
+    with open(os.path.join(work, "stage2", "report.md")) as f:
+        assert "(plots/ratios_test.png)" in f.read()
+    assert os.path.getsize(os.path.join(work, "stage2", "plots", "ratios_test.png")) > 5000

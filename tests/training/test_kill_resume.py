@@ -205,10 +205,6 @@ def test_sigkill_at_every_stage_resumes_to_the_uninterrupted_result(bench, prepa
         assert not [d for d in listing(os.path.join(killed, sub)) if TMP in d], f"unfinished {sub} left behind"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "loop.py keeps the log window's on-device sums (acc, since_log) only in memory: a run resumed "
-    "from a checkpoint step that is not a multiple of log_every logs its next train record over fewer "
-    "steps than the uninterrupted run (here steps=2 instead of 3 at step 6)"))
 def test_resume_between_log_steps_logs_the_same_train_metrics(bench, prepared, env, tmp_path):
     """checkpoint_every_steps=2, log_every=3, one epoch: checkpoints at 4 (mid-epoch) and 6, logs at 3
     and 6. Dropping checkpoint 6 is a kill just before it was saved: the resumed run redoes 5-6."""

@@ -37,10 +37,11 @@ def mesh_of(n):
     return jax.make_mesh((n,), ("data",), axis_types=(AxisType.Auto,), devices=jax.devices()[:n])
 
 
-def test_four_devices_equal_one_device():
+def test_one_two_and_four_devices_give_the_same_steps():
+    """The same global batch on 1, 2 and 4 devices: the same losses and updated params (1e-5)."""
     assert jax.device_count() == 4, "conftest sets 4 CPU devices"
     results = []
-    for n in (1, 4):
+    for n in (1, 2, 4):
         mesh = mesh_of(n)
         spec, m, tx, st = setup(mesh)
         train_step = step_lib.make_train_step(m, spec.loss_fn, tx, mesh)
@@ -50,10 +51,11 @@ def test_four_devices_equal_one_device():
             st, metrics = train_step(st, batch)
             losses_seen.append(float(metrics["loss"]))
         results.append((losses_seen, jax.device_get(st.params), float(metrics["grad_norm"])))
-    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(results[0][2], results[1][2], rtol=1e-5)
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                           results[0][1], results[1][1])
+    for other in results[1:]:
+        np.testing.assert_allclose(results[0][0], other[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(results[0][2], other[2], rtol=1e-5)
+        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+                               results[0][1], other[1])
 
 
 def test_loss_falls_on_a_fixed_batch():
