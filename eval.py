@@ -18,7 +18,10 @@ def main(argv):
     def run():
         results = loop.run_evaluation(config, workdir)
         print(loop.format_table(results, f"{config.model_name} on {config.dataset.name} (x100)"))
-        print(f"report: {os.path.join(workdir, 'report.md')}")
+        from mmfuse_jax.training import distributed
+
+        if distributed.is_primary():  # only process 0 writes the report
+            print(f"report: {os.path.join(workdir, 'report.md')}")
 
     cli.run_user_facing(run, config=config)
 
