@@ -35,7 +35,7 @@ def test_notebook_executes_on_cpu(tmp_path, monkeypatch):
                                      resources={"metadata": {"path": os.path.join(REPO, "notebooks")}})
     client.execute()
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert "2 device(s)" in text and "mesh: {'data': 2}" in text
+    assert "2 device(s)" in text and "mesh: {'data': 2, 'model': 1}" in text
     assert "early_fusion on synthetic_tiny (x100)" in text
     assert "text + audio + video:" in text and "missing: ['audio', 'video']" in text
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
