@@ -48,7 +48,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.train_step --config=configs/early_fusion.py:demo
+	$(BIN)/python -m benchmarks.all_models --steps=10
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check mmfuse_jax configs tests benchmarks train.py eval.py predict.py
