@@ -13,6 +13,7 @@ values, so every dataset uses them, with the lengths and feature sizes of its ow
 from mmfuse_jax.config_base import base_config, parse_preset
 from mmfuse_jax.data import synthetic_mmsa
 from mmfuse_jax.data.formats import mmsa
+from mmfuse_jax.models import kuda_stages
 
 PRESETS = ("sims", "simsv2", "mosi", "mosei", "bench", "demo", "tiny")
 
@@ -85,6 +86,10 @@ def get_config(arg: str | None = None):
         c.stage1.target = "multimodal"
     if preset in ("demo", "tiny", "bench"):
         c.model.pretrained_bert = True  # the random BERT written with the synthetic data
+    if preset == "bench":  # benchmarks/: the stage-2 step of train.py after stage 1 (adapters and decoders
+        # frozen, OverallModal.preprocess_model), with a per-step schedule (a benchmark's few steps are
+        # not whole epochs; the schedule costs nothing either way)
+        c.optimizer.update({"schedule": "linear", "frozen": kuda_stages.FROZEN})
     if preset == "demo":  # ours: a smaller model and larger steps so the demo learns in minutes
         m.update({"hidden": 64, "ffn": 128, "heads": 4, "head_dim": 16, "encoder_width": 32, "encoder_heads": 4,
                   "adapter_heads": 2})
