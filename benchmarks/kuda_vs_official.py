@@ -254,20 +254,11 @@ def _ours(config, steps_total: int):
     """`benchmarks.train_step.run`'s setup: the shared jitted train step, its state, the bench batches."""
     import jax
 
+    from benchmarks.train_step import setup
     from mmfuse_jax.models import kuda_layers
-    from mmfuse_jax.training import loop, sharding
-    from mmfuse_jax.training import state as state_lib
     from mmfuse_jax.training import step as step_lib
 
-    exp = loop.build(config)
-    loader = exp.loader("train", train=True)
-    tx = state_lib.make_optimizer(config.optimizer, steps_total)
-    st = jax.jit(lambda p: state_lib.create(p, tx, config.seed), out_shardings=sharding.replicated(exp.mesh))(
-        loop.init_params(exp))
-    counter = step_lib.TraceCounter()
-    train_step = step_lib.make_train_step(exp.model, exp.spec.loss_fn, tx, exp.mesh,
-                                          compute_dtype=exp.compute_dtype, counter=counter)
-    batches = [sharding.to_global(b, exp.mesh) for _, b in zip(range(min(len(loader), 8)), loader.epoch(0))]
+    exp, _, tx, st, train_step, counter, batches = setup(config, steps_total)
     t0 = time.perf_counter()
     flops = {"compiled": _xla_flops(train_step, st, batches[0]), "compile_s": time.perf_counter() - t0}
     # Model FLOPs (the MFU numerator): XLA counts a loop body once, not once per trip, so the step is

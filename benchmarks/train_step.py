@@ -71,18 +71,24 @@ def _nullcontext():
     return contextlib.nullcontext()
 
 
-def run(config, *, steps: int, warmup: int) -> dict:
+def setup(config, total_steps: int):
+    """(experiment, train loader, optimizer, state, jitted train step, its trace counter, <= 8 global batches)."""
     exp = loop.build(config)
     loader = exp.loader("train", train=True)
     if config.optimizer.get("schedule") == "warmup_cosine_epochs":  # KuDA's per-epoch schedule needs
         config.optimizer.epochs = 1  # whole epochs; the benchmark's steps make one (the rate is irrelevant)
-    tx = state_lib.make_optimizer(config.optimizer, steps + warmup)
+    tx = state_lib.make_optimizer(config.optimizer, total_steps)
     st = jax.jit(lambda p: state_lib.create(p, tx, config.seed), out_shardings=sharding.replicated(exp.mesh))(
         loop.init_params(exp))
     counter = step_lib.TraceCounter()
     train_step = step_lib.make_train_step(exp.model, exp.spec.loss_fn, tx, exp.mesh,
                                           compute_dtype=exp.compute_dtype, counter=counter)
     batches = [sharding.to_global(b, exp.mesh) for _, b in zip(range(min(len(loader), 8)), loader.epoch(0))]
+    return exp, loader, tx, st, train_step, counter, batches
+
+
+def run(config, *, steps: int, warmup: int) -> dict:
+    exp, loader, _, st, train_step, counter, batches = setup(config, steps + warmup)
     flops = None
     try:
         cost = train_step.lower(st, batches[0]).compile().cost_analysis()
