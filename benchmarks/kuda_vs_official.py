@@ -29,16 +29,17 @@ order flipping every round, so load from other jobs on the machine hits both ali
 ``--threads`` cores (torch.set_num_threads; XLA's CPU client uses every core of the machine, which is
 checked to equal ``--threads``). Each step's wall time and process CPU time are recorded.
 
-Output: JSON lines (setup, warm-up, one per block, then a summary), also written to ``--out``. The
-summary has the median/min step times, ``ratio_official_over_ours`` (medians), the compile count
-after warm-up and at the end (must stay 1: one length bucket), and MFU = FLOPs / median step time /
-the float32 matmul peak of XLA (2048^3, `benchmarks.train_step.matmul_peak_flops`) measured in this run
-(the higher of a measurement before and after the timed rounds; torch's own matmul peak is reported
-beside it). FLOPs: ``flops_per_step`` is XLA's cost analysis of the compiled step, as
-`benchmarks.train_step` reports it, but for the step with the chunked attention scans off (XLA counts a
-loop body once, not per trip; this also leaves the remat recompute out); ``matmul_flops_per_step``
-counts the dot products alone (``mfu_matmul_only``); ``xla_flops_compiled_step`` is the raw count of
-the program that runs.
+Output: JSON lines (setup, warm-up, one per block, then a summary), also appended to ``--out``, each
+with the run's start time and git commit (``run``, ``git``). The summary has the median/min step
+times, ``ratio_official_over_ours`` (of the medians), the compile count after warm-up and at the end
+(must stay 1: one length bucket), and MFU = FLOPs / median step time / the float32 matmul peak of XLA
+(2048^3, `benchmarks.train_step.matmul_peak_flops`) measured in this run (the higher of a measurement
+before and after the timed rounds; torch's own matmul peak is reported beside it). FLOPs:
+``flops_per_step`` is XLA's cost analysis of the compiled step, as `benchmarks.train_step` reports it,
+but of the step with the chunked attention scans off (XLA counts a loop body once, not once per trip;
+this also leaves out the backward pass's recompute); ``matmul_flops_per_step`` counts the dot
+products alone (``mfu_matmul_only``); ``xla_flops_compiled_step`` is the raw count of the program
+that runs.
 """
 from __future__ import annotations
 
@@ -242,6 +243,18 @@ class _Worker:
         self.log.close()
 
 
+def _git_commit() -> str:
+    """The checkout's commit (``+dirty`` with uncommitted changes), or '' outside git."""
+    try:
+        def git(*a):
+            return subprocess.run(["git", *a], check=False, capture_output=True, text=True, timeout=10,
+                                  cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+        commit = git("rev-parse", "--short", "HEAD")
+        return commit + ("+dirty" if commit and git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -263,7 +276,7 @@ def _ours(config, steps_total: int):
     flops = {"compiled": _xla_flops(train_step, st, batches[0]), "compile_s": time.perf_counter() - t0}
     # Model FLOPs (the MFU numerator): XLA counts a loop body once, not once per trip, so the step is
     # costed with the chunked attention scans turned off (`kuda_layers.ATTENTION_CHUNK_BYTES`); this also
-    # leaves out the backward pass's rematerialisation, as MFU conventionally does.
+    # leaves out the backward pass's recompute of the probabilities, as MFU conventionally does.
     chunk_bytes = kuda_layers.ATTENTION_CHUNK_BYTES
     kuda_layers.ATTENTION_CHUNK_BYTES = 2 ** 62
     try:
@@ -336,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--block", type=int, default=2, help="steps per side before switching to the other side")
     p.add_argument("--threads", type=int, default=2, help="cores per side (torch.set_num_threads)")
     p.add_argument("--seed", type=int, default=0, help="the official side's init and random inputs")
-    p.add_argument("--out", default=DEFAULT_OUT, help="JSON lines also written here ('' = stdout only)")
+    p.add_argument("--out", default=DEFAULT_OUT, help="JSON lines appended here ('' = stdout only)")
     args = p.parse_args(argv)
 
     import jax
@@ -346,8 +359,10 @@ def main(argv: list[str] | None = None) -> None:
 
     records: list[dict] = []
 
+    run = {"run": time.strftime("%Y-%m-%dT%H:%M:%S"), "git": _git_commit()}
+
     def out(rec: dict) -> None:
-        rec = {"bench": "kuda_vs_official", **rec}
+        rec = {"bench": "kuda_vs_official", **run, **rec}
         emit(rec)
         records.append(rec)
 
@@ -431,7 +446,7 @@ def main(argv: list[str] | None = None) -> None:
          "machine": {**machine(), "cpu_model": _cpu_model(), "cores": ncpu}})
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out, "w") as f:
+        with open(args.out, "a") as f:  # every run's lines, told apart by "run"
             f.writelines(json.dumps(rec, sort_keys=True) + "\n" for rec in records)
 
 

@@ -9,8 +9,8 @@ exact (erf) form of ``nn.GELU``; LayerNorm eps is PyTorch's 1e-5 unless the offi
 
 Speed (benchmarks/kuda_vs_official.py; on CPU the audio encoder, attention over 400 frames, is half
 of a train step): dropout masks come from a counter-based hash (`hashed_dropout`), not threefry;
-attention runs heads-first and, for large T x S, in cache-sized batch chunks rematerialised in the
-backward pass (`heads_first_attention`); projections that share an input are one matmul. Parameter
+attention runs heads-first and, for large T x S, over cache-sized batch chunks with a flash-attention
+style backward pass (`heads_first_attention`); projections that share an input are one matmul. Parameter
 names, shapes and initialisers are those of the plain layers (official weights still map one-to-one).
 """
 from __future__ import annotations
@@ -175,8 +175,8 @@ def heads_first_attention(q_bhtk: jax.Array, k_bhsk: jax.Array, v_bhsk: jax.Arra
         backward pass (flash-attention style), so the mask, softmax and dropout passes stay in cache
         instead of streaming 160 MB arrays through memory (KuDA's audio layers: T = S = 400, 8 heads
         of 16). The dropout mask is the same whatever the chunking.
-    Forward + backward at the audio shapes on 2 CPU cores: ~1.6x faster than `dot_product_attention`
-    with the same hashed dropout (~3x with its threefry dropout).
+    Forward + backward at the audio shapes (B 32, 8 heads) on 2 CPU cores: 0.19 s, against 0.32 s for
+    `dot_product_attention` with the same hashed dropout and 0.66 s with its threefry dropout.
     """
     b, h, t, _ = q_bhtk.shape
     s = k_bhsk.shape[2]
