@@ -81,7 +81,7 @@ def setup(config, total_steps: int):
     st = jax.jit(lambda p: state_lib.create(p, tx, config.seed), out_shardings=sharding.replicated(exp.mesh))(
         loop.init_params(exp))
     counter = step_lib.TraceCounter()
-    train_step = step_lib.make_train_step(exp.model, exp.spec.loss_fn, tx, exp.mesh,
+    train_step = step_lib.make_train_step(exp.model, exp.spec.make_loss(exp.config), tx, exp.mesh,
                                           compute_dtype=exp.compute_dtype, counter=counter)
     batches = [sharding.to_global(b, exp.mesh) for _, b in zip(range(min(len(loader), 8)), loader.epoch(0))]
     return exp, loader, tx, st, train_step, counter, batches

@@ -1,5 +1,6 @@
-"""Name -> model. Adding a model is one file in `models/` that calls `register`, and one import line
-in `models/__init__.py`.
+"""Name -> model. A model file in `models/` builds a `ModelSpec` and calls `register`; the spec
+owns everything that differs per model, so generic code (training, predictor, report, pipeline)
+runs any spec and never names a model.
 """
 from __future__ import annotations
 
@@ -9,21 +10,65 @@ from typing import Any
 
 from mmfuse_jax.errors import ConfigError
 
+LossFn = Callable[[dict, dict], tuple[Any, dict]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One training stage of a model's recipe.
+
+    name: the stage's run folder under the workdir (``""``: the workdir itself, what a one-stage
+        model uses). configure(config) -> the stage's config (a copy with the stage's overrides).
+    warm_start: names of earlier stages whose params are grafted into this stage's fresh params
+        (every top-level subtree a source holds replaces the fresh copy).
+    frozen: regexes over '/'-joined param paths that this stage does not update.
+    select: which checkpoint of this stage a later stage (or evaluation) reads: ``'best'`` (the
+        best dev epoch) or ``'last'`` (the latest checkpoint).
+    """
+
+    name: str = ""
+    configure: Callable[[Any], Any] = lambda config: config
+    warm_start: tuple[str, ...] = ()
+    frozen: tuple[str, ...] = ()
+    select: str = "best"
+
+
+def single_stage(config) -> list[Stage]:
+    """The recipe of most models: one stage, trained in the workdir itself."""
+    del config
+    return [Stage()]
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """A registered model: how to build its Linen module and its loss.
+    """A registered model.
 
-    build(config.model, info) -> nn.Module, where ``info`` has ``num_classes`` and ``bert``
-    (a `BertConfig` or None). loss_fn(outputs, batch) -> (scalar loss, dict of aux scalars),
-    every reduction weighted by ``batch['valid']``.
+    build(config.model, info) -> nn.Module, where ``info`` has ``num_classes`` and ``bert`` (a
+    `BertConfig` or None). make_loss(config) -> loss_fn(outputs, batch) -> (scalar loss, dict of
+    aux scalars), every reduction weighted by ``batch['valid']``; loss hyperparameters come from
+    the config given to make_loss, never through the outputs dict.
+    eval_outputs: model outputs the eval step returns beside ``logits``/``prediction``/``embedding``
+        (saved in ``predictions_<split>.npz``).
+    output_labels: names for the trailing axis of an eval output (e.g. which modality each column of
+        a per-sample weight is), used by the predictor and the report.
+    analyses: names of `mmfuse_jax.analysis` analyses the report runs for this model.
+    stages(config) -> the training recipe, a list of `Stage`s in training order.
     """
 
     name: str
     build: Callable[[Any, dict], Any]
-    loss_fn: Callable[[dict, dict], tuple[Any, dict]]
+    make_loss: Callable[[Any], LossFn]
     task: str = "classification"
     uses_bert: bool = True
+    eval_outputs: tuple[str, ...] = ()
+    output_labels: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    analyses: tuple[str, ...] = ()
+    stages: Callable[[Any], list[Stage]] = single_stage
+
+
+def fixed_loss(loss_fn: LossFn) -> Callable[[Any], LossFn]:
+    """``make_loss`` for a loss with no hyperparameters."""
+    return lambda config: loss_fn
 
 
 _MODELS: dict[str, ModelSpec] = {}
@@ -37,14 +82,20 @@ def register(spec: ModelSpec) -> ModelSpec:
 
 
 def get(name: str) -> ModelSpec:
-    import mmfuse_jax.models  # noqa: F401  (registers every model)
-
+    _load_models()
     if name not in _MODELS:
         raise ConfigError(f"unknown model {name!r}: expected one of {sorted(_MODELS)}")
     return _MODELS[name]
 
 
 def names() -> list[str]:
-    import mmfuse_jax.models  # noqa: F401
-
+    _load_models()
     return sorted(_MODELS)
+
+
+def _load_models() -> None:
+    # The registry sits below models/ (models import it to register): importing the package that
+    # registers them happens on first lookup, by module name, so no import edge points upwards.
+    import importlib
+
+    importlib.import_module("mmfuse_jax.models")

@@ -40,4 +40,4 @@ def build(cfg, info: dict) -> EarlyFusion:
                        dropout=cfg.dropout)
 
 
-SPEC = registry.register(registry.ModelSpec("early_fusion", build, losses.classification_loss))
+SPEC = registry.register(registry.ModelSpec("early_fusion", build, registry.fixed_loss(losses.classification_loss)))

@@ -215,7 +215,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
         if distributed.is_primary() else distributed.NullWriter()
 
     counter = counter or step_lib.TraceCounter()
-    train_step = step_lib.make_train_step(exp.model, exp.spec.loss_fn, tx, exp.mesh,
+    train_step = step_lib.make_train_step(exp.model, exp.spec.make_loss(exp.config), tx, exp.mesh,
                                           compute_dtype=exp.compute_dtype, counter=counter,
                                           state_sharding=state_sharding)
     eval_step = step_lib.make_eval_step(exp.model, exp.mesh, compute_dtype=exp.compute_dtype,

@@ -69,11 +69,11 @@ def test_the_gate_gets_gradients_through_the_switch(model):
 
     def loss(gate_logits):  # only the gate is differentiated: the backward pass stays small
         out = m.apply({"params": {**rest, "gate_logits": gate_logits}}, batch, train=True)
-        return spec.loss_fn(out, batch)[0]
+        return spec.make_loss(None)(out, batch)[0]
 
     grad = np.asarray(jax.jit(jax.grad(loss))(jnp.asarray([0.1, 0.0, -0.1])))
     assert np.all(np.abs(grad) > 0), grad  # every modality's weight learns (learning: the end-to-end test)
-    _, aux = spec.loss_fn(m.apply({"params": params}, batch), batch)
+    _, aux = spec.make_loss(None)(m.apply({"params": params}, batch), batch)
     assert {"gate_text", "gate_audio", "gate_video", "l1", "correct"} <= set(aux)
 
 

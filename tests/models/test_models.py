@@ -82,7 +82,7 @@ def test_gradients_reach_every_parameter(model):
 
     def loss(p):
         out = m.apply({"params": p}, make_batch(), train=True, rngs={"dropout": jax.random.key(1)})
-        return spec.loss_fn(out, make_batch())[0]
+        return spec.make_loss(None)(out, make_batch())[0]
 
     grads = jax.jit(jax.grad(loss))(params)
     zero = [jax.tree_util.keystr(path) for path, g in jax.tree_util.tree_leaves_with_path(grads)
@@ -96,9 +96,9 @@ def test_padding_rows_do_not_change_the_loss(model):
     spec, m, params = model
     b = make_batch()
     out = m.apply({"params": params}, b, train=False)
-    loss = spec.loss_fn(out, b)[0]
+    loss = spec.make_loss(None)(out, b)[0]
     b2 = dict(b, label=b["label"].at[2].set(1))  # change only the invalid row's label
-    assert float(spec.loss_fn(out, b2)[0]) == pytest.approx(float(loss))
+    assert float(spec.make_loss(None)(out, b2)[0]) == pytest.approx(float(loss))
 
 
 def test_text_only_ignores_audio_and_video_fusion_uses_them():

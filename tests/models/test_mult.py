@@ -40,7 +40,7 @@ def test_shapes_on_every_dataset_preset(model, preset):
     def run():
         params = m.init(jax.random.key(0), batch, train=False)
         out = m.apply(params, batch, train=True, rngs={"dropout": jax.random.key(1)})
-        return out, registry.get(model).loss_fn(out, batch)[0]
+        return out, registry.get(model).make_loss(None)(out, batch)[0]
 
     out, loss = jax.eval_shape(run)  # traced, not compiled: the presets' real sizes stay cheap
     for key, shape in expected_outputs(c).items():

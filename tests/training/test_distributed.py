@@ -111,7 +111,7 @@ def test_model_axis_gives_the_same_steps_as_replicated_params():
         if model == 2:  # BERT embeddings and kernels, their Adam moments: split; biases, norms: not
             assert _split_leaves(shardings.params) >= 8
             assert _split_leaves(shardings.opt_state) == 2 * _split_leaves(shardings.params)
-        train_step = step_lib.make_train_step(m, spec.loss_fn, tx, mesh, state_sharding=shardings)
+        train_step = step_lib.make_train_step(m, spec.make_loss(None), tx, mesh, state_sharding=shardings)
         losses = []
         for i in range(3):
             st, metrics = train_step(st, jax.device_put(big_batch(seed=i), sharding.data_sharded(mesh)))

@@ -44,7 +44,7 @@ def test_one_two_and_four_devices_give_the_same_steps():
     for n in (1, 2, 4):
         mesh = mesh_of(n)
         spec, m, tx, st = setup(mesh)
-        train_step = step_lib.make_train_step(m, spec.loss_fn, tx, mesh)
+        train_step = step_lib.make_train_step(m, spec.make_loss(None), tx, mesh)
         losses_seen = []
         for i in range(3):
             batch = {k: jax.device_put(v, sharding.data_sharded(mesh)) for k, v in big_batch(seed=i).items()}
@@ -61,7 +61,7 @@ def test_one_two_and_four_devices_give_the_same_steps():
 def test_loss_falls_on_a_fixed_batch():
     mesh = mesh_of(4)
     spec, m, tx, st = setup(mesh, total_steps=40)
-    train_step = step_lib.make_train_step(m, spec.loss_fn, tx, mesh)
+    train_step = step_lib.make_train_step(m, spec.make_loss(None), tx, mesh)
     batch = big_batch()
     first = None
     for _ in range(25):
@@ -74,7 +74,7 @@ def test_loss_falls_on_a_fixed_batch():
 def test_nonfinite_step_is_skipped_and_counted():
     mesh = mesh_of(4)
     spec, m, tx, st = setup(mesh)
-    train_step = step_lib.make_train_step(m, spec.loss_fn, tx, mesh)
+    train_step = step_lib.make_train_step(m, spec.make_loss(None), tx, mesh)
     before = jax.device_get(st.params)
     bad = big_batch()
     bad["audio"] = bad["audio"].at[0, 0, 0].set(jnp.nan)
@@ -89,7 +89,7 @@ def test_compiles_once_per_bucket_shape():
     mesh = mesh_of(4)
     spec, m, tx, st = setup(mesh)
     counter = step_lib.TraceCounter()
-    train_step = step_lib.make_train_step(m, spec.loss_fn, tx, mesh, counter=counter)
+    train_step = step_lib.make_train_step(m, spec.make_loss(None), tx, mesh, counter=counter)
     for rep in range(2):
         for la in (5, 11):  # two bucket shapes, each seen twice
             b = big_batch()
@@ -121,7 +121,7 @@ def test_schedule_warms_up_then_decays():
 def test_bfloat16_compute_keeps_float32_master_state():
     mesh = mesh_of(4)
     spec, m, tx, st = setup(mesh)
-    train_step = step_lib.make_train_step(m, spec.loss_fn, tx, mesh, compute_dtype=jnp.bfloat16)
+    train_step = step_lib.make_train_step(m, spec.make_loss(None), tx, mesh, compute_dtype=jnp.bfloat16)
     st2, metrics = train_step(st, big_batch())
     dtypes = {x.dtype for x in jax.tree_util.tree_leaves((st2.params, st2.opt_state)) if hasattr(x, "dtype")}
     assert jnp.bfloat16 not in dtypes and metrics["loss"].dtype == jnp.float32
