@@ -8,12 +8,16 @@ intact; a step that cannot be read is reported and the one before it is used.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+from mmfuse_jax.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -89,3 +93,55 @@ class Checkpoints:
         self.best.wait_until_finished()
         self.latest.close()
         self.best.close()
+
+
+# ------------------------------------------------------------------------------------- reading
+
+_FOLDERS = {"last": "checkpoints", "best": "best"}
+
+
+def checkpoint_steps(run_dir: str, which: str = "last") -> list[int]:
+    """The saved steps of a run's latest (``'last'``) or best (``'best'``) checkpoints, ascending."""
+    folder = _folder(run_dir, which)
+    if not os.path.isdir(folder):
+        return []
+    return sorted(int(d) for d in os.listdir(folder) if d.isdigit())
+
+
+def read_checkpoint(run_dir: str, which: str = "best", step: int | None = None) -> tuple[dict, dict]:
+    """(params, meta) of a run's checkpoint as host numpy arrays, without building the model.
+
+    ``which``: ``'best'`` (``<run_dir>/best``) or ``'last'`` (``<run_dir>/checkpoints``); ``step``:
+    a saved step (default the newest). For analyses, warm starts and parameter counts; training
+    restores through `Checkpoints`, which also checks shapes against the model.
+    """
+    folder = _folder(run_dir, which)
+    steps = checkpoint_steps(run_dir, which)
+    if not steps:
+        raise DataError(folder, None, "at least one saved checkpoint (train first)", "none")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise DataError(folder, None, f"a checkpoint at step {step}", f"steps {steps}")
+    item = "state" if which == "last" else "params"
+    path = os.path.join(folder, str(step))
+    checkpointer = ocp.StandardCheckpointer()
+    try:
+        meta_tree = checkpointer.metadata(os.path.join(path, item))
+        tree = getattr(meta_tree, "item_metadata", None) or meta_tree
+        tree = getattr(tree, "tree", tree)
+        restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        restored = ocp.PyTreeCheckpointer().restore(os.path.join(path, item), restore_args=restore_args)
+        with open(os.path.join(path, "meta", "metadata")) as f:
+            meta = json.load(f)
+    except Exception as e:  # noqa: BLE001 - unreadable bytes, whatever Orbax raises
+        raise DataError(path, item, "a readable Orbax checkpoint", f"{type(e).__name__}: {e}") from None
+    finally:
+        checkpointer.close()
+    params = restored["params"] if which == "last" else restored
+    return params, meta
+
+
+def _folder(run_dir: str, which: str) -> str:
+    if which not in _FOLDERS:
+        raise ConfigError(f"checkpoint selection {which!r}: expected one of {sorted(_FOLDERS)}")
+    return os.path.join(os.path.abspath(run_dir), _FOLDERS[which])
