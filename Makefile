@@ -7,10 +7,10 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: venv demo demo-all test test-fast bench lint clean report compare tensorboard notebook
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
@@ -41,7 +41,7 @@ tensorboard:
 notebook: $(STAMP)
 	$(BIN)/python -m pytest -q tests/test_notebook.py
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest -q -n 2 --durations=15 tests
 
 test-fast: $(STAMP)
@@ -50,8 +50,10 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.all_models --steps=10
 
+# ruff (rules in pyproject.toml) and the import contracts of ../shared/DESIGN.md ([tool.importlinter]).
 lint: $(STAMP)
 	$(BIN)/python -m ruff check mmfuse_jax configs tests benchmarks train.py eval.py predict.py
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf runs data/synthetic_demo data/synthetic_tiny
