@@ -1,0 +1,130 @@
+"""A run folder knows which model and data it holds.
+
+The first ``train.py`` into a workdir saves the resolved config once (``config.json``) with a
+fingerprint of the fields that define the model and data (``identity.json``). Every later command
+on that folder (a resumed ``train.py``, ``eval.py``, ``predict.py``) compares its config against
+the saved one before touching anything:
+
+* a field that defines the run (model, dataset, optimizer, seed, ...) differs: stop with one line
+  naming every differing key, e.g. ``runs/ef was trained with model.hidden=16, you asked for 32``;
+* only fields that may change on resume differ (`RESUMABLE`: epochs, patience, logging, eval batch
+  size, threads, ...): accepted, and the change is appended to ``config_history.jsonl``;
+  ``config.json`` is never rewritten, so the folder keeps describing its model.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from typing import Any
+
+from mmfuse_jax.errors import ConfigError
+
+CONFIG_FILE = "config.json"
+IDENTITY_FILE = "identity.json"
+HISTORY_FILE = "config_history.jsonl"
+
+# Fields a resumed run or an evaluation may change: how long and how verbosely to train, how to
+# evaluate, how to read the data. Everything else defines the model and data the folder holds.
+RESUMABLE = (
+    "num_epochs", "patience", "log_every", "eval_batch_size", "checkpoint_every_steps", "keep_checkpoints",
+    "num_threads", "loader_cache_mb", "nonfinite_policy", "preset",
+)
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{'model.hidden': 16, ...}`` from a nested dict (lists kept as values)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _as_dict(config) -> dict:
+    # Through JSON so tuples/lists and ConfigDicts compare as they were saved.
+    return json.loads(config.to_json_best_effort()) if hasattr(config, "to_json_best_effort") else \
+        json.loads(json.dumps(config))
+
+
+def _resumable(key: str) -> bool:
+    return key.split(".")[0] in RESUMABLE
+
+
+def identity_fields(config) -> dict[str, Any]:
+    """The flattened fields that define the run (everything but `RESUMABLE`)."""
+    return {k: v for k, v in flatten(_as_dict(config)).items() if not _resumable(k)}
+
+
+def fingerprint(config) -> str:
+    """A short hash of `identity_fields` (equal configs, equal fingerprints)."""
+    text = json.dumps(identity_fields(config), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def saved_config(workdir: str) -> dict | None:
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path} is unreadable ({type(e).__name__}: {e}): the run's config is lost; "
+                          "use a new --workdir") from None
+
+
+def differences(saved: dict, asked: dict) -> tuple[list[tuple[str, Any, Any]], list[tuple[str, Any, Any]]]:
+    """(identity differences, resumable differences) as ``(key, saved, asked)`` rows."""
+    a, b = flatten(saved), flatten(asked)
+    rows = [(k, a.get(k, "<unset>"), b.get(k, "<unset>")) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return [r for r in rows if not _resumable(r[0])], [r for r in rows if _resumable(r[0])]
+
+
+def _mismatch_message(workdir: str, rows: list[tuple[str, Any, Any]]) -> str:
+    shown = ", ".join(f"{k}={old!r}, you asked for {new!r}" for k, old, new in rows[:4])
+    more = f" (and {len(rows) - 4} more)" if len(rows) > 4 else ""
+    return f"{workdir} was trained with {shown}{more}: use a new --workdir, or the run's own config"
+
+
+def check(workdir: str, config) -> str:
+    """Compare ``config`` with the run saved in ``workdir`` (eval/predict/resume); returns the saved
+    fingerprint. Raises `ConfigError` naming the differing keys; writes nothing."""
+    saved = saved_config(workdir)
+    if saved is None:
+        raise ConfigError(f"{workdir} has no {CONFIG_FILE}: it is not a run folder (train first with "
+                          f"train.py --workdir={workdir})")
+    bad, _ = differences(saved, _as_dict(config))
+    if bad:
+        raise ConfigError(_mismatch_message(workdir, bad))
+    return fingerprint(saved)
+
+
+def record(workdir: str, config, *, primary: bool = True) -> str:
+    """What train.py does first: save the config of a new run, or check a resumed one against it and
+    append accepted changes to the history. Returns the fingerprint."""
+    asked = _as_dict(config)
+    saved = saved_config(workdir)
+    if saved is None:
+        if primary:
+            _write_json(os.path.join(workdir, CONFIG_FILE), asked)
+            _write_json(os.path.join(workdir, IDENTITY_FILE), {"fingerprint": fingerprint(config),
+                                                              "fields": identity_fields(config)})
+        return fingerprint(config)
+    bad, changed = differences(saved, asked)
+    if bad:
+        raise ConfigError(_mismatch_message(workdir, bad))
+    if changed and primary:
+        with open(os.path.join(workdir, HISTORY_FILE), "a") as f:
+            f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                "changed": {k: {"saved": old, "now": new} for k, old, new in changed}}) + "\n")
+    return fingerprint(saved)
+
+
+def _write_json(path: str, obj: Any) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)

@@ -1,0 +1,54 @@
+"""A run folder's identity: saved once, checked on resume/eval, accepted changes recorded."""
+import json
+import os
+
+import ml_collections
+import pytest
+
+from mmfuse_jax.errors import ConfigError
+from mmfuse_jax.training import identity
+
+
+def _config(hidden=16, epochs=3, lr=1e-3):
+    return ml_collections.ConfigDict({"model_name": "early_fusion", "num_epochs": epochs, "patience": 2,
+                                      "model": {"hidden": hidden}, "optimizer": {"lr": lr},
+                                      "dataset": {"name": "synthetic_tiny"}})
+
+
+def _snapshot(d):
+    return {f: open(os.path.join(d, f), "rb").read() for f in sorted(os.listdir(d))}
+
+
+def test_new_run_saves_config_and_fingerprint(tmp_path):
+    fp = identity.record(str(tmp_path), _config())
+    assert json.load(open(tmp_path / "config.json"))["model"]["hidden"] == 16
+    assert json.load(open(tmp_path / "identity.json"))["fingerprint"] == fp == identity.fingerprint(_config())
+    assert identity.check(str(tmp_path), _config()) == fp
+
+
+def test_mismatch_names_keys_and_writes_nothing(tmp_path):
+    identity.record(str(tmp_path), _config())
+    before = _snapshot(tmp_path)
+    for call in (identity.record, identity.check):
+        with pytest.raises(ConfigError) as e:
+            call(str(tmp_path), _config(hidden=32, lr=0.01))
+        msg = str(e.value)
+        assert "model.hidden=16, you asked for 32" in msg and "optimizer.lr=0.001, you asked for 0.01" in msg
+        assert "new --workdir" in msg
+    assert _snapshot(tmp_path) == before
+
+
+def test_resumable_change_is_recorded_not_saved(tmp_path):
+    fp = identity.record(str(tmp_path), _config())
+    config_before = open(tmp_path / "config.json").read()
+    assert identity.record(str(tmp_path), _config(epochs=9)) == fp
+    assert open(tmp_path / "config.json").read() == config_before
+    (line,) = open(tmp_path / "config_history.jsonl").read().splitlines()
+    assert json.loads(line)["changed"] == {"num_epochs": {"saved": 3, "now": 9}}
+    assert identity.fingerprint(_config(epochs=9)) == fp
+
+
+def test_check_on_a_folder_without_run(tmp_path):
+    with pytest.raises(ConfigError, match="not a run folder"):
+        identity.check(str(tmp_path), _config())
+    assert os.listdir(tmp_path) == []
