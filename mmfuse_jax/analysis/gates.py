@@ -45,7 +45,7 @@ def gate_history(run_dir: str, modalities: Sequence[str]) -> list[dict]:
                             f"{len(modalities)} logits, one per {tuple(modalities)}", f"{len(logits)}")
         prob = np.exp(logits - logits.max())
         prob /= prob.sum()
-        epoch = meta["epoch"] + (meta.get("next_batch", 0) > 0) * 0.5  # mid-epoch saves sit between epochs
+        epoch = meta["epoch"] + 0.5 if meta.get("next_batch", 0) > 0 else meta["epoch"]  # mid-epoch: between
         out.append({"step": step, "epoch": epoch, "gate": dict(zip(modalities, map(float, prob))),
                     "primary": modalities[int(np.argmax(logits))]})
     return out
