@@ -95,7 +95,10 @@ def class_scatter(coords_n2: np.ndarray, labels_n: np.ndarray, names: Sequence[s
     import matplotlib
 
     labels = np.asarray(labels_n).astype(np.int64)
-    cmap = matplotlib.colormaps["tab20" if len(names) <= 20 else "gist_ncar"].resampled(max(len(names), 1))
+    if len(names) <= 20:
+        colours = [matplotlib.colormaps["tab20"](i) for i in range(len(names))]
+    else:  # gist_ncar ends in near-white: stop before it
+        colours = [matplotlib.colormaps["gist_ncar"](x) for x in np.linspace(0.0, 0.9, len(names))]
     fig = figure(9, 6.5)
     ax = fig.add_subplot()
     oos = labels >= len(names)
@@ -103,7 +106,7 @@ def class_scatter(coords_n2: np.ndarray, labels_n: np.ndarray, names: Sequence[s
         ax.scatter(coords_n2[oos, 0], coords_n2[oos, 1], s=12, c="0.7", marker="x", label="out of scope")
     for c in np.unique(labels[~oos]):
         sel = labels == c
-        ax.scatter(coords_n2[sel, 0], coords_n2[sel, 1], s=14, color=cmap(int(c)), label=names[int(c)])
+        ax.scatter(coords_n2[sel, 0], coords_n2[sel, 1], s=14, color=colours[int(c)], label=names[int(c)])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)

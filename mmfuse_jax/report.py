@@ -139,7 +139,7 @@ def _sections(run_dir: str, config: dict, evals: dict[str, dict]) -> list[Sectio
     out_dir = os.path.join(run_dir, runfiles.PLOTS_DIR)
     out = []
     curves = plots.learning_curves(read_metrics(run_dir), os.path.join(out_dir, "learning_curves.png"),
-                                   f"{runfiles.run_title(config)}: {os.path.basename(os.path.abspath(run_dir))}",
+                                   f"{runfiles.run_title(config)} (run {os.path.basename(os.path.abspath(run_dir))})",
                                    config.get("early_stop_metric"))
     if curves:
         out.append(Section("Learning curves (metrics.jsonl)", curves))

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from mmfuse_jax.data.formats import FORMATS
 from mmfuse_jax.errors import DataError
 
 CONFIG_FILE = "config.json"
@@ -54,8 +55,6 @@ def run_title(config: dict, split: str | None = None) -> str:
 
 def label_names(config: dict) -> tuple[list[str], str | None]:
     """Class names of the run's dataset format and the out-of-scope name (None without OOS)."""
-    from mmfuse_jax.data.formats import FORMATS
-
     fmt = FORMATS.get(config_value(config, "dataset.format"))
     names = list(getattr(fmt, "LABELS", ()))
     oos = getattr(fmt, "OOS_NAME", "OOS") if config_value(config, "dataset.oos_label") is not None else None

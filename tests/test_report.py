@@ -210,3 +210,25 @@ def test_tensorboard_resume_purges_and_fresh_run_starts_clean(tmp_path):
     assert scalars["train/train_loss"][-2:] == [(4, 2.0), (5, 2.0)] and scalars["dev/acc"] == [(5, 0.5)]
     MetricsWriter(workdir)  # a fresh run in the same folder: old events and lines are gone
     assert _scalars(_events(workdir)) == {} and not os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+
+
+def test_the_command_redraws_the_report(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    config = {"model_name": "text_only", "preset": "mintrec", "dataset": {"name": "mintrec", "format": "mintrec"}}
+    rng = np.random.default_rng(2)
+    pred = {"logits": rng.normal(size=(9, 20)), "label": np.arange(9), "embedding": rng.normal(size=(9, 4))}
+    workdir = _fake_run(tmp_path, config, {"acc": 0.5}, pred=pred)
+    r = subprocess.run([sys.executable, "-m", "mmfuse_jax.report", f"--workdir={workdir}"], check=False, cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().endswith("report.md")
+    with open(os.path.join(workdir, "report.md")) as f:
+        md = f.read()
+    assert all(f"(plots/{n}_test.png)" in md for n in ("confusion", "per_class_f1", "embeddings"))
+    r = subprocess.run([sys.executable, "-m", "mmfuse_jax.report", f"--workdir={tmp_path}/none"], check=False,
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "config.json expected the config a training run saves" in r.stderr
