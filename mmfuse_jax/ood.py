@@ -12,8 +12,9 @@ Read from thuiar/MIntRec2.0 ``methods/single_turn/{TEXT,MAG_BERT,MULT}/manager_o
   p_{c*} > t_{c*} (strict). A class with no training example gets σ = NaN from ``norm.fit`` and
   Python's ``max(0.5, nan)`` is 0.5: its threshold is 0.5, here too.
 * Outlier exposure (the ``*_ood`` methods; implemented in `losses.classification_loss`, which
-  every classifier uses, so OOS training rows, label C, are handled by every model): loss = CE(in-scope batch) + mean over an OOS batch of
-  the cross-entropy to the uniform distribution over the C known classes
+  every classifier uses, so OOS training rows, label C, are handled by every model):
+  loss = CE(in-scope batch) + mean over an OOS batch of the cross-entropy to the uniform
+  distribution over the C known classes
   (``softmax_cross_entropy_with_softtarget``; MAG_BERT_OOD writes it as ``-log_softmax.mean()``,
   the same number). Plain baselines (``text``, ``mag_bert``, ``mult`` with ``--ood``) train on
   in-scope data only and use DOC at test time.
@@ -24,8 +25,15 @@ Read from thuiar/MIntRec2.0 ``methods/single_turn/{TEXT,MAG_BERT,MULT}/manager_o
 ``--ood_detection_method`` (maxlogit, ma, ...) only names runs in the released single-turn code:
 no MSP/energy/MaxLogit scoring is implemented there, DOC is the only open-intent decision, so it
 is the only one here.
+
+The thresholds fitted at evaluation are saved in ``<run_dir>/doc_thresholds.json`` with the
+checkpoint step they belong to (`save_doc_thresholds` / `load_doc_thresholds`), so the report and
+the `Predictor` make the same decisions as eval.py.
 """
 from __future__ import annotations
+
+import json
+import os
 
 import numpy as np
 
@@ -88,7 +96,7 @@ def doc_fit_predict(train_logits_nc, train_labels_n, logits_nc, *, scale: float 
     """DOC in one call: thresholds from the training rows, predictions [N] for ``logits_nc``
     (``oos_label`` defaults to C, the official ``ood_label_id``)."""
     c = _logits(logits_nc, "logits_nc").shape[1]
-    thresholds = doc_thresholds(doc_sigma(train_logits_nc, train_labels_n), scale)
+    thresholds = fit_doc_thresholds(train_logits_nc, train_labels_n, scale)
     return doc_predict(logits_nc, thresholds, c if oos_label is None else oos_label)
 
 
@@ -104,3 +112,41 @@ def open_intent_scores(train_logits_nc, train_labels_n, logits_nc, labels_n, *,
     in_scope = metrics.classification(labels[known], logits[known].argmax(1)) if known.any() else {}
     pred = doc_fit_predict(train_logits_nc, train_labels_n, logits, scale=scale, oos_label=c)
     return {"in_scope": in_scope, "open_intent": metrics.open_intent(labels, pred, c)}
+
+
+# ------------------------------------------------------------------------------- saved thresholds
+
+DOC_THRESHOLDS_FILE = "doc_thresholds.json"
+
+
+def fit_doc_thresholds(train_logits_nc, train_labels_n, scale: float = 1.0) -> np.ndarray:
+    """t_c [C] from the training split's logits and labels: `doc_thresholds` of `doc_sigma`."""
+    return doc_thresholds(doc_sigma(train_logits_nc, train_labels_n), scale)
+
+
+def save_doc_thresholds(run_dir: str, thresholds_c, *, scale: float, checkpoint_step: int) -> str:
+    """Write ``<run_dir>/doc_thresholds.json`` (the thresholds of one checkpoint step); returns its path.
+
+    Written to a temporary file and renamed, so a reader never sees half a file.
+    """
+    path = os.path.join(run_dir, DOC_THRESHOLDS_FILE)
+    record = {"checkpoint_step": int(checkpoint_step), "scale": float(scale),
+              "thresholds": [float(t) for t in np.asarray(thresholds_c, np.float64).reshape(-1)]}
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+def load_doc_thresholds(run_dir: str, checkpoint_step: int | None = None) -> np.ndarray | None:
+    """The thresholds [C] saved in ``run_dir``; None when absent or fitted for another checkpoint
+    step than ``checkpoint_step`` (when given)."""
+    path = os.path.join(run_dir, DOC_THRESHOLDS_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        record = json.load(f)
+    if checkpoint_step is not None and record.get("checkpoint_step") != checkpoint_step:
+        return None
+    return np.asarray(record["thresholds"], np.float64)

@@ -7,7 +7,9 @@ plus hand-made cases worked out below.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 import warnings
 
 import jax
@@ -31,7 +33,7 @@ def official_doc(train_logits, train_labels, logits, num_labels, scale=1.0):
         warnings.simplefilter("ignore", RuntimeWarning)  # norm.fit of an empty class
         for i in range(num_labels):
             x = train_p[train_labels == i, i]
-            mu_stds.append(list(norm.fit([p for p in x] + [2 - p for p in x])))
+            mu_stds.append(list(norm.fit([p for p in x] + [2 - p for p in x])))  # noqa: C416 (as official)
     y_pred = []
     for p in p_all:
         c = np.argmax(p)
@@ -227,3 +229,22 @@ def test_open_set_cross_entropy_masks_oos_rows():
     loss, aux = losses.classification_loss({"logits": jnp.asarray(logits)}, batch)
     plain = losses.cross_entropy(jnp.asarray(logits), batch["label"], batch["valid"])
     assert float(loss) == pytest.approx(float(plain), rel=1e-6) and float(aux["oe"]) == 0.0
+
+
+# --------------------------------------------------------------------------- saved thresholds
+
+
+def test_doc_thresholds_file_round_trip_and_step_check(tmp_path):
+    rng = np.random.default_rng(3)
+    train_logits, train_labels = rng.normal(size=(40, 4)) * 3, rng.integers(0, 5, 40)  # 4: OOS rows, ignored
+    t = ood.fit_doc_thresholds(train_logits, train_labels, scale=1.5)
+    _, mu_stds = official_doc(train_logits, train_labels, train_logits, 4, scale=1.5)
+    np.testing.assert_allclose(t, np.maximum(0.5, 1 - 1.5 * mu_stds[:, 1]))
+    assert ood.load_doc_thresholds(str(tmp_path)) is None  # nothing saved yet
+    path = ood.save_doc_thresholds(str(tmp_path), t, scale=1.5, checkpoint_step=12)
+    assert os.path.basename(path) == ood.DOC_THRESHOLDS_FILE and not os.path.exists(path + ".tmp")
+    with open(path) as f:
+        assert json.load(f)["scale"] == 1.5
+    np.testing.assert_array_equal(ood.load_doc_thresholds(str(tmp_path)), t)  # float64, exactly
+    np.testing.assert_array_equal(ood.load_doc_thresholds(str(tmp_path), 12), t)
+    assert ood.load_doc_thresholds(str(tmp_path), 13) is None  # fitted for another checkpoint

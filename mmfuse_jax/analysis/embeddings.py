@@ -1,21 +1,24 @@
 """PCA scatter of a run's embeddings, coloured by class.
 
-python -m mmfuse_jax.analysis.embeddings --config=configs/mvcl_daf.py:demo --workdir=runs/mvcl --out=plot.png
+python -m mmfuse_jax.analysis.embeddings --workdir=runs/mvcl [--split=test --out=plot.png]
 
-Restores the best checkpoint of ``workdir``, runs the eval step over ``--split`` (default test) and
-plots every example's ``embedding`` output on its first two principal components (numpy SVD of the
-centred embeddings), coloured by class; out-of-scope rows (label >= number of classes) are grey.
-Works for any registered model that returns an ``embedding``. The title and the printed line give
-the class separation of the full embeddings, trace(S_between) / trace(S_within) over the in-scope
-rows (higher = tighter, further-apart classes): the number to compare two runs, e.g. MVCL-DAF++
-with and without its prototype loss (train a second run with ``--config.model.prototype_weight=0``
-and plot it with the same flag).
+Reads the ``embedding`` output eval.py saved in ``predictions_<split>.npz`` and plots every example
+on the first two principal components (numpy SVD of the centred embeddings), coloured by class;
+out-of-scope rows (label >= number of classes) are grey. Works for any classifier that returns an
+``embedding``. The title gives the class separation of the full embeddings, trace(S_between) /
+trace(S_within) over the in-scope rows (higher = tighter, further-apart classes): the number to
+compare two runs, e.g. MVCL-DAF++ with and without its prototype loss (train a second run with
+``--config.model.prototype_weight=0``, evaluate it and plot it the same way).
 """
 from __future__ import annotations
 
+import argparse
 import os
 
 import numpy as np
+
+from mmfuse_jax import plots, runfiles
+from mmfuse_jax.analysis.common import Section
 
 
 def pca_2d(x_nd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -44,82 +47,59 @@ def class_separation(x_nd: np.ndarray, labels_n: np.ndarray) -> float:
     return between / within if within > 0 else float("inf")
 
 
-def plot(coords: np.ndarray, labels: np.ndarray, names: tuple[str, ...], ratio: np.ndarray, out: str,
-         title: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cmap = plt.get_cmap("tab20" if len(names) <= 20 else "gist_ncar", max(len(names), 1))
-    fig, ax = plt.subplots(figsize=(9, 6.5))
-    oos = labels >= len(names)
-    if oos.any():
-        ax.scatter(coords[oos, 0], coords[oos, 1], s=12, c="0.7", marker="x", label="out of scope")
-    for c in np.unique(labels[~oos]):
-        sel = labels == c
-        ax.scatter(coords[sel, 0], coords[sel, 1], s=14, color=cmap(int(c)), label=names[int(c)])
-    ax.set_xlabel(f"PC 1 ({100 * ratio[0]:.1f} % of variance)")
-    ax.set_ylabel(f"PC 2 ({100 * ratio[1]:.1f} % of variance)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+def applies(pred: dict[str, np.ndarray]) -> bool:
+    """A classifier's predictions with embeddings (single-label logits [N, C], more than 2 rows)."""
+    return "embedding" in pred and "logits" in pred and pred["logits"].ndim == 2 and len(pred["label"]) > 2
 
 
-def embed_split(config, workdir: str, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """(embeddings [N, D], labels [N], class names) of ``split`` from ``workdir``'s best checkpoint."""
-    from mmfuse_jax.errors import ConfigError
-    from mmfuse_jax.training import loop
-    from mmfuse_jax.training import step as step_lib
-
-    best = os.path.join(workdir, "best")
-    if not os.path.isdir(best) or not any(d.isdigit() for d in os.listdir(best)):
-        raise ConfigError(f"no best checkpoint in {best}: train first with train.py --workdir={workdir}")
-    exp = loop.build(config)
-    restored = loop.restore_best(exp, workdir)
-    eval_step = step_lib.make_eval_step(exp.model, exp.mesh, compute_dtype=exp.compute_dtype)
-    pred = loop.predict_split(exp, restored[0], split, eval_step)
-    if "embedding" not in pred:
-        raise ConfigError(f"model {config.model_name!r} returns no 'embedding' to plot")
-    return pred["embedding"].reshape(len(pred["label"]), -1), np.asarray(pred["label"]).astype(np.int64), exp.labels
-
-
-def run(config, workdir: str, out: str, split: str = "test") -> dict:
-    """Embed ``split``, write the PCA plot to ``out``; returns {'out', 'separation', 'explained', 'n'}."""
-    emb, labels, names = embed_split(config, workdir, split)
+def plot_split(config: dict, pred: dict[str, np.ndarray], split: str, path: str) -> dict:
+    """Draw the PCA of ``pred['embedding']`` to ``path``; returns {'path', 'separation', 'explained', 'n'}."""
+    labels = np.asarray(pred["label"]).astype(np.int64).reshape(-1)
+    emb = np.asarray(pred["embedding"], np.float32).reshape(len(labels), -1)
+    names = runfiles.class_names(config, pred["logits"].shape[1])
     known = labels < len(names)
     separation = class_separation(emb[known], labels[known]) if known.any() else float("nan")
     coords, ratio = pca_2d(emb)
-    title = (f"{config.model_name} on {config.dataset.name} ({split}, {len(labels)} examples): PCA of the "
-             f"embeddings\nclass separation tr(S_between)/tr(S_within) = {separation:.3f}  [{workdir}]")
-    plot(coords, labels, tuple(names), ratio, out, title)
-    return {"out": out, "separation": separation, "explained": ratio.tolist(), "n": len(labels)}
+    title = (f"{runfiles.run_title(config, split)} ({len(labels)} examples): PCA of the embeddings\n"
+             f"class separation tr(S_between)/tr(S_within) = {separation:.3f}")
+    plots.class_scatter(coords, labels, names, path, title, xlabel=f"PC 1 ({100 * ratio[0]:.1f} % of variance)",
+                        ylabel=f"PC 2 ({100 * ratio[1]:.1f} % of variance)")
+    return {"path": path, "separation": separation, "explained": ratio.tolist(), "n": len(labels)}
 
 
-def main() -> None:
-    """The command: --config/--workdir as train.py and eval.py (overrides included), --out, --split."""
-    from absl import app, flags
+def analysis(run_dir: str, config: dict, preds: dict[str, dict[str, np.ndarray]], out_dir: str) -> list[Section]:
+    """The registered analysis ``embeddings``: one PCA plot per split whose predictions have embeddings."""
+    del run_dir
+    out = []
+    for split, pred in preds.items():
+        if applies(pred):
+            res = plot_split(config, pred, split, os.path.join(out_dir, f"embeddings_{split}.png"))
+            out.append(Section(f"Embeddings, {split}: PCA coloured by class; tr(S_between)/tr(S_within) = "
+                               f"{res['separation']:.3f}", res["path"]))
+    return out
 
-    from mmfuse_jax import cli  # defines --config and --workdir
 
-    out = flags.DEFINE_string("out", None, "PNG to write", required=True)
-    split = flags.DEFINE_string("split", "test", "split to embed: train, dev or test")
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="PCA of a finished run's saved test embeddings, coloured by class.")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--split", default="test", help="train, dev or test (the predictions eval.py saved)")
+    p.add_argument("--out", default=None, help="PNG path (default <workdir>/plots/embeddings_<split>.png)")
+    args = p.parse_args(argv)
+    from mmfuse_jax import cli
+    from mmfuse_jax.errors import DataError
 
-    def go(argv):
-        del argv
+    def work():
+        config = runfiles.read_config(args.workdir)
+        pred = runfiles.require_predictions(args.workdir, args.split, "embedding", "the model's embeddings [N, D]")
+        if not applies(pred):
+            raise DataError(runfiles.predictions_path(args.workdir, args.split), "logits",
+                            "single-label class logits [N, C] and more than 2 rows", "a regression or multi-label run")
+        out = args.out or os.path.join(args.workdir, runfiles.PLOTS_DIR, f"embeddings_{args.split}.png")
+        res = plot_split(config, pred, args.split, out)
+        print(f"wrote {out}: {res['n']} {args.split} embeddings, class separation {res['separation']:.4f}; "
+              f"PC1+PC2 explain {100 * sum(res['explained']):.1f} % of the variance")
 
-        def work():
-            res = run(cli.CONFIG.value, cli.WORKDIR.value, out.value, split.value)
-            print(f"wrote {res['out']}: {res['n']} {split.value} embeddings, class separation "
-                  f"{res['separation']:.4f}; PC1+PC2 explain {100 * sum(res['explained']):.1f} % of the variance")
-
-        cli.run_user_facing(work)
-
-    app.run(go)
+    cli.run_user_facing(work)
 
 
 if __name__ == "__main__":

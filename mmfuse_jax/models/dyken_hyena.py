@@ -115,4 +115,5 @@ def build(cfg, info: dict) -> DyKenHyena:
                       context_heads=cfg.context_heads, filter_width=cfg.filter_width, dropout=cfg.dropout)
 
 
-SPEC = registry.register(registry.ModelSpec("dyken_hyena", build, registry.fixed_loss(losses.classification_loss)))
+SPEC = registry.register(registry.ModelSpec("dyken_hyena", build, registry.fixed_loss(losses.classification_loss),
+                                            analyses=("embeddings",)))

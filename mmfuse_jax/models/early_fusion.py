@@ -40,4 +40,5 @@ def build(cfg, info: dict) -> EarlyFusion:
                        dropout=cfg.dropout)
 
 
-SPEC = registry.register(registry.ModelSpec("early_fusion", build, registry.fixed_loss(losses.classification_loss)))
+SPEC = registry.register(registry.ModelSpec("early_fusion", build, registry.fixed_loss(losses.classification_loss),
+                                            analyses=("embeddings",)))

@@ -126,4 +126,5 @@ def loss_fn(outputs: dict, batch: dict):
     return loss, {**aux, **{f"gate_{m}": gate[i] for i, m in enumerate(MODALITIES)}}
 
 
-SPEC = registry.register(registry.ModelSpec("hct_dmg", build, registry.fixed_loss(loss_fn), uses_bert=False))
+SPEC = registry.register(registry.ModelSpec("hct_dmg", build, registry.fixed_loss(loss_fn), uses_bert=False,
+                                            analyses=("gates", "embeddings"), output_labels={"gate": MODALITIES}))

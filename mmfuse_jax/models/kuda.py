@@ -324,7 +324,8 @@ def build(cfg, info: dict) -> KuDA:
                 **{f: cfg[f] for f in fields if f in cfg})
 
 
-SPEC = registry.register(registry.ModelSpec("kuda", build, registry.fixed_loss(loss_fn), task="regression"))
+SPEC = registry.register(registry.ModelSpec("kuda", build, registry.fixed_loss(loss_fn), task="regression",
+                                            analyses=("ratios",), output_labels={"ratio": MODALITIES}))
 
 
 from mmfuse_jax.models.kuda_official import params_from_official, params_to_official  # noqa: F401

@@ -163,4 +163,5 @@ def build(cfg, info: dict) -> MagBert:
                    injection_index=cfg.injection_index, alignment=cfg.alignment)
 
 
-SPEC = registry.register(registry.ModelSpec("mag_bert", build, registry.fixed_loss(losses.classification_loss)))
+SPEC = registry.register(registry.ModelSpec("mag_bert", build, registry.fixed_loss(losses.classification_loss),
+                                            analyses=("embeddings",)))

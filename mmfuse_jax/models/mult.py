@@ -77,4 +77,5 @@ def build(cfg, info: dict) -> MulT:
     return MulT(**model_fields(MulT, cfg, info))
 
 
-SPEC = registry.register(registry.ModelSpec("mult", build, registry.fixed_loss(losses.affect_loss), uses_bert=False))
+SPEC = registry.register(registry.ModelSpec("mult", build, registry.fixed_loss(losses.affect_loss), uses_bert=False,
+                                            analyses=("embeddings",)))

@@ -339,4 +339,5 @@ def build(cfg, info: dict) -> MVCLDAF:
     return MVCLDAF(bert=bert, num_classes=num_classes, **prompt, **{f: cfg[f] for f in fields})
 
 
-SPEC = registry.register(registry.ModelSpec("mvcl_daf", build, registry.fixed_loss(loss_fn)))
+SPEC = registry.register(registry.ModelSpec("mvcl_daf", build, registry.fixed_loss(loss_fn),
+                                            analyses=("embeddings",)))

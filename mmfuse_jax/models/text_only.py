@@ -29,4 +29,5 @@ def build(cfg, info: dict) -> TextOnly:
     return TextOnly(bert=info["bert"], num_classes=info["num_classes"], dropout=cfg.dropout)
 
 
-SPEC = registry.register(registry.ModelSpec("text_only", build, registry.fixed_loss(losses.classification_loss)))
+SPEC = registry.register(registry.ModelSpec("text_only", build, registry.fixed_loss(losses.classification_loss),
+                                            analyses=("embeddings",)))

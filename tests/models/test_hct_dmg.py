@@ -95,7 +95,7 @@ def test_parameter_counts_beside_mult(capsys):
 
 @pytest.mark.slow
 def test_end_to_end_on_a_mult_pickle_with_the_gate_plot(tmp_path):
-    from mmfuse_jax.models import hct_dmg_gates
+    from mmfuse_jax.analysis import gates
     from mmfuse_jax.training import loop
     from mmfuse_jax.training.logging import read_metrics
 
@@ -115,12 +115,12 @@ def test_end_to_end_on_a_mult_pickle_with_the_gate_plot(tmp_path):
     assert train[-1] < 0.6 * train[0], train
     assert set(dev[-1]) >= {"mae", "corr", "has0_acc_2", "non0_f1_2", "acc_7"}
     assert min(r["mae"] for r in dev) < 1.2  # labels span [-3, 3]; predicting 0 scores ~1.5
-    history = hct_dmg_gates.gate_history(workdir)
+    history = gates.gate_history(workdir, registry.get("hct_dmg").output_labels["gate"])
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert all(abs(sum(h["gate"].values()) - 1) < 1e-5 and h["primary"] in ("text", "audio", "video")
                for h in history)
     assert history[-1]["gate"] != history[0]["gate"]  # the gate moved
-    path = hct_dmg_gates.plot_gates(history, str(tmp_path / "gates.png"))
+    path = gates.plot_gates(history, str(tmp_path / "gates.png"), "hct_dmg on mosi")
     assert os.path.getsize(path) > 1000
     from mmfuse_jax import report
 
