@@ -6,9 +6,13 @@
   -> Linear -> Sin -> [Linear -> Sin] x num_inner -> Linear(no bias) -> exponential decay.
 * `short_causal_conv`: the static depthwise causal short convolution (shift-and-add).
 * `dynamic_short_conv` (fast, shift-and-add) and `dynamic_short_conv_reference` (jax.vmap over
-  batch and time): a kernel of size K for every token and channel group.
+  batch and time): a kernel of size K for every token and channel group (G = C: every channel).
+* `low_rank_kernels`: per-token, per-channel kernels w[b,t,c,:] = Σ_r a[b,t,r]·U[r,c,:] + w0[c,:]
+  from R coefficients per token; `low_rank_dynamic_short_conv_reference` is the vmap reference of
+  ``dynamic_short_conv(x, low_rank_kernels(...))``.
 * `HyenaOperator`: order-2 Hyena (in_proj d->3d, short conv, x0, x1, v split, v·x1, long conv
-  + D skip, ·x0, out_proj), whose short convolution may take per-token kernels.
+  + D skip, ·x0, out_proj), whose short convolution may take per-token kernels, either as *the*
+  kernels (``dynamic_kernels='replace'``) or added to the static ones (``'add'``).
 
 Differences from safari, all deliberate: the positional features ``z`` are a fixed buffer (safari
 trains them with lr 1e-5); the FFT length is rounded up to a 2·3·5-smooth size; each Sin layer
@@ -94,6 +98,29 @@ def dynamic_short_conv_reference(x_blc: jax.Array, kernel_blgk: jax.Array) -> ja
     return jax.vmap(per_seq, in_axes=(0, 0, None))(x_pad, kernel_blgk, jnp.arange(length))
 
 
+def low_rank_kernels(coeff_blr: jax.Array, basis_rck: jax.Array, bias_ck: jax.Array | None = None) -> jax.Array:
+    """Per-token depthwise kernels [B,L,C,K]: w[b,t,c,j] = sum_r a[b,t,r]·U[r,c,j] (+ w0[c,j])."""
+    w = jnp.einsum("blr,rck->blck", coeff_blr, basis_rck.astype(coeff_blr.dtype))
+    return w if bias_ck is None else w + bias_ck.astype(w.dtype)
+
+
+def low_rank_dynamic_short_conv_reference(x_blc: jax.Array, coeff_blr: jax.Array, basis_rck: jax.Array,
+                                          bias_ck: jax.Array | None = None) -> jax.Array:
+    """``dynamic_short_conv(x, low_rank_kernels(a, U, w0))`` written per (batch, token) with `jax.vmap`."""
+    b, length, c = x_blc.shape
+    k = basis_rck.shape[-1]
+    x_pad = jnp.pad(x_blc, ((0, 0), (k - 1, 0), (0, 0)))
+    w0 = jnp.zeros((c, k), x_blc.dtype) if bias_ck is None else bias_ck
+
+    def one_token(x_lc, a_r, t):
+        window_kc = jax.lax.dynamic_slice(x_lc, (t, 0), (k, c))  # x[t-(K-1) .. t]
+        w_ck = jnp.tensordot(a_r, basis_rck, axes=1) + w0
+        return jnp.sum(window_kc.T * w_ck, axis=1)
+
+    per_seq = jax.vmap(one_token, in_axes=(None, 0, 0))
+    return jax.vmap(per_seq, in_axes=(0, 0, None))(x_pad, coeff_blr, jnp.arange(length))
+
+
 def positional_features(seq_len: int, emb_dim: int) -> np.ndarray:
     """safari PositionalEmbedding: [t, Re z, Im z] with z = exp(-i f w), shape [seq_len, emb_dim]."""
     if emb_dim < 3 or emb_dim % 2 == 0:
@@ -148,18 +175,24 @@ class HyenaFilter(nn.Module):
         return h, bias
 
 
-def _conv_init(key, shape, dtype=jnp.float32):
+def conv_kernel_init(key, shape, dtype=jnp.float32):
     # torch Conv1d default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = K for a depthwise conv.
     bound = 1 / math.sqrt(shape[-1])
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
-class HyenaOperator(nn.Module):
-    """Order-2 Hyena on [B,L,D]; ``kernel_blgk`` (optional) replaces the static short conv kernels.
+DYNAMIC_KERNELS = ("replace", "add")
 
-    With dynamic kernels the short convolution weight of channel c at token t is
-    ``static[c] + kernel_blgk[t, g(c)]``: the generated part modulates Hyena's static filter
-    (our parametrisation; the paper does not say how generated kernels are applied).
+
+class HyenaOperator(nn.Module):
+    """Order-2 Hyena on [B,L,D]; ``kernel_blgk`` [B,L,G,K] (optional): per-token short conv kernels.
+
+    Without ``kernel_blgk`` the short convolution is Hyena's static depthwise one (param
+    ``short_kernel`` [3D,K]). With it, the weight of channel c at token t is
+    ``kernel_blgk[t, g(c)]`` for ``dynamic_kernels='replace'`` (the paper: the generated kernels
+    *are* the short conv kernels; no static kernel param exists), or
+    ``short_kernel[c] + kernel_blgk[t, g(c)]`` for ``'add'`` (the generated part modulates a
+    static filter). The short conv output is sown as ``intermediates/short_conv``.
     """
 
     d_model: int
@@ -168,17 +201,23 @@ class HyenaOperator(nn.Module):
     long_conv: bool = True
     filter_width: int = 64
     dropout: float = 0.0
+    dynamic_kernels: str = "replace"
 
     @nn.compact
     def __call__(self, u_bld, mask_bl, kernel_blgk=None, *, train: bool = False):
         d, k = self.d_model, self.kernel_size
+        if self.dynamic_kernels not in DYNAMIC_KERNELS:
+            raise ValueError(f"dynamic_kernels={self.dynamic_kernels!r}: expected one of {DYNAMIC_KERNELS}")
         m = mask_bl.astype(u_bld.dtype)[..., None]
         x = nn.Dense(3 * d, name="in_proj")(u_bld) * m
-        static = self.param("short_kernel", _conv_init, (3 * d, k))
         if kernel_blgk is None:
-            x = short_causal_conv(x, static)
+            x = short_causal_conv(x, self.param("short_kernel", conv_kernel_init, (3 * d, k)))
+        elif self.dynamic_kernels == "replace":
+            x = dynamic_short_conv(x, kernel_blgk)
         else:
-            x = short_causal_conv(x, static) + dynamic_short_conv(x, kernel_blgk)
+            x = short_causal_conv(x, self.param("short_kernel", conv_kernel_init, (3 * d, k))) + \
+                dynamic_short_conv(x, kernel_blgk)
+        self.sow("intermediates", "short_conv", x)
         x0, x1, v = jnp.split(x * m, 3, axis=-1)
         v = nn.Dropout(self.dropout)(v * x1, deterministic=not train)
         if self.long_conv:
