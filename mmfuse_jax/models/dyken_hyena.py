@@ -41,6 +41,7 @@ from mmfuse_jax.encoders.bert import BertConfig, BertModel
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.layers.align import ALIGNMENTS, CTCAlign, interpolate_align
 from mmfuse_jax.layers.attention import MultiHeadAttention
+from mmfuse_jax.layers.crossmodal import positions
 from mmfuse_jax.layers.hyena import DYNAMIC_KERNELS, HyenaOperator, conv_kernel_init, low_rank_kernels
 
 _MODALITIES = {"audio": ("audio",), "video": ("video",), "both": ("audio", "video")}
@@ -51,8 +52,11 @@ _BERT_INIT = nn.initializers.normal(0.02)
 class CrossModalContext(nn.Module):
     """Per-token context: text tokens query each (aligned) non-verbal stream -> [B, L, features·#modalities].
 
-    ``align`` 'none': keys are the raw frames; 'ctc' / 'interpolate': keys are the frames aligned to
-    the text tokens (`mmfuse_jax.layers.align`), one per real token.
+    ``align`` 'none': keys are the raw frames, an unordered set to the attention (no frame
+    positions). 'ctc' / 'interpolate': keys are the frames aligned to the text tokens
+    (`mmfuse_jax.layers.align`), one per real token, and aligned frame j carries token j's
+    sinusoidal position (our choice: without it the attention would see the aligned stream as a
+    set too, and alignment would only resample the frames, not tell token i which frames are its own).
     """
 
     features: int
@@ -78,6 +82,7 @@ class CrossModalContext(nn.Module):
                 frames = interpolate_align(frames, mask, text_mask)
             if self.align != "none":
                 mask = (text_mask > 0) & present[:, None]
+                frames = frames + positions(mask, frames.shape[-1]).astype(frames.dtype)
             ctx = MultiHeadAttention(self.features, self.num_heads, self.dropout, name=f"{m}_attention")(
                 text_btd, frames, mask, train=train)
             contexts.append(ctx * present.astype(ctx.dtype)[:, None, None])

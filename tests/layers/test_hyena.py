@@ -97,6 +97,42 @@ def test_token_independent_kernels_reduce_to_the_static_conv():
     np.testing.assert_allclose(dyn, hyena.short_causal_conv(x, jnp.repeat(w_gk, 2, axis=0)), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("kernel_size,rank", [(1, 1), (3, 4), (5, 2)])
+def test_low_rank_channel_kernels_fast_equals_vmap_reference_in_values_and_gradients(kernel_size, rank):
+    rng = np.random.default_rng(kernel_size * 10 + rank)
+    x = jnp.asarray(rng.standard_normal((3, 7, 12)), jnp.float32)
+    a = jnp.asarray(rng.standard_normal((3, 7, rank)), jnp.float32)
+    basis = jnp.asarray(rng.standard_normal((rank, 12, kernel_size)), jnp.float32)
+    bias = jnp.asarray(rng.standard_normal((12, kernel_size)), jnp.float32)
+
+    def fast(x, a, basis, bias):
+        return hyena.dynamic_short_conv(x, hyena.low_rank_kernels(a, basis, bias))
+
+    got, ref = fast(x, a, basis, bias), hyena.low_rank_dynamic_short_conv_reference(x, a, basis, bias)
+    chex.assert_shape((got, hyena.low_rank_kernels(a, basis, bias)), ((3, 7, 12), (3, 7, 12, kernel_size)))
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    probe = jnp.asarray(rng.standard_normal((3, 7, 12)), jnp.float32)
+    grads = [jax.grad(lambda *args, f=f: (f(*args) * probe).sum(), argnums=(0, 1, 2, 3))(x, a, basis, bias)
+             for f in (fast, hyena.low_rank_dynamic_short_conv_reference)]
+    for g_fast, g_ref in zip(*grads):
+        np.testing.assert_allclose(g_fast, g_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_channel_kernels_equal_a_per_channel_numpy_reference():
+    rng = np.random.default_rng(5)
+    x, a = rng.standard_normal((2, 6, 10)), rng.standard_normal((2, 6, 3))
+    basis, bias = rng.standard_normal((3, 10, 3)), rng.standard_normal((10, 3))
+    got = hyena.dynamic_short_conv(jnp.asarray(x, jnp.float32),
+                                   hyena.low_rank_kernels(*(jnp.asarray(v, jnp.float32) for v in (a, basis, bias))))
+    ref = np.zeros_like(x)
+    for b in range(2):
+        for t in range(6):
+            for c in range(10):  # every channel its own kernel at every token
+                w = a[b, t] @ basis[:, c, :] + bias[c]
+                ref[b, t, c] = sum(w[j] * x[b, t + j - 2, c] for j in range(3) if t + j - 2 >= 0)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
 def test_positional_features_and_filter():
     z = hyena.positional_features(10, 5)
     assert z.shape == (10, 5)
@@ -116,7 +152,7 @@ def test_positional_features_and_filter():
 
 @pytest.fixture(scope="module")
 def operator():
-    op = hyena.HyenaOperator(d_model=12, max_len=32, kernel_size=3, filter_width=8)
+    op = hyena.HyenaOperator(d_model=12, max_len=32, kernel_size=3, filter_width=8, dynamic_kernels="add")
     rng = np.random.default_rng(4)
     u = jnp.asarray(rng.standard_normal((3, 11, 12)), jnp.float32)
     mask = jnp.asarray(np.arange(11)[None] < np.array([[11], [8], [4]]), jnp.int32)
@@ -148,3 +184,29 @@ def test_operator_without_long_conv_has_no_filter():
     u = jnp.ones((2, 5, 12))
     params = op.init(jax.random.key(0), u, jnp.ones((2, 5)))
     assert "filter" not in params["params"]
+
+
+def _short_conv(op, params, u, mask, kernels):
+    y, state = op.apply(params, u, mask, kernels, mutable=["intermediates"])
+    return y, state["intermediates"]["short_conv"][0]
+
+
+def test_replace_uses_only_the_generated_kernels_and_add_is_static_plus_dynamic(operator):
+    op_add, params, u, mask, kernels = operator
+    p = params["params"]
+    x = (u @ p["in_proj"]["kernel"] + p["in_proj"]["bias"]) * mask[..., None]  # the short conv's input
+    op_rep = op_add.clone(dynamic_kernels="replace")
+    rep_params = {"params": {k: v for k, v in p.items() if k != "short_kernel"}}
+    # 'replace' has no static kernel at all: the short conv is exactly the dynamic one.
+    assert "short_kernel" not in op_rep.init(jax.random.key(0), u, mask, kernels)["params"]
+    y_rep, conv_rep = _short_conv(op_rep, rep_params, u, mask, kernels)
+    np.testing.assert_allclose(conv_rep, hyena.dynamic_short_conv(x, kernels), rtol=1e-5, atol=1e-5)
+    # 'add': static + dynamic; with the static kernel at zero it equals 'replace' end to end.
+    _, conv_add = _short_conv(op_add, params, u, mask, kernels)
+    np.testing.assert_allclose(conv_add, hyena.short_causal_conv(x, p["short_kernel"])
+                               + hyena.dynamic_short_conv(x, kernels), rtol=1e-5, atol=1e-5)
+    zero_static = {"params": dict(p, short_kernel=jnp.zeros_like(p["short_kernel"]))}
+    np.testing.assert_allclose(op_add.apply(zero_static, u, mask, kernels), y_rep, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(op_add.apply(params, u, mask, kernels), y_rep, atol=1e-4)
+    with pytest.raises(ValueError, match="dynamic_kernels='sum'"):
+        op_add.clone(dynamic_kernels="sum").apply(params, u, mask, kernels)
