@@ -31,7 +31,7 @@ def other_audio_video(b):
 
 
 def test_switches_shape_the_parameters():
-    _, p = build()  # paper defaults: context, aligned (CTC), generated kernels replace the static ones
+    _, p = build(align="ctc")  # paper defaults (context, generated kernels replace the static ones); CTC
     assert {"context", "kernel_generator", "hyena", "bert", "classifier"} <= set(p)
     assert "short_kernel" not in p["hyena"] and "context_fusion" not in p
     assert set(p["context"]) == {"audio_align", "video_align", "audio_attention", "video_attention"}
@@ -42,7 +42,7 @@ def test_switches_shape_the_parameters():
     assert p["hyena"]["short_kernel"].shape == (3 * 12, 3)
     _, p = build(use_context=False)
     assert "context" not in p and "context_fusion" not in p and "kernel_generator" in p
-    _, p = build(long_conv=False, align="interpolate")
+    _, p = build(long_conv=False)  # default align: interpolate
     assert "filter" not in p["hyena"]
     assert set(p["context"]) == {"audio_attention", "video_attention"}  # parameter-free alignment
     _, p = build(kernel_size=5, cross_modal="audio", dynamic_kernels="add", align="none")
