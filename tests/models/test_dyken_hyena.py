@@ -128,11 +128,11 @@ def test_cross_modal_switch_selects_the_streams():
 
 
 def test_bad_switch_values_are_config_errors():
-    for key, value, message in (("cross_modal", "text", "cross_modal='text'"),
-                                ("kernel_groups", 7, "kernel_groups=7 must divide"),
-                                ("dynamic_kernels", "sum", "dynamic_kernels='sum'"),
-                                ("kernel_granularity", "token", "kernel_granularity='token'"),
-                                ("align", "dtw", "align='dtw'"),
-                                ("text_len", 5, "text_len=5 is shorter")):
+    for overrides, message in (({"cross_modal": "text"}, "cross_modal='text'"),
+                               ({"kernel_groups": 7}, "kernel_groups=7 must divide"),
+                               ({"dynamic_kernels": "sum"}, "dynamic_kernels='sum'"),
+                               ({"kernel_granularity": "token"}, "kernel_granularity='token'"),
+                               ({"align": "dtw"}, "align='dtw'"),
+                               ({"align": "ctc", "text_len": 5}, "text_len=5 is shorter")):
         with pytest.raises(ConfigError, match=message):
-            build(**{key: value})
+            build(**overrides)
