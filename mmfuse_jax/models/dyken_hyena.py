@@ -94,6 +94,8 @@ class KernelGenerator(nn.Module):
 
     The last layer's token-independent part (param ``bias`` [G,K]) starts as torch's Conv1d init
     when the kernels replace the static ones (so the model starts as Hyena) and at 0 when added.
+    Note: per channel, this bias has the static kernel's shape, so 'replace' and 'add' span the same
+    kernels and differ only in initialisation; with groups, 'replace' has no per-channel static part.
     """
 
     groups: int
@@ -138,9 +140,9 @@ class DyKenHyena(nn.Module):
     # the method. Default 'interpolate': parameter-free, token i reads the frames at its own relative
     # time, which is what temporal alignment means. 'ctc': the MIntRec toolkit's AlignSubNet (thuiar
     # MAG-BERT config aligned_method 'ctc'); it trains no CTC loss, so its "alignment" is a soft mixture
-    # learned from the task loss alone, and at init it spreads every frame over all tokens (on the
-    # synthetic benchmark it learned far slower: tests/training/test_train_e2e.py dyken 0.51 dev acc
-    # after 8 epochs vs >= 0.85 with 'interpolate'). 'none': text attends to the raw frames.
+    # learned from the task loss alone, and at init it spreads every frame over all tokens (one run of
+    # tests/training/test_train_e2e.py::test_dyken_hyena_beats_text_only: 'ctc' 0.51 dev acc after 8
+    # epochs, failing; 'interpolate' passes). 'none': text attends to the raw frames.
     align: str = "interpolate"
     text_len: int = 512
     generator_depth: int = 1
