@@ -72,8 +72,8 @@ import numpy as np
 
 from mmfuse_jax import losses, registry
 from mmfuse_jax.encoders.bert import BertConfig, BertModel
-from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.encoders.sequence import SequenceEncoder
+from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.layers.attention import MultiHeadAttention
 from mmfuse_jax.layers.crossmodal import CrossmodalLayer
 
