@@ -14,7 +14,9 @@
 
 Masked frames never reach a real frame's output (the attention masks them as keys; the conv sees
 zeros); ``mean_max`` pooling gives an all-masked (missing) modality a zero vector. `hidden_states`
-returns the intermediate outputs, for models that tap them (KuDA's adapters).
+returns the intermediate outputs, for models that tap them: a subclass calls it from its own
+``@nn.compact __call__`` (KuDA's ``UniEncoder`` feeds them to its adapters), so the parameter paths
+stay those of the encoder.
 """
 from __future__ import annotations
 
