@@ -25,12 +25,9 @@ class EarlyFusion(nn.Module):
     def __call__(self, batch: dict, *, train: bool = False) -> dict:
         text = BertModel(self.bert, name="bert")(batch["text_ids"], batch["text_mask"], batch["text_type_ids"],
                                                  train=train)["pooled_output"]
-        audio = SequenceEncoder(self.hidden, dropout=self.dropout, block="conv", pooling="mean_max",
-                                name="audio_encoder")(
-            batch["audio"], batch["audio_mask"], train=train)
-        video = SequenceEncoder(self.hidden, dropout=self.dropout, block="conv", pooling="mean_max",
-                                name="video_encoder")(
-            batch["video"], batch["video_mask"], train=train)
+        audio, video = (SequenceEncoder(self.hidden, dropout=self.dropout, block="conv", pooling="mean_max",
+                                        name=f"{m}_encoder")(batch[m], batch[f"{m}_mask"], train=train)
+                        for m in ("audio", "video"))
         fused = jnp.concatenate([text, audio, video], axis=-1)
         h = nn.gelu(nn.Dense(self.hidden, name="fusion")(fused))
         h = nn.Dropout(self.dropout)(h, deterministic=not train)

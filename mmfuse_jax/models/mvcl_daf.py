@@ -44,7 +44,8 @@ Choices where the paper is silent (each a config field):
     second BERT pass, so the views are computed only when ``train=True``; at eval the loss is
     CE + prototype.
   * Audio/video encoders: Linear -> d, then ``encoder_layers`` MulT-style self-attention layers
-    (`layers/crossmodal.py`; the predecessor used a 6-layer transformer for video, a BiLSTM for audio).
+    (`encoders/sequence.SequenceEncoder`, block 'crossmodal'; the predecessor used a 6-layer transformer for
+    video, a BiLSTM for audio).
   * MAT: a learned global token and learned modality-type embeddings over the concatenated text
     tokens and the audio/video features aligned to them (3·L'+1 tokens: the raw frame sequences,
     up to 480 + 230 on MIntRec, would cost 7x more), ``mat_layers`` pre-norm self-attention layers;

@@ -149,7 +149,7 @@ def test_masked_keys_never_matter(data):
 
 
 def test_bad_options_are_errors(data):
-    q, kv, _, _ = data
+    q, _, _, _ = data
     x = jnp.asarray(q, jnp.float32)
     with pytest.raises(ValueError, match="not divisible by num_heads"):
         MultiHeadAttention(5).init(jax.random.key(0), x, x)
