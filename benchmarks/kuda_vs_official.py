@@ -268,23 +268,23 @@ def _ours(config, steps_total: int):
     import jax
 
     from benchmarks.train_step import setup
-    from mmfuse_jax.models import kuda_layers
+    from mmfuse_jax.layers import heads_first
     from mmfuse_jax.training import step as step_lib
 
     exp, _, tx, st, train_step, counter, batches = setup(config, steps_total)
     t0 = time.perf_counter()
     flops = {"compiled": _xla_flops(train_step, st, batches[0]), "compile_s": time.perf_counter() - t0}
     # Model FLOPs (the MFU numerator): XLA counts a loop body once, not once per trip, so the step is
-    # costed with the chunked attention scans turned off (`kuda_layers.ATTENTION_CHUNK_BYTES`); this also
+    # costed with the chunked attention scans turned off (`layers.heads_first.ATTENTION_CHUNK_BYTES`); this also
     # leaves out the backward pass's recompute of the probabilities, as MFU conventionally does.
-    chunk_bytes = kuda_layers.ATTENTION_CHUNK_BYTES
-    kuda_layers.ATTENTION_CHUNK_BYTES = 2 ** 62
+    chunk_bytes = heads_first.ATTENTION_CHUNK_BYTES
+    heads_first.ATTENTION_CHUNK_BYTES = 2 ** 62
     try:
         unchunked = step_lib.make_train_step(exp.model, exp.spec.make_loss(exp.config), tx, exp.mesh, compute_dtype=exp.compute_dtype)
         flops["model"] = _xla_flops(unchunked, st, batches[0])
         flops["matmul"] = _matmul_flops(unchunked, st, batches[0])
     finally:
-        kuda_layers.ATTENTION_CHUNK_BYTES = chunk_bytes
+        heads_first.ATTENTION_CHUNK_BYTES = chunk_bytes
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(st.params))
     return exp, st, train_step, counter, batches, flops, n_params
 

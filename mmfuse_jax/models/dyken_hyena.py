@@ -42,7 +42,7 @@ class CrossModalContext(nn.Module):
     def __call__(self, text_btd, batch: dict, *, train: bool):
         contexts = []
         for m in self.modalities:
-            ctx = MultiHeadAttention(self.features, self.num_heads, self.dropout, name=f"{m}_attention")(
+            ctx = MultiHeadAttention(self.num_heads, self.features, dropout=self.dropout, name=f"{m}_attention")(
                 text_btd, batch[m], batch[f"{m}_mask"], train=train)
             present = batch[f"{m}_mask"].any(axis=1).astype(ctx.dtype)[:, None, None]
             contexts.append(ctx * present)

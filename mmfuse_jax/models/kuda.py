@@ -46,18 +46,18 @@ import jax.numpy as jnp
 
 from mmfuse_jax import losses, registry
 from mmfuse_jax.encoders.bert import BertConfig, BertModel
+from mmfuse_jax.encoders.sequence import SequenceEncoder
 from mmfuse_jax.errors import ConfigError
+from mmfuse_jax.layers.linear import Linear
+from mmfuse_jax.layers.transformer import layer_norm
 from mmfuse_jax.models.kuda_layers import (
     CrossTransformer,
     Decoder,
     FeedForward,
-    Linear,
     MixDomainAdapter,
-    MultiHAtten,
     SentiHead,
-    TorchEncoderLayer,
     cpc_nce,
-    layer_norm,
+    multi_h_atten,
     sentiment_ratio,
 )
 
@@ -81,27 +81,17 @@ def _fit(x: jax.Array, length: int, what: str) -> jax.Array:
     return jnp.pad(x, pad)
 
 
-class SequenceEncoder(nn.Module):
-    """``UniEncoder`` for video/audio: TfEncoder (Linear + positions + post-LN layers) + adapters."""
+class UniEncoder(SequenceEncoder):
+    """``UniEncoder`` for video/audio: TfEncoder (the shared `SequenceEncoder`, ``block='torch'``) + adapters."""
 
-    length: int
-    width: int = 128
-    layers: int = 4
-    heads: int = 8
-    dropout: float = 0.2
     adapter: dict | None = None  # MixDomainAdapter fields
 
     @nn.compact
     def __call__(self, x_btf, mask_bt, *, train: bool) -> jax.Array:
-        h = Linear(self.width, name="proj")(x_btf)
-        h = h + self.param("position_embeddings", nn.initializers.zeros, (1, self.length, self.width))
-        hidden = [h]  # Dropout(p=0) after the positions: omitted
-        for i in range(self.layers):
-            h = TorchEncoderLayer(self.heads, self.width // 2, self.dropout, name=f"layer_{i}")(h, mask_bt, train=train)
-            hidden.append(h)
+        hidden = self.hidden_states(x_btf, mask_bt, train=train)
         ln = layer_norm("layernorm")  # one LayerNorm shared by spci and the adapter chain
         d = ln(hidden[0] + hidden[1])
-        for n in range(self.layers - 1):
+        for n in range(self.num_layers - 1):
             if n:
                 d = ln(d + hidden[n + 1])
             d = MixDomainAdapter(**(self.adapter or {}), name=f"adapter_{n}")(d, mask_bt, train=train)
@@ -149,8 +139,7 @@ class DyRoutBlock(nn.Module):
         else:  # 'paper': the ratio weights the normalised modality streams
             fused = sum(ratio_bm[:, i, None, None] * ln(x) for i, (ln, x) in enumerate(zip(lns, c)))
         src = layer_norm("norm1", 1e-6)(src + layer_norm("layernorm")(fused))
-        src = layer_norm("norm2", 1e-6)(src + MultiHAtten(self.heads, self.head_dim, 0.0, name="mhatt2")(
-            src, src, src, train=train))
+        src = layer_norm("norm2", 1e-6)(src + multi_h_atten(self.heads, self.head_dim, "mhatt2")(src, src, train=train))
         return layer_norm("norm3", 1e-6)(src + FeedForward(self.ffn, 0.0, name="ffn")(src, train=train))
 
 
@@ -194,8 +183,8 @@ class KuDA(nn.Module):
     def _sequence(self, batch, m: str, *, train: bool):
         length = self.video_len if m == "video" else self.audio_len
         x, mask = _fit(batch[m], length, m), _fit(batch[f"{m}_mask"], length, m)
-        enc = SequenceEncoder(length, self.encoder_width, self.encoder_layers, self.encoder_heads,
-                              self.encoder_dropout, self._adapter, name=f"{m}_encoder")
+        enc = UniEncoder(self.encoder_width, self.encoder_heads, self.encoder_layers, self.encoder_dropout, "torch",
+                         max_len=length, adapter=self._adapter, name=f"{m}_encoder")
         return enc(x, mask, train=train)
 
     @property

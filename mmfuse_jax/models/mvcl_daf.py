@@ -44,7 +44,8 @@ Choices where the paper is silent (each a config field):
     second BERT pass, so the views are computed only when ``train=True``; at eval the loss is
     CE + prototype.
   * Audio/video encoders: Linear -> d, then ``encoder_layers`` MulT-style self-attention layers
-    (`layers/crossmodal.py`; the predecessor used a 6-layer transformer for video, a BiLSTM for audio).
+    (`encoders/sequence.SequenceEncoder`, block 'crossmodal'; the predecessor used a 6-layer transformer for
+    video, a BiLSTM for audio).
   * MAT: a learned global token and learned modality-type embeddings over the concatenated text
     tokens and the audio/video features aligned to them (3·L'+1 tokens: the raw frame sequences,
     up to 480 + 230 on MIntRec, would cost 7x more), ``mat_layers`` pre-norm self-attention layers;
@@ -72,9 +73,10 @@ import numpy as np
 
 from mmfuse_jax import losses, registry
 from mmfuse_jax.encoders.bert import BertConfig, BertModel
+from mmfuse_jax.encoders.sequence import SequenceEncoder
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.layers.attention import MultiHeadAttention
-from mmfuse_jax.layers.crossmodal import CrossmodalLayer, CrossmodalTransformer
+from mmfuse_jax.layers.crossmodal import CrossmodalLayer
 
 NONVERBAL = ("audio", "video")
 VIEWS = ("text", "video", "audio", "fused")  # order of the multi-view views
@@ -151,24 +153,6 @@ def label_table(label_tokens: Sequence[Sequence[int]], label_len: int) -> tuple[
 
 
 # ------------------------------------------------------------------------------------------ modules
-
-class SequenceEncoder(nn.Module):
-    """Frames [B,T,D_in] -> Linear -> ``num_layers`` self-attention layers -> [B,T,features]."""
-
-    features: int
-    num_heads: int
-    num_layers: int
-    dropout: float = 0.1
-
-    @nn.compact
-    def __call__(self, x_btd, mask_bt, *, train: bool):
-        h = nn.Dense(self.features, name="proj")(x_btd)
-        if self.num_layers == 0:
-            return h
-        return CrossmodalTransformer(self.num_heads, self.num_layers, relu_dropout=self.dropout,
-                                     res_dropout=self.dropout, use_future_mask=False, name="transformer")(
-            h, mask_bt, train=train)
-
 
 class ModalityAwareTransformer(nn.Module):
     """Global token + modality-type embeddings over all modalities' tokens -> coarse global g [B, d]."""
@@ -267,7 +251,7 @@ class MVCLDAF(nn.Module):
             frames[m] = SequenceEncoder(d, self.num_heads, self.encoder_layers, self.dropout,
                                         name=f"{m}_encoder")(batch[m], batch[f"{m}_mask"], train=train)
             present[m] = batch[f"{m}_mask"].any(axis=1)
-        aligned = {m: MultiHeadAttention(d, self.num_heads, self.dropout, name=f"{m}_alignment")(
+        aligned = {m: MultiHeadAttention(self.num_heads, d, dropout=self.dropout, name=f"{m}_alignment")(
             h, frames[m], batch[f"{m}_mask"], train=train) * present[m].astype(h.dtype)[:, None, None]
             for m in NONVERBAL}
         g = None
