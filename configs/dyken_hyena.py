@@ -13,18 +13,19 @@ baselines do (thuiar/MIntRec2.0 methods/single_turn/*/manager_ood.py), and open-
 use DOC (`mmfuse_jax.ood`).
 Usage: python train.py --config=configs/dyken_hyena.py:mintrec2 --workdir=runs/dyken2
 """
-from mmfuse_jax.config_base import PRESETS, base_config, parse_preset
-from mmfuse_jax.data.formats import mintrec2
+from configs import base
+from configs.base import MINTREC2_DATASETS, base_config, parse_preset
 
-MINTREC2_PRESETS = {"mintrec2": "mintrec2", "demo_mintrec2": "demo", "tiny_mintrec2": "tiny"}
+PRESETS = base.PRESETS + tuple(MINTREC2_DATASETS)
+# the base_config preset (optimisation defaults) of each MIntRec2.0 preset
+MINTREC2_PRESETS = {"mintrec2": "mintrec", "demo_mintrec2": "demo", "tiny_mintrec2": "tiny"}
 
 
 def get_config(arg: str | None = None):
-    preset = parse_preset(arg, presets=PRESETS + tuple(MINTREC2_PRESETS))
+    preset = parse_preset(arg, presets=PRESETS)
     if preset in MINTREC2_PRESETS:
-        ds = mintrec2.preset(MINTREC2_PRESETS[preset])
-        ds.read_options.oos_splits = ("train", "dev", "test")  # outlier exposure (official *_ood)
-        c = base_config("dyken_hyena", MINTREC2_PRESETS[preset] if preset != "mintrec2" else "mintrec", ds)
+        c = base_config("dyken_hyena", MINTREC2_PRESETS[preset], MINTREC2_DATASETS[preset])
+        c.dataset.read_options.oos_splits = ("train", "dev", "test")  # outlier exposure (official *_ood)
         c.preset = preset
     else:
         c = base_config("dyken_hyena", preset)

@@ -13,21 +13,22 @@ Sources:
     correct_bias=False; ours corrects the bias, as for every model here.
   * mintrec2: thuiar/MIntRec2.0 configs/single_turn/mag_bert.py: the same gate settings, lr 5e-6,
     weight_decay 0.03, 40 epochs, batch 16, wait_patience 8, eval_monitor acc; bert-large-uncased
-    (examples/single_turn/run_mag_bert_baselines.sh, via `formats.mintrec2.preset`).
+    (examples/single_turn/run_mag_bert_baselines.sh, via `configs.datasets`).
   * demo / tiny: tuned on the synthetic benchmark (marked below).
 Usage: python train.py --config=configs/mag_bert.py:mintrec --workdir=runs/mag
 """
-from mmfuse_jax.config_base import PRESETS, base_config, parse_preset
-from mmfuse_jax.data.formats import mintrec2
+from configs import base
+from configs.base import MINTREC2_DATASETS, base_config, parse_preset
 
-MINTREC2_PRESETS = {"mintrec2": "mintrec2", "demo_mintrec2": "demo", "tiny_mintrec2": "tiny"}
+PRESETS = base.PRESETS + tuple(MINTREC2_DATASETS)
+# the base_config preset (optimisation defaults) of each MIntRec2.0 preset
+MINTREC2_PRESETS = {"mintrec2": "mintrec", "demo_mintrec2": "demo", "tiny_mintrec2": "tiny"}
 
 
 def get_config(arg: str | None = None):
-    preset = parse_preset(arg, presets=PRESETS + tuple(MINTREC2_PRESETS))
+    preset = parse_preset(arg, presets=PRESETS)
     if preset in MINTREC2_PRESETS:
-        source = MINTREC2_PRESETS[preset]
-        c = base_config("mag_bert", "mintrec" if source == "mintrec2" else source, mintrec2.preset(source))
+        c = base_config("mag_bert", MINTREC2_PRESETS[preset], MINTREC2_DATASETS[preset])
         c.preset = preset
     else:
         c = base_config("mag_bert", preset)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from mmfuse_jax.batch import UNIMODAL_LABELS
-from mmfuse_jax.data.formats import FORMATS
+from mmfuse_jax.data.formats import get_format
 from mmfuse_jax.errors import ConfigError, DataError
 
 SPLITS = ("train", "dev", "test")
@@ -140,9 +140,7 @@ def prepare(ds, *, verbose: bool = True) -> str:
         with open(meta_path) as f:
             if json.load(f).get("fingerprint") == fp:
                 return out
-    if ds.format not in FORMATS:
-        raise ConfigError(f"config.dataset.format={ds.format!r}: expected one of {sorted(FORMATS)}")
-    reader = FORMATS[ds.format]
+    reader = get_format(ds.format)
     if verbose:
         print(f"preparing {ds.format} from {ds.root} (once; later runs reuse {out})", flush=True)
     max_lens = dict(ds.max_len)

@@ -29,9 +29,9 @@ anchor at the same positions of a text + label sequence encoded by a second BERT
 Label text: the intent names (``config.model.label_names``, filled by the config from the format's
 LABELS) are tokenised ONCE, when the model is built, with the WordPiece vocabulary named by
 ``config.model.label_vocab``: ``'checkpoint'`` reads the tokenizer at ``config.model.bert_path``
-(a reference to ``config.dataset.bert_path``, so overriding the dataset's path moves it too);
-``'synthetic'`` uses the synthetic benchmark's vocabulary (`data.synthetic.vocabulary()`, the one
-it writes next to its BERT), so the demo/tiny models can be built before the benchmark exists.
+(a reference to ``config.dataset.bert_path``, so overriding the dataset's path moves it too); a
+sequence of tokens is the vocabulary itself (the demo/tiny configs give the synthetic benchmark's,
+the one it writes next to its BERT), so those models can be built before the benchmark exists.
 The token ids are module constants; the training loop passes nothing new. On the synthetic
 benchmark the intent names are outside the toy vocabulary (they tokenise to [UNK]), so there the
 multi-view loss aligns instances only; on the real releases the names are ordinary words.
@@ -112,10 +112,12 @@ def slot_mean(x_btd: jax.Array, pos_bk: jax.Array, mask_bk: jax.Array) -> jax.Ar
     return (picked * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
 
 
-def tokenize_labels(label_names: Sequence[str], vocab: str, bert_path: str, label_len: int) -> dict:
+def tokenize_labels(label_names: Sequence[str], vocab: str | Sequence[str], bert_path: str,
+                    label_len: int) -> dict:
     """Intent names -> WordPiece ids (each truncated to ``label_len``, at least one token), plus the
-    [MASK] and [SEP] ids, from the checkpoint's tokenizer or the synthetic vocabulary."""
-    if vocab == "checkpoint":
+    [MASK] and [SEP] ids, from the checkpoint's tokenizer (``vocab='checkpoint'``) or from ``vocab``,
+    a vocabulary given as its tokens in id order."""
+    if isinstance(vocab, str) and vocab == "checkpoint":
         from mmfuse_jax.encoders.bert import load_tokenizer
 
         tok = load_tokenizer(bert_path)
@@ -123,19 +125,17 @@ def tokenize_labels(label_names: Sequence[str], vocab: str, bert_path: str, labe
         def encode(s):
             return tok.convert_tokens_to_ids(tok.tokenize(s))
         token_id = tok.convert_tokens_to_ids
-    elif vocab == "synthetic":
+    elif not isinstance(vocab, str) and len(vocab):
         from tokenizers import BertWordPieceTokenizer
 
-        from mmfuse_jax.data import synthetic
-
         # The synthetic BERT directory has no tokenizer_config.json: transformers then lower-cases.
-        wp = BertWordPieceTokenizer(vocab={w: i for i, w in enumerate(synthetic.vocabulary())}, lowercase=True)
+        wp = BertWordPieceTokenizer(vocab={w: i for i, w in enumerate(vocab)}, lowercase=True)
 
         def encode(s):
             return wp.encode(s, add_special_tokens=False).ids
         token_id = wp.token_to_id
     else:
-        raise ConfigError(f"config.model.label_vocab={vocab!r}: expected 'checkpoint' or 'synthetic'")
+        raise ConfigError(f"config.model.label_vocab={vocab!r}: expected 'checkpoint' or a list of tokens")
     unk = token_id("[UNK]")
     tokens = tuple(tuple(int(i) for i in (encode(name) or [unk])[:label_len]) for name in label_names)
     return {"label_tokens": tokens, "mask_token_id": int(token_id("[MASK]")), "sep_token_id": int(token_id("[SEP]"))}
