@@ -45,9 +45,9 @@ def test_text_tells_the_pair_but_not_the_intent():
     for ex in data:
         vocab_by_label.setdefault(ex["label"], set()).update(ex["text"].split())
     for pair in range(10):
-        fillers = set(synthetic._WORDS)
+        fillers = set(synthetic.mintrec._WORDS)
         a, b = vocab_by_label[2 * pair] - fillers, vocab_by_label[2 * pair + 1] - fillers
-        assert a == b == set(synthetic._TOPICS[pair])  # both intents of a pair use the same topic words
+        assert a == b == set(synthetic.mintrec._TOPICS[pair])  # both intents of a pair use the same topic words
         assert not a & (vocab_by_label[(2 * pair + 2) % 20] - fillers)  # other pairs use other words
 
 
