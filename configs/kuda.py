@@ -68,7 +68,14 @@ def get_config(arg: str | None = None):
         # pretrain each modality on the multimodal label instead (switch: stage1.target / .enabled).
         c.stage1.target = "multimodal"
     if preset in ("demo", "tiny", "bench"):
-        c.model.pretrained_bert = True  # the random BERT written with the synthetic data
+        _small_preset(c, preset)
+    return c
+
+
+def _small_preset(c, preset: str) -> None:
+    """bench / demo / tiny: the synthetic data's BERT and our sizes."""
+    m = c.model
+    c.model.pretrained_bert = True  # the random BERT written with the synthetic data
     if preset == "bench":  # benchmarks/: the stage-2 step of train.py after stage 1 (adapters and decoders
         # frozen, OverallModal.preprocess_model), with a per-step schedule (a benchmark's few steps are
         # not whole epochs; the schedule costs nothing either way)
@@ -88,4 +95,3 @@ def get_config(arg: str | None = None):
         c.stage1.update({"lr": 3e-3, "epochs": {"text": 1, "video": 1, "audio": 1}})
         c.batch_size = c.eval_batch_size = 16
         c.log_every = 1
-    return c

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import numpy as np
-
 from conftest import REPO
+
 from mmfuse_jax.data import synthetic
 from mmfuse_jax.data.formats import mintrec
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmfuse_jax.data.synthetic import mmsa as synthetic_mmsa
 from mmfuse_jax.data.formats import mmsa
+from mmfuse_jax.data.synthetic import mmsa as synthetic_mmsa
 from mmfuse_jax.encoders.bert import BertConfig
 
 SPEC = synthetic_mmsa.SyntheticMMSASpec(train=40, dev=12, test=12, text_len=12, audio_len=(6, 16), video_len=(4, 10),
