@@ -117,7 +117,7 @@ def tokenize_labels(label_names: Sequence[str], vocab: str | Sequence[str], bert
     """Intent names -> WordPiece ids (each truncated to ``label_len``, at least one token), plus the
     [MASK] and [SEP] ids, from the checkpoint's tokenizer (``vocab='checkpoint'``) or from ``vocab``,
     a vocabulary given as its tokens in id order."""
-    if isinstance(vocab, str) and vocab == "checkpoint":
+    if vocab == "checkpoint":
         from mmfuse_jax.encoders.bert import load_tokenizer
 
         tok = load_tokenizer(bert_path)
