@@ -39,9 +39,9 @@ def get_config(arg: str | None = None):
     is_synthetic = c.preset.startswith(("demo", "tiny"))
     m = c.model
     m.label_names = tuple(labels)       # the intent names, tokenised at build time (module docstring)
-    # The WordPiece vocabulary of the names: the checkpoint's at bert_path, or the synthetic benchmark's
-    # (known here, so the demo/tiny models build before the benchmark is written).
-    m.label_vocab = tuple(synthetic.vocabulary()) if is_synthetic else "checkpoint"
+    m.label_vocab = "synthetic" if is_synthetic else "checkpoint"
+    # The synthetic benchmark's WordPiece tokens (known here, so demo/tiny build before it is written).
+    m.vocab_tokens = tuple(synthetic.vocabulary()) if is_synthetic else ()
     m.bert_path = c.dataset.get_ref("bert_path")  # follows --config.dataset.bert_path
     m.label_len = 4                     # our choice: the intent names are one to three words
     m.use_global = True                 # ablation: False = no Modality-Aware Transformer (MVCL-DAF's DAF)
