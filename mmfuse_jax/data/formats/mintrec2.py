@@ -108,7 +108,7 @@ def read(root: str, *, feat_dims: dict, max_lens: dict, nonfinite: str = "error"
                         "in-scope/video_data/, in-scope/audio_data/, out-of-scope/MIntRec2.0-OOD/)",
                         "no in-scope/ folder there")
     report = common.ReadReport()
-    kw = dict(feat_dims=feat_dims, max_lens=max_lens, nonfinite=nonfinite, report=report)
+    kw = {"feat_dims": feat_dims, "max_lens": max_lens, "nonfinite": nonfinite, "report": report}
     in_folder = os.path.join(root, IN_SCOPE)
     in_feats = _features(in_folder)
     out = {s: _read_part(in_folder, s, LABELS, in_feats, **kw) for s in splits}

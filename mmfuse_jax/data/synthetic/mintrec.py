@@ -81,7 +81,7 @@ def cued_frames(rng, lengths, dim, pattern, spec):
     t = int(rng.integers(lengths[0], lengths[1] + 1))
     x = rng.standard_normal((t, dim)).astype(np.float32)
     if pattern is not None:
-        w = max(1, int(round(t * rng.uniform(*spec.cue_fraction))))
+        w = max(1, round(t * rng.uniform(*spec.cue_fraction)))
         start = int(rng.integers(0, t - w + 1))
         x[start:start + w] += pattern
     return x

@@ -117,7 +117,8 @@ def test_gaps_in_utterance_ids_and_keys_from_the_right_pickle(root):
     splits, _ = read(root)
     keys = {e["key"]: e for rows in splits.values() for e in rows}
     assert "dia1_utt1" not in keys and {"dia1_utt0", "dia1_utt2", "dia4_utt1"} <= set(keys)
-    oos_audio = pickle.load(open(os.path.join(root, OOS_DIR, mintrec2.AUDIO_PKL), "rb"))
+    with open(os.path.join(root, OOS_DIR, mintrec2.AUDIO_PKL), "rb") as f:
+        oos_audio = pickle.load(f)
     np.testing.assert_array_equal(keys["dia4_utt1"]["audio"], oos_audio["dia4_utt1"])
 
 
@@ -148,7 +149,8 @@ def test_unk_only_in_out_of_scope_files(tmp_path):
 def test_missing_key_names_pickle_and_key(tmp_path):
     root = write_mintrec2(str(tmp_path / "r"))
     path = os.path.join(root, OOS_DIR, mintrec2.AUDIO_PKL)
-    feats = pickle.load(open(path, "rb"))
+    with open(path, "rb") as f:
+        feats = pickle.load(f)
     del feats["dia4_utt2"]
     with open(path, "wb") as f:
         pickle.dump(feats, f)

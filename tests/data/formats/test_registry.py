@@ -9,8 +9,8 @@ import types
 
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from mmfuse_jax.data import synthetic
 from mmfuse_jax.data.formats import FORMATS, get_format, mintrec, register_format
 from mmfuse_jax.errors import ConfigError

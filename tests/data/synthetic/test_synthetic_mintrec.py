@@ -69,7 +69,7 @@ def test_cue_separates_the_pair_members():
 def test_cli(tmp_path):
     out = tmp_path / "cli"
     r = subprocess.run([sys.executable, "-m", "mmfuse_jax.data.synthetic", f"--out={out}", "--train=20",
-                        "--dev=5", "--test=5", "--bert_hidden=12", "--bert_heads=2"],
+                        "--dev=5", "--test=5", "--bert_hidden=12", "--bert_heads=2"], check=False,
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     with open(out / "dev.tsv") as f:
