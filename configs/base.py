@@ -18,6 +18,7 @@ INTENT_DATASETS = {"demo": "synthetic_demo", "tiny": "synthetic_tiny", "mintrec"
 MINTREC2_DATASETS = {"mintrec2": "mintrec2", "demo_mintrec2": "synthetic_mintrec2_demo",
                      "tiny_mintrec2": "synthetic_mintrec2_tiny"}
 PRESETS = tuple(INTENT_DATASETS)
+INTENT_PRESETS = PRESETS + tuple(MINTREC2_DATASETS)  # every intent preset: MIntRec and MIntRec2.0
 
 
 def base_config(model_name: str, preset: str,
@@ -74,3 +75,16 @@ def parse_preset(arg: str | None, default: str = "demo", presets: tuple[str, ...
     if preset not in presets:
         raise ConfigError(f"unknown preset {preset!r}: expected one of {list(presets)}")
     return preset
+
+
+def intent_config(model_name: str, preset: str, dataset: str | None = None) -> ml_collections.ConfigDict:
+    """base_config for an intent preset (`INTENT_PRESETS`): a MIntRec2.0 preset takes the
+    optimisation of its MIntRec counterpart (mintrec2 -> mintrec, demo_mintrec2 -> demo, ...).
+    ``dataset``: another `configs.datasets` entry than the preset's own."""
+    if preset not in MINTREC2_DATASETS:
+        return base_config(model_name, preset, dataset)
+    recipe = {"mintrec2": "mintrec", "demo_mintrec2": "demo", "tiny_mintrec2": "tiny"}[preset]
+    c = base_config(model_name, recipe, dataset or MINTREC2_DATASETS[preset])
+    c.preset = preset
+    return c
+

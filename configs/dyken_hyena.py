@@ -13,22 +13,15 @@ baselines do (thuiar/MIntRec2.0 methods/single_turn/*/manager_ood.py), and open-
 use DOC (`mmfuse_jax.ood`).
 Usage: python train.py --config=configs/dyken_hyena.py:mintrec2 --workdir=runs/dyken2
 """
-from configs import base
-from configs.base import MINTREC2_DATASETS, base_config, parse_preset
-
-PRESETS = base.PRESETS + tuple(MINTREC2_DATASETS)
-# the base_config preset (optimisation defaults) of each MIntRec2.0 preset
-MINTREC2_PRESETS = {"mintrec2": "mintrec", "demo_mintrec2": "demo", "tiny_mintrec2": "tiny"}
+from configs.base import INTENT_PRESETS as PRESETS
+from configs.base import MINTREC2_DATASETS, intent_config, parse_preset
 
 
 def get_config(arg: str | None = None):
     preset = parse_preset(arg, presets=PRESETS)
-    if preset in MINTREC2_PRESETS:
-        c = base_config("dyken_hyena", MINTREC2_PRESETS[preset], MINTREC2_DATASETS[preset])
+    c = intent_config("dyken_hyena", preset)
+    if preset in MINTREC2_DATASETS:
         c.dataset.read_options.oos_splits = ("train", "dev", "test")  # outlier exposure (official *_ood)
-        c.preset = preset
-    else:
-        c = base_config("dyken_hyena", preset)
     m = c.model
     m.kernel_size = 3              # paper (Ks = 3; ablation {1, 3, 5})
     m.dynamic_short_conv = True    # paper ablation "w/o dynamic short conv" = False

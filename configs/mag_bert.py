@@ -17,21 +17,13 @@ Sources:
   * demo / tiny: tuned on the synthetic benchmark (marked below).
 Usage: python train.py --config=configs/mag_bert.py:mintrec --workdir=runs/mag
 """
-from configs import base
-from configs.base import MINTREC2_DATASETS, base_config, parse_preset
-
-PRESETS = base.PRESETS + tuple(MINTREC2_DATASETS)
-# the base_config preset (optimisation defaults) of each MIntRec2.0 preset
-MINTREC2_PRESETS = {"mintrec2": "mintrec", "demo_mintrec2": "demo", "tiny_mintrec2": "tiny"}
+from configs.base import INTENT_PRESETS as PRESETS
+from configs.base import intent_config, parse_preset
 
 
 def get_config(arg: str | None = None):
     preset = parse_preset(arg, presets=PRESETS)
-    if preset in MINTREC2_PRESETS:
-        c = base_config("mag_bert", MINTREC2_PRESETS[preset], MINTREC2_DATASETS[preset])
-        c.preset = preset
-    else:
-        c = base_config("mag_bert", preset)
+    c = intent_config("mag_bert", preset)
     m = c.model
     m.beta_shift = 0.005           # thuiar configs: beta_shift
     m.mag_dropout = 0.5            # thuiar configs: dropout_prob (after the gate's LayerNorm)

@@ -13,29 +13,24 @@ gradient clipping and the monitored dev metric (macro F1) are not reported: the 
 Usage: python train.py --config=configs/mvcl_daf.py:mintrec --workdir=runs/mvcl
 """
 from configs import base
-from configs.base import MINTREC2_DATASETS, base_config, parse_preset
+from configs.base import MINTREC2_DATASETS, intent_config, parse_preset
 from mmfuse_jax.data import synthetic
 from mmfuse_jax.data.formats import mintrec, mintrec2
 
-# config preset -> (the base_config preset (optimisation defaults), the `configs.datasets` entry)
-MINTREC2_PRESETS = {"mintrec2": ("mintrec", "mintrec2"), "mintrec2_oe": ("mintrec", "mintrec2"),
-                    "demo_mintrec2": ("demo", MINTREC2_DATASETS["demo_mintrec2"]),
-                    "tiny_mintrec2": ("tiny", MINTREC2_DATASETS["tiny_mintrec2"])}
-PRESETS = base.PRESETS + tuple(MINTREC2_PRESETS)
+PRESETS = (*base.PRESETS, "mintrec2", "mintrec2_oe", "demo_mintrec2", "tiny_mintrec2")
 
 
 def get_config(arg: str | None = None):
     preset = parse_preset(arg, presets=PRESETS)
-    if preset in MINTREC2_PRESETS:
-        recipe, dataset = MINTREC2_PRESETS[preset]
-        c = base_config("mvcl_daf", recipe, dataset)
-        if preset != "mintrec2":
-            c.dataset.read_options.oos_splits = ("train", "dev", "test")  # outlier exposure (official *_ood)
+    if preset == "mintrec2_oe":
+        c = intent_config("mvcl_daf", "mintrec2")
         c.preset = preset
-        labels = mintrec2.LABELS
     else:
-        c = base_config("mvcl_daf", preset)
-        labels = mintrec.LABELS
+        c = intent_config("mvcl_daf", preset)
+    mintrec2_data = preset in MINTREC2_DATASETS or preset == "mintrec2_oe"
+    if mintrec2_data and preset != "mintrec2":
+        c.dataset.read_options.oos_splits = ("train", "dev", "test")  # outlier exposure (official *_ood)
+    labels = mintrec2.LABELS if mintrec2_data else mintrec.LABELS
     is_synthetic = c.preset.startswith(("demo", "tiny"))
     m = c.model
     m.label_names = tuple(labels)       # the intent names, tokenised at build time (module docstring)
