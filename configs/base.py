@@ -77,14 +77,13 @@ def parse_preset(arg: str | None, default: str = "demo", presets: tuple[str, ...
     return preset
 
 
-def intent_config(model_name: str, preset: str, dataset: str | None = None) -> ml_collections.ConfigDict:
+def intent_config(model_name: str, preset: str) -> ml_collections.ConfigDict:
     """base_config for an intent preset (`INTENT_PRESETS`): a MIntRec2.0 preset takes the
-    optimisation of its MIntRec counterpart (mintrec2 -> mintrec, demo_mintrec2 -> demo, ...).
-    ``dataset``: another `configs.datasets` entry than the preset's own."""
+    optimisation of its MIntRec counterpart (mintrec2 -> mintrec, demo_mintrec2 -> demo, ...)."""
     if preset not in MINTREC2_DATASETS:
-        return base_config(model_name, preset, dataset)
+        return base_config(model_name, preset)
     recipe = {"mintrec2": "mintrec", "demo_mintrec2": "demo", "tiny_mintrec2": "tiny"}[preset]
-    c = base_config(model_name, recipe, dataset or MINTREC2_DATASETS[preset])
+    c = base_config(model_name, recipe, MINTREC2_DATASETS[preset])
     c.preset = preset
     return c
 
