@@ -326,7 +326,7 @@ def _worker_config(config, exp, args) -> dict:
 
     bert = exp.model.bert
     ds, m = config.dataset, config.model
-    syn = dict(ds.get("synthetic_mmsa", {}))
+    syn = dict(ds.get("synthetic", {}))  # the synthetic generator's spec (empty for a real dataset)
     keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
             "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
             "type_vocab_size", "layer_norm_eps", "pad_token_id")

@@ -13,21 +13,15 @@ baselines do (thuiar/MIntRec2.0 methods/single_turn/*/manager_ood.py), and open-
 use DOC (`mmfuse_jax.ood`).
 Usage: python train.py --config=configs/dyken_hyena.py:mintrec2 --workdir=runs/dyken2
 """
-from mmfuse_jax.config_base import PRESETS, base_config, parse_preset
-from mmfuse_jax.data.formats import mintrec2
-
-MINTREC2_PRESETS = {"mintrec2": "mintrec2", "demo_mintrec2": "demo", "tiny_mintrec2": "tiny"}
+from configs.base import INTENT_PRESETS as PRESETS
+from configs.base import MINTREC2_DATASETS, intent_config, parse_preset
 
 
 def get_config(arg: str | None = None):
-    preset = parse_preset(arg, presets=PRESETS + tuple(MINTREC2_PRESETS))
-    if preset in MINTREC2_PRESETS:
-        ds = mintrec2.preset(MINTREC2_PRESETS[preset])
-        ds.read_options.oos_splits = ("train", "dev", "test")  # outlier exposure (official *_ood)
-        c = base_config("dyken_hyena", MINTREC2_PRESETS[preset] if preset != "mintrec2" else "mintrec", ds)
-        c.preset = preset
-    else:
-        c = base_config("dyken_hyena", preset)
+    preset = parse_preset(arg, presets=PRESETS)
+    c = intent_config("dyken_hyena", preset)
+    if preset in MINTREC2_DATASETS:
+        c.dataset.read_options.oos_splits = ("train", "dev", "test")  # outlier exposure (official *_ood)
     m = c.model
     m.kernel_size = 3              # paper (Ks = 3; ablation {1, 3, 5})
     m.dynamic_short_conv = True    # paper ablation "w/o dynamic short conv" = False

@@ -2,7 +2,7 @@
 
 Presets: sims, simsv2, mosi, mosei (MMSA pickles, mmfuse_jax/data/formats/mmsa.py), bench (SIMS
 shapes with a 6-layer/384 BERT, for benchmarks/), demo and tiny (synthetic MMSA-layout data written
-on first use by mmfuse_jax/data/synthetic_mmsa.py; tiny is for tests).
+on first use by mmfuse_jax/data/synthetic/mmsa.py; tiny is for tests).
 Train both stages: python -m mmfuse_jax.models.kuda_stages --config=configs/kuda.py:sims --workdir=runs/kuda
 
 Sources. The official repository (github:MKMaS-GUET/KuDA @ e60ef6b) ships one set of stage-2
@@ -10,37 +10,20 @@ hyperparameters (opts.py, defaults = SIMS; plus values hard-coded in models/) an
 (pretrain.py); its README says they "need to be modified for different datasets" but gives no other
 values, so every dataset uses them, with the lengths and feature sizes of its own release (mmsa.py).
 """
-from mmfuse_jax.config_base import base_config, parse_preset
-from mmfuse_jax.data import synthetic_mmsa
-from mmfuse_jax.data.formats import mmsa
+from configs.base import base_config, parse_preset
 from mmfuse_jax.models import kuda_stages
 
-PRESETS = ("sims", "simsv2", "mosi", "mosei", "bench", "demo", "tiny")
-
-# Synthetic data (ours): sizes that train in minutes (demo) or seconds (tiny) on 2 CPU cores.
-_DEMO = synthetic_mmsa.SyntheticMMSASpec(train=800, dev=200, test=200)
-_TINY = synthetic_mmsa.SyntheticMMSASpec(train=48, dev=24, test=24, text_len=12, audio_len=(6, 16),
-                                         video_len=(4, 10), audio_dim=6, video_dim=5, bert_hidden=16,
-                                         bert_dropout=0.0)
-# bench: SIMS shapes (text 39, audio 400 x 33, video 55 x 709) and a MiniLM-shaped BERT
-# (6 layers, 384 hidden, 12 heads, FFN 1536), as the performance issue specifies.
-_BENCH = synthetic_mmsa.SyntheticMMSASpec(train=256, dev=32, test=32, text_len=39, audio_len=(200, 400),
-                                          video_len=(30, 55), audio_dim=33, video_dim=709, bert_hidden=384,
-                                          bert_layers=6, bert_heads=12, bert_intermediate=1536)
-
-
-def _dataset(preset: str):
-    if preset in ("demo", "tiny", "bench"):
-        spec = {"demo": _DEMO, "tiny": _TINY, "bench": _BENCH}[preset]
-        return synthetic_mmsa.dataset_config(f"synthetic_mmsa_{preset}", spec)
-    ds = mmsa.preset(preset)
-    ds.num_buckets = 1  # KuDA's length-alignment Linears need the full, fixed lengths
-    return ds
+# config preset -> `configs.datasets` entry (the synthetic sizes are there: MMSA_DEMO, MMSA_TINY, MMSA_BENCH)
+DATASETS = {"sims": "sims", "simsv2": "simsv2", "mosi": "mmsa_mosi", "mosei": "mmsa_mosei",
+            "bench": "synthetic_mmsa_bench", "demo": "synthetic_mmsa_demo", "tiny": "synthetic_mmsa_tiny"}
+PRESETS = tuple(DATASETS)
 
 
 def get_config(arg: str | None = None):
     preset = parse_preset(arg, default="demo", presets=PRESETS)
-    c = base_config("kuda", preset, _dataset(preset))
+    c = base_config("kuda", preset, DATASETS[preset])
+    if preset not in ("demo", "tiny", "bench"):
+        c.dataset.num_buckets = 1  # KuDA's length-alignment Linears need the full, fixed lengths
     ds, m = c.dataset, c.model
     m.text_len, m.audio_len, m.video_len = ds.max_len.text, ds.max_len.audio, ds.max_len.video
     # models/Encoder_KIAdapter.py + DyRoutFusion_CLS.py (hard-coded there) and opts.py:
@@ -85,7 +68,14 @@ def get_config(arg: str | None = None):
         # pretrain each modality on the multimodal label instead (switch: stage1.target / .enabled).
         c.stage1.target = "multimodal"
     if preset in ("demo", "tiny", "bench"):
-        c.model.pretrained_bert = True  # the random BERT written with the synthetic data
+        _small_preset(c, preset)
+    return c
+
+
+def _small_preset(c, preset: str) -> None:
+    """bench / demo / tiny: the synthetic data's BERT and our sizes."""
+    m = c.model
+    c.model.pretrained_bert = True  # the random BERT written with the synthetic data
     if preset == "bench":  # benchmarks/: the stage-2 step of train.py after stage 1 (adapters and decoders
         # frozen, OverallModal.preprocess_model), with a per-step schedule (a benchmark's few steps are
         # not whole epochs; the schedule costs nothing either way)
@@ -105,4 +95,3 @@ def get_config(arg: str | None = None):
         c.stage1.update({"lr": 3e-3, "epochs": {"text": 1, "video": 1, "audio": 1}})
         c.batch_size = c.eval_batch_size = 16
         c.log_every = 1
-    return c

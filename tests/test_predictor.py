@@ -30,11 +30,11 @@ def _shared_root(tmp_path_factory) -> str:
 
 def run_config(root: str):
     """early_fusion (tiny optimisation) on the synthetic MIntRec2.0 variant written under ``root``."""
-    from mmfuse_jax.data.formats import mintrec2
+    from configs import datasets
 
     c = tiny_config("early_fusion", root, num_epochs=2, log_every=2)
-    ds = mintrec2.preset("tiny")
-    ds.root, ds.bert_path, ds.synthetic_mintrec2 = root, os.path.join(root, "bert"), {}
+    ds = datasets.dataset("synthetic_mintrec2_tiny")
+    ds.root, ds.bert_path, ds.synthetic = root, os.path.join(root, "bert"), {}
     ds.feat_dims = {"audio": _SPEC["audio_dim"], "video": _SPEC["video_dim"]}
     ds.max_len = {"text": 16, "audio": _SPEC["audio_len"][1], "video": _SPEC["video_len"][1]}
     ds.read_options.oos_splits = ("train", "dev", "test")  # outlier exposure, as the dyken preset
@@ -45,7 +45,7 @@ def run_config(root: str):
 
 def trained_run(tmp_path_factory) -> dict:
     """{'workdir', 'root', 'config'} of the shared run (trained and evaluated on first use)."""
-    from mmfuse_jax.data import synthetic_mintrec2
+    from mmfuse_jax.data.synthetic import mintrec2 as synthetic_mintrec2
     from mmfuse_jax.training import loop
 
     shared = os.path.join(_shared_root(tmp_path_factory), "ux_shared_run")

@@ -30,8 +30,9 @@ Label text: the intent names (``config.model.label_names``, filled by the config
 LABELS) are tokenised ONCE, when the model is built, with the WordPiece vocabulary named by
 ``config.model.label_vocab``: ``'checkpoint'`` reads the tokenizer at ``config.model.bert_path``
 (a reference to ``config.dataset.bert_path``, so overriding the dataset's path moves it too);
-``'synthetic'`` uses the synthetic benchmark's vocabulary (`data.synthetic.vocabulary()`, the one
-it writes next to its BERT), so the demo/tiny models can be built before the benchmark exists.
+``'synthetic'`` uses the synthetic benchmark's vocabulary, which the config gives as its tokens in
+``config.model.vocab_tokens`` (the one it writes next to its BERT), so the demo/tiny models can be
+built before the benchmark exists.
 The token ids are module constants; the training loop passes nothing new. On the synthetic
 benchmark the intent names are outside the toy vocabulary (they tokenise to [UNK]), so there the
 multi-view loss aligns instances only; on the real releases the names are ordinary words.
@@ -114,9 +115,10 @@ def slot_mean(x_btd: jax.Array, pos_bk: jax.Array, mask_bk: jax.Array) -> jax.Ar
     return (picked * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
 
 
-def tokenize_labels(label_names: Sequence[str], vocab: str, bert_path: str, label_len: int) -> dict:
+def tokenize_labels(label_names: Sequence[str], vocab: str, bert_path: str, label_len: int,
+                    vocab_tokens: Sequence[str] = ()) -> dict:
     """Intent names -> WordPiece ids (each truncated to ``label_len``, at least one token), plus the
-    [MASK] and [SEP] ids, from the checkpoint's tokenizer or the synthetic vocabulary."""
+    [MASK] and [SEP] ids, from the checkpoint's tokenizer or the synthetic vocabulary (``vocab_tokens``)."""
     if vocab == "checkpoint":
         from mmfuse_jax.encoders.bert import load_tokenizer
 
@@ -125,19 +127,18 @@ def tokenize_labels(label_names: Sequence[str], vocab: str, bert_path: str, labe
         def encode(s):
             return tok.convert_tokens_to_ids(tok.tokenize(s))
         token_id = tok.convert_tokens_to_ids
-    elif vocab == "synthetic":
+    elif vocab == "synthetic" and len(vocab_tokens):
         from tokenizers import BertWordPieceTokenizer
 
-        from mmfuse_jax.data import synthetic
-
         # The synthetic BERT directory has no tokenizer_config.json: transformers then lower-cases.
-        wp = BertWordPieceTokenizer(vocab={w: i for i, w in enumerate(synthetic.vocabulary())}, lowercase=True)
+        wp = BertWordPieceTokenizer(vocab={w: i for i, w in enumerate(vocab_tokens)}, lowercase=True)
 
         def encode(s):
             return wp.encode(s, add_special_tokens=False).ids
         token_id = wp.token_to_id
     else:
-        raise ConfigError(f"config.model.label_vocab={vocab!r}: expected 'checkpoint' or 'synthetic'")
+        raise ConfigError(f"config.model.label_vocab={vocab!r}: expected 'checkpoint' or 'synthetic' (with the "
+                          "vocabulary's tokens in config.model.vocab_tokens)")
     unk = token_id("[UNK]")
     tokens = tuple(tuple(int(i) for i in (encode(name) or [unk])[:label_len]) for name in label_names)
     return {"label_tokens": tokens, "mask_token_id": int(token_id("[MASK]")), "sep_token_id": int(token_id("[SEP]"))}
@@ -317,7 +318,7 @@ def build(cfg, info: dict) -> MVCLDAF:
     if len(cfg.label_names) < num_classes:
         raise ConfigError(f"config.model.label_names names {len(cfg.label_names)} intents; the dataset has "
                           f"{num_classes} classes")
-    prompt = tokenize_labels(cfg.label_names, cfg.label_vocab, cfg.bert_path, cfg.label_len)
+    prompt = tokenize_labels(cfg.label_names, cfg.label_vocab, cfg.bert_path, cfg.label_len, cfg.get("vocab_tokens", ()))
     fields = ("label_len", "use_global", "encoder_layers", "mat_layers", "num_heads", "daf_depth", "dropout",
               "prototype_weight", "multiview_weight", "temperature")
     return MVCLDAF(bert=bert, num_classes=num_classes, **prompt, **{f: cfg[f] for f in fields})

@@ -5,8 +5,8 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import tiny_config
+
 from mmfuse_jax import batch as batch_lib
 from mmfuse_jax.data import pipeline
 

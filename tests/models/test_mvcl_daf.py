@@ -57,7 +57,7 @@ def test_label_names_tokenise_with_the_checkpoint_vocabulary(tmp_path):
     (tmp_path / "vocab.txt").write_text("\n".join(synthetic.vocabulary()) + "\n")
     names = ("Ask for help", "Thank", "Asking for opinions")
     ckpt = mvcl_daf.tokenize_labels(names, "checkpoint", str(tmp_path), 2)
-    assert ckpt == mvcl_daf.tokenize_labels(names, "synthetic", "", 2)  # the two paths agree
+    assert ckpt == mvcl_daf.tokenize_labels(names, "synthetic", "", 2, synthetic.vocabulary())  # the two paths agree
     assert ckpt["label_tokens"] == ((1, 1), (1,), (1, 1))  # out of the toy vocabulary: [UNK], truncated to 2
     assert (ckpt["mask_token_id"], ckpt["sep_token_id"]) == (4, 3)
     (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nask\nfor\nhelp\nthank\n##s\n")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 
-import ml_collections
 import numpy as np
 
 from mmfuse_jax.data.formats import common
@@ -146,19 +145,3 @@ def read(root: str, *, feat_dims: dict, max_lens: dict, nonfinite: str = "error"
             rows.append(ex)
         out[name] = rows
     return out, report
-
-
-def preset(name: str = "mustard") -> ml_collections.ConfigDict:
-    """``config.dataset`` for MUStARD (fold 1, speaker dependent): BERT 768 / librosa 283 / ResNet 2048."""
-    if name != "mustard":
-        raise ConfigError(f"unknown MUStARD preset {name!r}: expected 'mustard'")
-    return ml_collections.ConfigDict({
-        "format": "mustard", "name": name, "root": "data/MUStARD/data", "bert_path": "",
-        "read_options": {"split": "fold1", "text": "bert_tokens", "dev_every": 10},
-        "feat_dims": {"text": 768, "audio": AUDIO_ROWS, "video": 2048},
-        # BERT features were extracted with --max_seq_length=128 (README); ~11 audio bins; video frames
-        # are at most a few hundred (our bound; longer clips are cut and counted in the report).
-        "max_len": {"text": 128, "audio": 16, "video": 256},
-        "task": "classification", "metric": "binary",
-        "nonfinite": "error",
-        "num_buckets": 4, "prepared_dir": "", "synthetic": {}})
