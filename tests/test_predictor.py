@@ -45,6 +45,7 @@ def run_config(root: str):
 
 def trained_run(tmp_path_factory) -> dict:
     """{'workdir', 'root', 'config'} of the shared run (trained and evaluated on first use)."""
+    from mmfuse_jax import report
     from mmfuse_jax.data import synthetic_mintrec2
     from mmfuse_jax.training import loop
 
@@ -59,7 +60,8 @@ def trained_run(tmp_path_factory) -> dict:
             synthetic_mintrec2.write(root, synthetic_mintrec2.Mintrec2Spec(**_SPEC))
             config = run_config(root)
             loop.train_and_evaluate(config, workdir)
-            loop.evaluate(config, workdir)
+            ev = loop.evaluate(config, workdir)
+            report.after_evaluate(ev.run_dir, ev.config, ev.preds, train=ev.train, checkpoint_step=ev.checkpoint_step)
             open(os.path.join(shared, "done"), "w").close()
     return {"workdir": workdir, "root": root, "config": run_config(root)}
 
