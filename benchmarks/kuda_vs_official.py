@@ -21,7 +21,7 @@ The timed official step is train.py's loop body: forward with the label (ratio p
 ``loss.item()``, ``backward``, ``AdamW.step`` (lr 3e-5, wd 1e-5), ``zero_grad``; inputs are random arrays of
 the bench shapes (text ids/mask/segments [B, 3, 39], video [B, 55, 709], audio [B, 400, 33], padding masks).
 Our side is `benchmarks.train_step`'s machinery: the shared jitted train step (donated state) on the
-bench's own batches, the same stage-2 freezing (``config.optimizer.frozen``).
+bench's own batches, the same stage-2 freezing (the ``frozen`` list of KuDA's final stage).
 
 Both sides are timed INTERLEAVED: blocks of ``--block`` steps alternate between JAX (in this process)
 and the torch worker (over a pipe; the idle side waits on the pipe, so they never run at once), the
@@ -336,7 +336,7 @@ def _worker_config(config, exp, args) -> dict:
             "min_lens": [4, (syn.get("video_len") or [m.video_len])[0], (syn.get("audio_len") or [m.audio_len])[0]],
             "feat_dims": [ds.feat_dims.video, ds.feat_dims.audio], "hidden": m.hidden, "ffn": m.ffn,
             "lr": config.optimizer.lr, "weight_decay": config.optimizer.weight_decay,
-            "freeze": bool(tuple(config.optimizer.get("frozen", ()) or ())), "batch_size": config.batch_size}
+            "freeze": bool(exp.spec.stages(config)[-1].frozen), "batch_size": config.batch_size}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,15 +2,14 @@
 
 One row per run folder (one with ``config.json``): model, dataset, the key metrics of
 ``eval_<split>.json`` (x100; ``mae`` and ``corr`` as they are, as the papers print them; open-intent
-metrics prefixed ``open_``), the parameter count (read from the best checkpoint's metadata, no
-arrays loaded) and the median time of a train step (``batch_size / examples_per_sec`` of the
+metrics prefixed ``open_``), the parameter count (of the best checkpoint's arrays, read through
+`training.checkpoint.read_checkpoint`) and the median time of a train step (``batch_size / examples_per_sec`` of the
 ``metrics.jsonl`` log records). Printed as an aligned table; ``--out`` writes it as markdown.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from typing import Any
@@ -23,29 +22,22 @@ KEY_METRICS = ("acc", "f1", "weighted_f1", "has0_acc_2", "non0_acc_2", "non0_f1_
 
 
 def count_params(workdir: str) -> int | None:
-    """Parameters of the newest best checkpoint, from its metadata (shapes only)."""
-    import logging
+    """Parameters of the newest best checkpoint (the sizes of its arrays); None without one."""
+    import math
 
-    import jax
-    import orbax.checkpoint as ocp
+    from mmfuse_jax.errors import DataError
+    from mmfuse_jax.training.checkpoint import checkpoint_steps, read_checkpoint
 
-    best = os.path.join(workdir, "best")
-    steps = sorted(int(d) for d in os.listdir(best) if d.isdigit()) if os.path.isdir(best) else []
-    if not steps:
+    if not checkpoint_steps(workdir, "best"):
         return None
-    absl_log = logging.getLogger("absl")
-    level = absl_log.level
-    absl_log.setLevel(logging.ERROR)  # orbax warns that the item has no metadata file of its own
     try:
-        meta = ocp.StandardCheckpointer().metadata(os.path.join(best, str(steps[-1]), "params"))
-    except Exception as e:  # noqa: BLE001  (an unreadable checkpoint leaves the cell empty, not the table)
-        print(f"warning: {best}: cannot read checkpoint metadata ({type(e).__name__}: {e})", file=sys.stderr)
+        params, _ = read_checkpoint(workdir, "best")
+    except DataError as e:  # an unreadable checkpoint leaves the cell empty, not the table
+        print(f"warning: {e}", file=sys.stderr)
         return None
-    finally:
-        absl_log.setLevel(level)
-    tree = getattr(meta, "item_metadata", meta)
-    leaves = jax.tree_util.tree_leaves(tree, is_leaf=lambda x: hasattr(x, "shape"))
-    return int(sum(math.prod(leaf.shape) for leaf in leaves))
+    import jax
+
+    return int(sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params)))
 
 
 def step_time(records: list[dict], batch_size: int) -> float | None:

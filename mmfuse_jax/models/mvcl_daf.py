@@ -65,6 +65,7 @@ Switches: ``prototype_weight=0`` / ``multiview_weight=0`` (loss ablations), ``us
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -221,9 +222,7 @@ class MVCLDAF(nn.Module):
     num_heads: int = 8
     daf_depth: int = 2
     dropout: float = 0.1
-    prototype_weight: float = 1.0
-    multiview_weight: float = 1.0
-    temperature: float = 0.1
+    multiview_views: bool = True  # emit the multi-view contrastive inputs in training (multiview_weight > 0)
 
     @nn.compact
     def __call__(self, batch: dict, *, train: bool = False) -> dict:
@@ -237,7 +236,7 @@ class MVCLDAF(nn.Module):
         ones_bk = jnp.ones((b, k), jnp.int32)
         ids, mask, segment, slot_pos = prompt_sequence(batch["text_ids"], batch["text_mask"],
                                                        ones_bk * self.mask_token_id, ones_bk, self.sep_token_id)
-        with_views = self.multiview_weight > 0 and train
+        with_views = self.multiview_views and train
         if with_views:  # the anchor rides in the same BERT call (one graph, one pass over 2B rows)
             name_ids, name_mask = self._gold_names(batch["label"])
             anchor_seq = prompt_sequence(batch["text_ids"], batch["text_mask"], name_ids, name_mask,
@@ -264,15 +263,10 @@ class MVCLDAF(nn.Module):
         emb = bert.pool(fused)
         logits = nn.Dense(self.num_classes, name="classifier")(nn.Dropout(self.dropout)(emb, deterministic=not train))
         out = {"logits": logits, "embedding": emb}
-        if self.prototype_weight > 0 or self.multiview_weight > 0:
-            out["temperature"] = jnp.asarray(self.temperature, jnp.float32)
-        if self.prototype_weight > 0:
-            out["prototype_weight"] = jnp.asarray(self.prototype_weight, jnp.float32)
         if with_views:
             out["multiview_anchor"] = slot_mean(h_anchor, anchor_seq[3], name_mask)
             views = {"text": h, "video": aligned["video"], "audio": aligned["audio"], "fused": fused}
             out["multiview_views"] = jnp.stack([slot_mean(views[v], slot_pos, ones_bk) for v in VIEWS], axis=1)
-            out["multiview_weight"] = jnp.asarray(self.multiview_weight, jnp.float32)
         return out
 
     def _gold_names(self, label_b):
@@ -285,27 +279,35 @@ class MVCLDAF(nn.Module):
 
 # --------------------------------------------------------------------------------------------- loss
 
-def loss_fn(outputs: dict, batch: dict) -> tuple[jax.Array, dict]:
+def loss_fn(outputs: dict, batch: dict, *, prototype_weight: float = 1.0, multiview_weight: float = 1.0,
+            temperature: float = 0.1) -> tuple[jax.Array, dict]:
     """CE (+ outlier exposure on OOS rows) + prototype_weight·L_proto + multiview_weight·L_mv.
 
-    Each contrastive term is present only when the model emitted its inputs (weight > 0; the views
-    only in training). Every mean is weighted by ``valid``; OOS rows (label >= C) count for the
+    A contrastive term is on when its weight is > 0 (the multi-view one only when the model emitted
+    the views: in training). Every mean is weighted by ``valid``; OOS rows (label >= C) count for the
     outlier-exposure term only. aux: ce, oe, correct, and prototype / multiview when on.
     """
     logits, labels, valid = outputs["logits"], batch["label"], batch["valid"].astype(jnp.float32)
     c = logits.shape[-1]
     loss, aux = losses.open_set_cross_entropy(logits, labels, valid)
-    if "prototype_weight" in outputs:
-        proto = losses.prototype_contrastive_loss(outputs["embedding"], labels, valid, c, outputs["temperature"])
-        loss = loss + outputs["prototype_weight"] * proto
+    if prototype_weight > 0:
+        proto = losses.prototype_contrastive_loss(outputs["embedding"], labels, valid, c, temperature)
+        loss = loss + prototype_weight * proto
         aux["prototype"] = proto
-    if "multiview_anchor" in outputs:
+    if multiview_weight > 0 and "multiview_anchor" in outputs:
         known = valid * (labels >= 0) * (labels < c)
         mv = losses.multiview_contrastive_loss(outputs["multiview_anchor"], outputs["multiview_views"], known,
-                                               outputs["temperature"])
-        loss = loss + outputs["multiview_weight"] * mv
+                                               temperature)
+        loss = loss + multiview_weight * mv
         aux["multiview"] = mv
     return loss, aux
+
+
+def make_loss(config):
+    """`loss_fn` with the loss weights and temperature of config.model."""
+    m = config.model
+    return functools.partial(loss_fn, prototype_weight=float(m.prototype_weight),
+                             multiview_weight=float(m.multiview_weight), temperature=float(m.temperature))
 
 
 def build(cfg, info: dict) -> MVCLDAF:
@@ -319,10 +321,9 @@ def build(cfg, info: dict) -> MVCLDAF:
         raise ConfigError(f"config.model.label_names names {len(cfg.label_names)} intents; the dataset has "
                           f"{num_classes} classes")
     prompt = tokenize_labels(cfg.label_names, cfg.label_vocab, cfg.bert_path, cfg.label_len, cfg.get("vocab_tokens", ()))
-    fields = ("label_len", "use_global", "encoder_layers", "mat_layers", "num_heads", "daf_depth", "dropout",
-              "prototype_weight", "multiview_weight", "temperature")
-    return MVCLDAF(bert=bert, num_classes=num_classes, **prompt, **{f: cfg[f] for f in fields})
+    fields = ("label_len", "use_global", "encoder_layers", "mat_layers", "num_heads", "daf_depth", "dropout")
+    return MVCLDAF(bert=bert, num_classes=num_classes, multiview_views=cfg.multiview_weight > 0, **prompt,
+                   **{f: cfg[f] for f in fields})
 
 
-SPEC = registry.register(registry.ModelSpec("mvcl_daf", build, registry.fixed_loss(loss_fn),
-                                            analyses=("embeddings",)))
+SPEC = registry.register(registry.ModelSpec("mvcl_daf", build, make_loss, analyses=("embeddings",)))

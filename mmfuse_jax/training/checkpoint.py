@@ -26,7 +26,7 @@ class Checkpoints:
     def __init__(self, workdir: str, *, keep: int = 2):
         self.workdir = os.path.abspath(workdir)
         self._closed, self._keep = False, keep
-        opts = dict(create=True, enable_async_checkpointing=False)
+        opts = {"create": True, "enable_async_checkpointing": False}
         self.latest = ocp.CheckpointManager(os.path.join(self.workdir, "checkpoints"),
                                             options=ocp.CheckpointManagerOptions(max_to_keep=keep, **opts))
         self.best = ocp.CheckpointManager(os.path.join(self.workdir, "best"),
@@ -56,7 +56,7 @@ class Checkpoints:
             try:
                 restored = manager.restore(step, args=args_for())
                 return restored
-            except Exception as e:  # truncated or corrupt step: fall back to the previous one
+            except Exception as e:  # noqa: BLE001 - truncated or corrupt step: fall back to the previous one
                 aside = os.path.join(str(manager.directory), f"corrupt_step_{step}")
                 log.warning("checkpoint step %d in %s is unreadable (%s: %s)", step, manager.directory,
                             type(e).__name__, e)

@@ -33,7 +33,7 @@ def test_fusion_beats_text_only(bench, tmp_path):
         workdir = str(tmp_path / name)
         summary = loop.train_and_evaluate(tiny_config(name, bench), workdir)
         assert summary["compiles"] <= 4  # at most one compilation per length bucket
-        results[name] = loop.evaluate(tiny_config(name, bench), workdir)
+        results[name] = loop.evaluate(tiny_config(name, bench), workdir).results
         assert os.path.exists(os.path.join(workdir, "eval_test.json"))
         assert os.listdir(os.path.join(workdir, "best")) and os.listdir(os.path.join(workdir, "checkpoints"))
         records = read_metrics(workdir)
@@ -54,7 +54,7 @@ def test_dyken_hyena_beats_text_only(bench, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("dyken_run"))
     config = tiny_config("dyken_hyena", root, **{"optimizer.lr": 1e-3, "num_epochs": 8})
     loop.train_and_evaluate(config, workdir)
-    dyken = loop.evaluate(config, workdir)["test"]["acc"]
+    dyken = loop.evaluate(config, workdir).results["test"]["acc"]
     # Text alone cannot separate the two intents of a pair (tests/data/test_synthetic.py shows both use
     # the same words), so text_only tops out near 0.5 here, as test_fusion_beats_text_only measures.
     assert dyken >= 0.85, dyken
@@ -72,7 +72,7 @@ def test_open_intent_on_the_synthetic_mintrec2_variant(tmp_path):
     config.dataset.bert_path = str(tmp_path / "bench2" / "bert")
     workdir = str(tmp_path / "run")
     loop.train_and_evaluate(config, workdir)
-    res = loop.evaluate(config, workdir)
+    res = loop.evaluate(config, workdir).results
     with open(os.path.join(workdir, "eval_test.json")) as f:
         record = json.load(f)
     assert record["open_intent"] == res["test (open intent)"]
@@ -140,7 +140,7 @@ def test_bfloat16_compute_still_learns(bench, tmp_path):
     config = tiny_config("early_fusion", bench, compute_dtype="bfloat16")
     workdir = str(tmp_path / "bf16")
     loop.train_and_evaluate(config, workdir)
-    res = loop.evaluate(config, workdir)
+    res = loop.evaluate(config, workdir).results
     assert res["test"]["acc"] >= 0.85, res
 
 
@@ -151,6 +151,6 @@ def test_mvcl_daf_beats_text_only(bench, tmp_path):
         workdir = str(tmp_path / name)
         summary = loop.train_and_evaluate(tiny_config(name, bench), workdir)
         assert summary["compiles"] <= 4
-        results[name] = loop.evaluate(tiny_config(name, bench), workdir)
+        results[name] = loop.evaluate(tiny_config(name, bench), workdir).results
     text, mvcl = results["text_only"]["test"]["acc"], results["mvcl_daf"]["test"]["acc"]
     assert mvcl >= 0.85 and mvcl - text >= 0.2, results
