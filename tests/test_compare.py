@@ -9,10 +9,10 @@ import sys
 
 import jax
 import pytest
-
 from conftest import REPO
-from mmfuse_jax import compare
 from test_predictor import trained_run
+
+from mmfuse_jax import compare
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import types
 
 import numpy as np
 import pytest
-
 from conftest import tiny_config
+
 from mmfuse_jax import registry
 from mmfuse_jax.errors import DataError
 

@@ -369,5 +369,3 @@ SPEC = registry.register(registry.ModelSpec(
     output_labels={"ratio": MODALITIES, "unimodal_prediction": MODALITIES}, result_keys={"ratio": "modality_weights"},
     analyses=("ratios",), stages=stages))
 
-
-from mmfuse_jax.models.kuda_official import params_from_official, params_to_official  # noqa: F401

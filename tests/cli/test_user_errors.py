@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 CONFIG = f"{REPO}/configs/early_fusion.py:tiny"

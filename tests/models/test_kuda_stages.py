@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from conftest import REPO
 from flax import traverse_util
 
-from conftest import REPO
 from mmfuse_jax import report
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.models import kuda

@@ -32,8 +32,8 @@ import time
 import jax
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from mmfuse_jax.training.logging import read_metrics
 
 pytestmark = pytest.mark.slow

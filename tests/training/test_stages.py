@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import REPO
 from flax import traverse_util
 
-from conftest import REPO
 from mmfuse_jax import registry
 from mmfuse_jax.errors import ConfigError, DataError
 from mmfuse_jax.training import stages as stages_lib

@@ -9,8 +9,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, tiny_config
+
 from mmfuse_jax.training import loop
 from mmfuse_jax.training.logging import read_metrics
 

@@ -98,7 +98,8 @@ def _split_indices(root: str, split: str, data: dict, n: int) -> tuple[np.ndarra
         train, test = (np.asarray(a, np.int64).reshape(-1) for a in indices[folds[split]])
     except (IndexError, KeyError, TypeError, ValueError):
         raise DataError(path, f"fold {folds[split] + 1}", "5 (train_index, test_index) pairs",
-                        f"{type(indices).__name__} of length {len(indices) if hasattr(indices, '__len__') else '?'}")
+                        f"{type(indices).__name__} of length {len(indices) if hasattr(indices, '__len__') else '?'}"
+                        ) from None
     if train.size == 0 or test.size == 0 or max(train.max(), test.max()) >= n or min(train.min(), test.min()) < 0:
         raise DataError(path, f"fold {folds[split] + 1}", f"indices in [0, {n})", "out of range or empty")
     return train, test

@@ -38,7 +38,7 @@ def mintrec_release(root, rng):
                          int(rng.integers(1, 8)), int(rng.integers(1, 6))))
     write_mintrec(root, rows, audio_dim=MINTREC_DIMS["audio"], video_dim=MINTREC_DIMS["video"],
                   extra_keys=1, seed=int(rng.integers(0, 1000)))
-    return [r for r in rows]
+    return list(rows)
 
 
 def corrupt_tsv(path, kind, rng):
