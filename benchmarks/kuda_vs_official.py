@@ -280,7 +280,8 @@ def _ours(config, steps_total: int):
     chunk_bytes = heads_first.ATTENTION_CHUNK_BYTES
     heads_first.ATTENTION_CHUNK_BYTES = 2 ** 62
     try:
-        unchunked = step_lib.make_train_step(exp.model, exp.spec.make_loss(exp.config), tx, exp.mesh, compute_dtype=exp.compute_dtype)
+        unchunked = step_lib.make_train_step(exp.model, exp.spec.make_loss(exp.config), tx, exp.mesh,
+                                             compute_dtype=exp.compute_dtype)
         flops["model"] = _xla_flops(unchunked, st, batches[0])
         flops["matmul"] = _matmul_flops(unchunked, st, batches[0])
     finally:

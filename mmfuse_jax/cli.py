@@ -101,10 +101,10 @@ def run_user_facing(fn, *, config=None) -> None:
         _report(e, EXIT_USER)
     except FloatingPointError as e:  # a non-finite loss stopped training; checkpoints are intact
         _report(e, EXIT_NONFINITE)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # the loop's Interrupted says where it saved
         if debug():
             raise
-        fail("interrupted; run the same command to resume", EXIT_INTERRUPTED)
+        fail(str(e) or "interrupted; run the same command to resume", EXIT_INTERRUPTED)
 
 
 def _report(e: BaseException, code: int) -> NoReturn:

@@ -63,7 +63,25 @@ def load_run_config(workdir: str):
     if not os.path.exists(path):
         raise ConfigError(f"{path} not found: {workdir!r} is not a run folder (train.py writes config.json)")
     with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+        config = ml_collections.ConfigDict(json.load(f))
+    _check_identity(workdir, config)
+    return config
+
+
+def _check_identity(workdir: str, config) -> None:
+    """The saved config must still be the one the run was trained with (its ``identity.json``)."""
+    from mmfuse_jax.training import identity
+
+    path = os.path.join(workdir, identity.IDENTITY_FILE)
+    if not os.path.exists(path):
+        return  # a run from before run identities were recorded
+    with open(path) as f:
+        saved = json.load(f)
+    if saved.get("fingerprint") != identity.fingerprint(config):
+        bad, _ = identity.differences(saved.get("fields", {}), identity.identity_fields(config))
+        keys = ", ".join(k for k, *_ in bad[:4]) or "unknown fields"
+        raise ConfigError(f"{workdir}/config.json no longer matches the run it describes ({keys} changed since "
+                          "training): restore the original config.json")
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -342,6 +360,8 @@ def main(argv: list[str] | None = None) -> None:
     from mmfuse_jax import cli
 
     def run():
+        if args.output != "-" and os.path.isdir(args.output):
+            raise ConfigError(f"--output={args.output} is a directory: give a file to write the JSON lines to")
         examples = read_jsonl(args.input)
         predictor = Predictor.from_workdir(args.workdir, batch_size=args.batch_size, bert_path=args.bert_path)
         results = predictor.predict_batch(examples, where=f"{args.input} example")

@@ -162,7 +162,8 @@ class MultiHeadAttention(nn.Module):
             if mask is not None and mask.ndim != 2:
                 raise ValueError(f"implementation='heads_first' takes a key mask [B,S], got shape {mask.shape}")
             key = self.make_rng("dropout") if train and self.dropout > 0 else None
-            out = heads_first_attention(proj["q"], proj["k"], proj["v"], mask, dropout_rate=self.dropout, dropout_key=key)
+            out = heads_first_attention(proj["q"], proj["k"], proj["v"], mask, dropout_rate=self.dropout,
+                                        dropout_key=key)
             w = w_out.astype(out.dtype).reshape(self.num_heads, head_dim, features)
             y = jnp.einsum("bhtk,hko->bto", out, w)
         else:

@@ -320,7 +320,8 @@ def build(cfg, info: dict) -> MVCLDAF:
     if len(cfg.label_names) < num_classes:
         raise ConfigError(f"config.model.label_names names {len(cfg.label_names)} intents; the dataset has "
                           f"{num_classes} classes")
-    prompt = tokenize_labels(cfg.label_names, cfg.label_vocab, cfg.bert_path, cfg.label_len, cfg.get("vocab_tokens", ()))
+    prompt = tokenize_labels(cfg.label_names, cfg.label_vocab, cfg.bert_path, cfg.label_len,
+                             cfg.get("vocab_tokens", ()))
     fields = ("label_len", "use_global", "encoder_layers", "mat_layers", "num_heads", "daf_depth", "dropout")
     return MVCLDAF(bert=bert, num_classes=num_classes, multiview_views=cfg.multiview_weight > 0, **prompt,
                    **{f: cfg[f] for f in fields})

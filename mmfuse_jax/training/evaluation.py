@@ -16,7 +16,7 @@ import numpy as np
 
 from mmfuse_jax import ood
 from mmfuse_jax.errors import ConfigError
-from mmfuse_jax.training import distributed
+from mmfuse_jax.training import distributed, identity
 from mmfuse_jax.training.checkpoint import Checkpoints
 from mmfuse_jax.training.experiment import Experiment, build, init_params, make_eval_step, predict_split, score
 
@@ -38,7 +38,10 @@ class Evaluation:
 
 def restore_best(exp: Experiment, workdir: str) -> tuple[Any, dict]:
     """(params, meta) of the best checkpoint in ``workdir/best``, laid out on ``exp``'s mesh and
-    checked against its model; a clear error if there is none."""
+    checked against its model; a clear error if there is none (nothing is created)."""
+    if not os.path.isdir(os.path.join(workdir, "best")):
+        raise ConfigError(f"no best checkpoint in {os.path.join(workdir, 'best')}: train first with "
+                          f"train.py --workdir={workdir}")
     ckpt = Checkpoints(workdir, keep=exp.config.keep_checkpoints)
     try:
         restored = ckpt.restore_best(jax.tree_util.tree_map(
@@ -64,8 +67,10 @@ def evaluate(config, workdir: str, splits=("dev", "test")) -> Evaluation:
         pred = preds[split] = predict_split(exp, params, split, eval_step)
         res = score(exp, pred)
         results[split] = res
+        # The checkpoint step and config fingerprint this file came from (the report and compare flag
+        # outputs that no longer match the run's best checkpoint).
         record = {"model": config.model_name, "dataset": config.dataset.name, "split": split,
-                  "checkpoint_step": meta["step"], "metrics": res}
+                  "checkpoint_step": meta["step"], "config_fingerprint": identity.fingerprint(config), "metrics": res}
         if train is not None:
             tables = ood.open_intent_scores(train["logits"], train["label"], pred["logits"], pred["label"],
                                             scale=config.dataset.get("doc_scale", 1.0))

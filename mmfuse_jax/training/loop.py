@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import time
 from typing import Any
 
@@ -20,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mmfuse_jax.errors import ConfigError
-from mmfuse_jax.training import distributed, sharding
+from mmfuse_jax.training import distributed, identity, sharding
 from mmfuse_jax.training import stages as stages_lib
 from mmfuse_jax.training import state as state_lib
 from mmfuse_jax.training import step as step_lib
@@ -35,7 +36,17 @@ from mmfuse_jax.training.experiment import (
     predict_split,
     score,
 )
+from mmfuse_jax.training.lock import RunLock
 from mmfuse_jax.training.logging import MetricsWriter
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped training at a step boundary after saving a resumable checkpoint."""
+
+    def __init__(self, step: int, workdir: str):
+        super().__init__(f"interrupted at step {step}; a checkpoint is saved in {workdir}: run the same "
+                         "command to resume")
+        self.step = step
 
 # ------------------------------------------------------------------------------------- stages
 
@@ -45,18 +56,35 @@ def run(config, workdir: str) -> dict[str, Any]:
     (``'run'`` for the unnamed stage of a one-stage model)."""
     planned = stages_lib.plan(config, workdir)
     results = {}
-    for p in planned:
-        if len(planned) > 1:
-            print(f"\n=== {config.model_name} {p.label} -> {p.run_dir}", flush=True)
-        results[p.label] = train_and_evaluate(p.config, p.run_dir, init_fn=stages_lib.warm_start_fn(p, planned),
-                                              frozen=p.stage.frozen)
+    with _lock(workdir) if len(planned) > 1 else _no_lock():  # stage folders are locked one by one
+        for p in planned:
+            if len(planned) > 1:
+                print(f"\n=== {config.model_name} {p.label} -> {p.run_dir}", flush=True)
+            results[p.label] = train_and_evaluate(p.config, p.run_dir, frozen=p.stage.frozen,
+                                                  init_fn=stages_lib.warm_start_fn(p, planned))
     return results
+
+
+def _lock(workdir: str):
+    """The run folder's lock (process 0 only: the other hosts of a multi-host run share its folder)."""
+    _check_workdir(workdir)
+    return RunLock(workdir) if distributed.is_primary() else _no_lock()
+
+
+class _no_lock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 def run_evaluation(config, workdir: str) -> Evaluation:
     """What eval.py calls: `evaluate` of the final stage (its run folder and config)."""
     last = stages_lib.final(config, workdir)
-    return evaluate(last.config, last.run_dir)
+    identity.check(last.run_dir, last.config)  # before anything is created or written
+    with _lock(last.run_dir):
+        return evaluate(last.config, last.run_dir)
 
 
 # ------------------------------------------------------------------------------------- training
@@ -80,16 +108,12 @@ class _Run:
     counter: step_lib.TraceCounter
 
 
-def _write_config(config, workdir: str) -> None:
-    _check_workdir(workdir)
-    if distributed.is_primary():  # multi-host: process 0 writes the files, all save checkpoints
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
-
-
 def _setup(config, workdir: str, init_fn, frozen, counter) -> _Run:
-    """Build, init (``init_fn`` edits the fresh params), resume from ``workdir`` if possible, jit."""
-    _write_config(config, workdir)
+    """Build, init (``init_fn`` edits the fresh params), resume from ``workdir`` if possible, jit.
+
+    The run's identity comes first: a new run saves its config once; a resumed one must match it
+    (`identity.record`), so a mistaken command stops before anything in the folder changes."""
+    identity.record(workdir, config, primary=distributed.is_primary())
     exp = build(config)
     loader = exp.loader("train", train=True)
     total_steps = len(loader) * config.num_epochs
@@ -134,21 +158,53 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
     run's checkpoint replaces them as usual. ``frozen``: regexes of params the optimizer leaves as they
     are (a stage's `registry.Stage.frozen`).
     """
-    r = _setup(config, workdir, init_fn, frozen, counter)
-    budget = [stop_after_steps]
-    try:
-        while not r.meta["done"] and r.meta["epoch"] < config.num_epochs:
-            if not _train_epoch(r, budget):
-                return {"interrupted": True, "step": r.step}
-            _end_epoch(r)
-    finally:
-        r.ckpt.close()
+    with _lock(workdir), _Signals() as signals:
+        r = _setup(config, workdir, init_fn, frozen, counter)
+        budget = [stop_after_steps]
+        try:
+            while not r.meta["done"] and r.meta["epoch"] < config.num_epochs:
+                if not _train_epoch(r, budget, signals):
+                    return {"interrupted": True, "step": r.step}
+                _end_epoch(r)
+                if signals.caught:  # after the epoch's checkpoint: nothing more to save
+                    raise Interrupted(r.step, workdir)
+        finally:
+            r.ckpt.close()
     return {"interrupted": False, "step": r.step, "best": r.meta["best"], "compiles": r.counter.count,
             "epochs": r.meta["epoch"]}
 
 
-def _train_epoch(r: _Run, budget: list) -> bool:
-    """The rest of the current epoch; False when ``budget[0]`` steps ran out first (interrupted)."""
+class _Signals:
+    """SIGINT/SIGTERM while training set ``caught`` (the loop stops at the next step boundary and saves);
+    a second one stops at once (the last saved checkpoint stays intact)."""
+
+    def __init__(self):
+        self.caught, self._old = False, {}
+
+    def _handle(self, signum, frame):
+        if self.caught:
+            raise KeyboardInterrupt
+        self.caught = True
+        print(f"\n{signal.Signals(signum).name}: stopping after this step (again to stop at once)", flush=True)
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        return False
+
+
+def _train_epoch(r: _Run, budget: list, signals: _Signals) -> bool:
+    """The rest of the current epoch; False when ``budget[0]`` steps ran out first (interrupted).
+
+    A caught signal saves a checkpoint at the step boundary (mid-epoch position and log window, as
+    ``checkpoint_every_steps`` does) and raises `Interrupted`."""
     config, meta, steps_per_epoch = r.config, r.meta, len(r.loader)
     epoch, start = meta["epoch"], meta["next_batch"]
     bar = tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{config.num_epochs}",
@@ -172,10 +228,12 @@ def _train_epoch(r: _Run, budget: list) -> bool:
                 bar.set_postfix(loss=f"{rec['train_loss']:.4f}", ex_s=f"{rec['examples_per_sec']:.0f}")
                 _check_nonfinite(config, r.state, r.ckpt, r.workdir)
                 acc, t0, seen, since_log = None, time.perf_counter(), 0, 0
-            if config.checkpoint_every_steps and r.step % config.checkpoint_every_steps == 0 \
-                    and b + 1 < steps_per_epoch:
+            every = config.checkpoint_every_steps
+            if (signals.caught or (every and r.step % every == 0)) and b + 1 < steps_per_epoch:
                 r.ckpt.save_latest(r.state, {**meta, "epoch": epoch, "next_batch": b + 1,
                                              "log_window": _save_log_window(acc, since_log)})
+            if signals.caught and b + 1 < steps_per_epoch:
+                raise Interrupted(r.step, r.workdir)
             if budget[0] is not None:
                 budget[0] -= 1
                 if budget[0] <= 0:

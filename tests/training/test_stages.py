@@ -115,8 +115,8 @@ def test_frozen_regexes_get_no_update_at_all():
 
 
 def _cli(script, *args):
-    return subprocess.run([sys.executable, script, *args], cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
-                          env={**os.environ, "PYTHONPATH": REPO})
+    return subprocess.run([sys.executable, script, *args], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          check=False, env={**os.environ, "PYTHONPATH": REPO})
 
 
 @pytest.mark.slow

@@ -114,7 +114,8 @@ def test_kill_and_resume_gives_the_same_numbers(bench, tmp_path):
     r2 = _cli("eval.py", *_flags(bench, killed)[:4])
     assert r1.returncode == 0 and r2.returncode == 0, r1.stderr[-2000:] + r2.stderr[-2000:]
     for split in ("dev", "test"):
-        with open(os.path.join(ref, f"eval_{split}.json")) as f1, open(os.path.join(killed, f"eval_{split}.json")) as f2:
+        with open(os.path.join(ref, f"eval_{split}.json")) as f1, \
+                open(os.path.join(killed, f"eval_{split}.json")) as f2:
             assert json.load(f1)["metrics"] == json.load(f2)["metrics"]
     # Every logged number after the resume equals the uninterrupted run's (same seed, bitwise on CPU).
     def numbers(workdir):  # throughput is the one logged value that is not deterministic

@@ -1,4 +1,5 @@
-"""Corrupted MIntRec (TSV + two feature pickles) releases: a clean read or a `DataError` naming the file (see `corruptions`)."""
+"""Corrupted MIntRec (TSV + two feature pickles) releases: a clean read or a `DataError` naming the file
+(see `corruptions`)."""
 from __future__ import annotations
 
 import csv
@@ -74,7 +75,8 @@ def corrupt_tsv(path, kind, rng):
 @SETTINGS
 @given(seed=st.integers(0, 2**32 - 1), target=st.sampled_from(["tsv", "audio", "video"]),
        tsv_kind=st.sampled_from(TSV_KINDS), file_kind=st.sampled_from(FILE_KINDS + ("entry",) * 6),
-       value_kind=st.sampled_from(BAD_KINDS + ("missing_key", "video_list")), nonfinite=st.sampled_from(["error", "zero"]))
+       value_kind=st.sampled_from(BAD_KINDS + ("missing_key", "video_list")),
+       nonfinite=st.sampled_from(["error", "zero"]))
 def test_mintrec_corruptions_raise_data_error_naming_the_file(seed, target, tsv_kind, file_kind, value_kind,
                                                                nonfinite):
     rng = np.random.default_rng(seed)

@@ -1,4 +1,5 @@
-"""Corrupted MMSA (one pickle of three splits) releases: a clean read or a `DataError` naming the file (see `corruptions`)."""
+"""Corrupted MMSA (one pickle of three splits) releases: a clean read or a `DataError` naming the file
+(see `corruptions`)."""
 from __future__ import annotations
 
 import os

@@ -53,11 +53,15 @@ def test_mult_inf_audio_is_reported_or_replaced(tmp_path):
 
 
 @pytest.mark.parametrize("mutate,message", [
-    (lambda d: d.pop("valid"), r"split 'valid' expected the splits 'train', 'valid', 'test', got splits \['test', 'train'\]"),
-    (lambda d: d["train"].update(audio=np.zeros((48, 10, 74), np.float32)), r"mosi_data_noalign.pkl: train: key 'audio' expected float \[48, L, 5\], got \[48, 10, 74\]"),
-    (lambda d: d["dev" if "dev" in d else "valid"].update(vision=np.zeros((3, 9, 6))), r"valid: key 'vision' expected float \[16, L, 6\], got \[3, 9, 6\]"),
+    (lambda d: d.pop("valid"),
+     r"split 'valid' expected the splits 'train', 'valid', 'test', got splits \['test', 'train'\]"),
+    (lambda d: d["train"].update(audio=np.zeros((48, 10, 74), np.float32)),
+     r"mosi_data_noalign.pkl: train: key 'audio' expected float \[48, L, 5\], got \[48, 10, 74\]"),
+    (lambda d: d["dev" if "dev" in d else "valid"].update(vision=np.zeros((3, 9, 6))),
+     r"valid: key 'vision' expected float \[16, L, 6\], got \[3, 9, 6\]"),
     (lambda d: d["test"].pop("labels"), r"test: key 'labels' expected the labels array"),
-    (lambda d: d["test"].update(labels=np.zeros((16, 2))), r"test: key 'labels' expected one sentiment score per example"),
+    (lambda d: d["test"].update(labels=np.zeros((16, 2))),
+     r"test: key 'labels' expected one sentiment score per example"),
 ])
 def test_mult_bad_pickles_are_named(tmp_path, mutate, message):
     write_mult(str(tmp_path), mutate=mutate)

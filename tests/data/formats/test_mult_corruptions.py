@@ -1,4 +1,5 @@
-"""Corrupted MulT (one pickle of three splits; MOSI regression, IEMOCAP four binary labels) releases: a clean read or a `DataError` naming the file (see `corruptions`)."""
+"""Corrupted MulT (one pickle of three splits; MOSI regression, IEMOCAP four binary labels) releases: a clean
+read or a `DataError` naming the file (see `corruptions`)."""
 from __future__ import annotations
 
 import tempfile

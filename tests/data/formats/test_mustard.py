@@ -33,9 +33,11 @@ def test_mustard_folds_speaker_independent_and_text_modes(tmp_path):
 
 
 @pytest.mark.parametrize("mutate,message", [
-    (lambda f: f["audio"].update({"1_0": np.zeros((13, 9), np.float32)}), r"audio_features.p: key '1_0' expected audio features \[283, T\]"),
+    (lambda f: f["audio"].update({"1_0": np.zeros((13, 9), np.float32)}),
+     r"audio_features.p: key '1_0' expected audio features \[283, T\]"),
     (lambda f: f["audio"].pop("1_1"), r"audio_features.p: key '1_1' expected a audio feature entry"),
-    (lambda f: f["bert"].pop(), r"bert-output.jsonl expected one line per example of sarcasm_data.json \(20\), got 19 lines"),
+    (lambda f: f["bert"].pop(),
+     r"bert-output.jsonl expected one line per example of sarcasm_data.json \(20\), got 19 lines"),
     (lambda f: f["json"]["1_2"].pop("sarcasm"), r"sarcasm_data.json: id '1_2': key 'sarcasm' expected present"),
 ])
 def test_mustard_bad_files_are_named(tmp_path, mutate, message):

@@ -40,8 +40,10 @@ def test_urfunny_concatenates_context_and_punchline(tmp_path):
 @pytest.mark.parametrize("mutate,message", [
     (lambda f: f["data_folds.pkl"].pop("dev"), r"data_folds.pkl: split 'dev' expected train, dev and test id lists"),
     (lambda f: f["covarep_features_sdk.pkl"].pop(3), r"covarep_features_sdk.pkl: id 3 expected an entry for every id"),
-    (lambda f: f["language_sdk.pkl"][0].update(punchline_embedding_indexes=[99]), r"language_sdk.pkl: id 0 expected word indexes in \[0, 20\)"),
-    (lambda f: f["openface_features_sdk.pkl"][1].pop("punchline_features"), r"openface_features_sdk.pkl: id 1: key 'punchline_features'"),
+    (lambda f: f["language_sdk.pkl"][0].update(punchline_embedding_indexes=[99]),
+     r"language_sdk.pkl: id 0 expected word indexes in \[0, 20\)"),
+    (lambda f: f["openface_features_sdk.pkl"][1].pop("punchline_features"),
+     r"openface_features_sdk.pkl: id 1: key 'punchline_features'"),
     (lambda f: f["humor_label_sdk.pkl"].update({2: 5.0}), r"humor_label_sdk.pkl: id 2 expected label 0 or 1"),
 ])
 def test_urfunny_bad_files_are_named(tmp_path, mutate, message):
