@@ -14,7 +14,8 @@ import os
 import sys
 from typing import Any
 
-from mmfuse_jax.report import format_metric
+from mmfuse_jax import runfiles
+from mmfuse_jax.paper_results import format_metric
 
 # Which metrics a row shows by default, in this order (those that any run has).
 KEY_METRICS = ("acc", "f1", "weighted_f1", "has0_acc_2", "non0_acc_2", "non0_f1_2", "acc_2", "f1_2", "acc_5",
@@ -64,6 +65,7 @@ def run_row(workdir: str, split: str = "test") -> dict[str, Any] | None:
         with open(eval_path) as f:
             rec = json.load(f)
         row["metrics"] = {**rec.get("metrics", {}), **{f"open_{k}": v for k, v in rec.get("open_intent", {}).items()}}
+    row["stale"] = bool(runfiles.stale_outputs(workdir))
     row["params"] = count_params(workdir)
     row["step_s"] = step_time(read_metrics(workdir), int(config.get("batch_size", 0) or 0))
     return row
@@ -75,7 +77,8 @@ def table(rows: list[dict], metrics: list[str] | None = None) -> tuple[list[str]
         present = {m for r in rows for m in r["metrics"]}
         metrics = [m for m in KEY_METRICS if m in present] or sorted(present)
     header = ["run", "model", "dataset", *metrics, "params", "ms/step"]
-    cells = [[r["run"], str(r["model"]), str(r["dataset"]),
+    # A run whose eval files no longer match its best checkpoint or config is marked (run eval.py again).
+    cells = [[r["run"] + (" (stale)" if r.get("stale") else ""), str(r["model"]), str(r["dataset"]),
               *(format_metric(m, r["metrics"].get(m)) for m in metrics),
               f"{r['params']:,}" if r["params"] is not None else "–",
               f"{1000 * r['step_s']:.1f}" if r["step_s"] is not None else "–"] for r in rows]

@@ -168,6 +168,8 @@ def write_report(run_dir: str, config: dict | None = None) -> str:
     config = runfiles.read_config(run_dir) if config is None else _as_dict(config)
     evals = runfiles.eval_records(run_dir)
     lines = [f"# {runfiles.run_title(config)} (preset {config.get('preset')})", ""]
+    stale = runfiles.stale_outputs(run_dir)
+    lines += [f"> **Stale:** {why}" for why in stale] + ([""] if stale else [])
     lines += _metrics_section(run_dir, config, evals)
     sections = _sections(run_dir, config, evals)
     if sections:

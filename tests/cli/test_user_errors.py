@@ -7,6 +7,7 @@ every file of the run folder byte-identical afterwards (checksums).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -141,3 +142,45 @@ def test_help_exits_zero():
         assert r.returncode == 0 and "Traceback" not in r.stderr
         assert "early_fusion" in r.stdout
 
+
+
+HOLD = """
+import sys, time
+from mmfuse_jax.training.lock import RunLock
+RunLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_run_in_use_is_refused(run_copy):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, run_copy["workdir"]], stdout=subprocess.PIPE,
+                              text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for script in ("train.py", "eval.py"):
+            r = _cli(script, f"--config={CONFIG}", f"--workdir={run_copy['workdir']}", *run_copy["flags"])
+            assert_one_error(r, f"is in use by process {holder.pid} on host")
+    finally:
+        holder.kill()
+        holder.wait()
+    r = _cli("eval.py", f"--config={CONFIG}", f"--workdir={run_copy['workdir']}", *run_copy["flags"])
+    assert r.returncode == 0, r.stderr[-3000:]  # the killed holder's lock is free again
+
+
+def test_stale_eval_outputs_are_flagged(run_copy):
+    from mmfuse_jax import compare, report, runfiles
+
+    path = os.path.join(run_copy["workdir"], "eval_test.json")
+    with open(path) as f:
+        rec = json.load(f)
+    assert runfiles.stale_outputs(run_copy["workdir"]) == []
+    rec["checkpoint_step"] -= 1  # as if the best checkpoint had moved on since this evaluation
+    with open(path, "w") as f:
+        json.dump(rec, f)
+    (why,) = runfiles.stale_outputs(run_copy["workdir"])
+    assert "eval_test.json is from checkpoint step" in why
+    text = open(report.write_report(run_copy["workdir"])).read()
+    assert "**Stale:** eval_test.json" in text
+    _, cells = compare.compare([run_copy["workdir"]])
+    assert cells[0][0].endswith("(stale)")

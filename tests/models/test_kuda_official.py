@@ -82,8 +82,8 @@ def test_forward_matches_the_official_code(golden):
 
 
 def test_stage1_checkpoint_names_and_unknown_names():
-    params = kuda_official.params_from_official({"encoder.layernorm.weight": np.ones(4), "decoder.MLP.6.bias": np.zeros(1)},
-                                       modality="audio")
+    state = {"encoder.layernorm.weight": np.ones(4), "decoder.MLP.6.bias": np.zeros(1)}
+    params = kuda_official.params_from_official(state, modality="audio")
     assert params["audio_encoder"]["layernorm"]["scale"].shape == (4,)
     assert params["audio_decoder"]["linear_3"]["bias"].shape == (1,)
     with pytest.raises(DataError, match="tensor 'DyMultiFus.gate.weight' expected a parameter of the official"):
