@@ -77,7 +77,8 @@ def setup(config, total_steps: int):
     loader = exp.loader("train", train=True)
     if config.optimizer.get("schedule") == "warmup_cosine_epochs":  # KuDA's per-epoch schedule needs
         config.optimizer.epochs = 1  # whole epochs; the benchmark's steps make one (the rate is irrelevant)
-    tx = state_lib.make_optimizer(config.optimizer, total_steps)
+    frozen = exp.spec.stages(config)[-1].frozen  # the final stage of the model's recipe (KuDA: stage 2)
+    tx = state_lib.make_optimizer(config.optimizer, total_steps, frozen)
     st = jax.jit(lambda p: state_lib.create(p, tx, config.seed), out_shardings=sharding.replicated(exp.mesh))(
         loop.init_params(exp))
     counter = step_lib.TraceCounter()

@@ -13,24 +13,29 @@ baselines do (thuiar/MIntRec2.0 methods/single_turn/*/manager_ood.py), and open-
 use DOC (`mmfuse_jax.ood`).
 Usage: python train.py --config=configs/dyken_hyena.py:mintrec2 --workdir=runs/dyken2
 """
-from mmfuse_jax.config_base import PRESETS, base_config, parse_preset
-from mmfuse_jax.data.formats import mintrec2
-
-MINTREC2_PRESETS = {"mintrec2": "mintrec2", "demo_mintrec2": "demo", "tiny_mintrec2": "tiny"}
+from configs.base import INTENT_PRESETS as PRESETS
+from configs.base import MINTREC2_DATASETS, intent_config, parse_preset
 
 
 def get_config(arg: str | None = None):
-    preset = parse_preset(arg, presets=PRESETS + tuple(MINTREC2_PRESETS))
-    if preset in MINTREC2_PRESETS:
-        ds = mintrec2.preset(MINTREC2_PRESETS[preset])
-        ds.read_options.oos_splits = ("train", "dev", "test")  # outlier exposure (official *_ood)
-        c = base_config("dyken_hyena", MINTREC2_PRESETS[preset] if preset != "mintrec2" else "mintrec", ds)
-        c.preset = preset
-    else:
-        c = base_config("dyken_hyena", preset)
+    preset = parse_preset(arg, presets=PRESETS)
+    c = intent_config("dyken_hyena", preset)
+    if preset in MINTREC2_DATASETS:
+        c.dataset.read_options.oos_splits = ("train", "dev", "test")  # outlier exposure (official *_ood)
     m = c.model
     m.kernel_size = 3              # paper (Ks = 3; ablation {1, 3, 5})
-    m.dynamic_short_conv = True    # paper ablation "w/o dynamic short conv" = False
+    m.use_context = True           # paper: audio/video reach the model through the cross-modal context;
+    #                                False = text only (no alignment, attention or audio/video at all)
+    m.dynamic_short_conv = True    # paper ablation "w/o dynamic short conv" = False: static short-conv
+    #                                kernels; the context then enters by feature addition
+    m.dynamic_kernels = "replace"  # paper: the generated kernels ARE the short-conv kernels; 'add' = static + generated
+    m.kernel_granularity = "groups"  # our choice (paper silent): 'groups' (kernel_groups kernels per token) or
+    #                                'channel' (per-channel per-token kernels from a rank-kernel_rank generator)
+    m.kernel_rank = 8              # our choice: coefficients per token for kernel_granularity='channel'
+    m.align = "interpolate"        # paper: "temporal alignment" of audio/video to the text before the attention;
+    #                                the method is not named: linear interpolation to the text length (our
+    #                                choice; 'ctc' = MAG-BERT's aligner learned far slower here, 'none' = raw frames)
+    m.text_len = c.dataset.max_len.text  # CTC aligner width (thuiar text_seq_len), used only by align='ctc'
     m.long_conv = True             # ablation switch
     m.cross_modal = "both"         # 'audio' | 'video' | 'both'
     m.kernel_groups = 3            # our choice: one kernel per token for each Hyena branch (x0, x1, v);
@@ -44,6 +49,10 @@ def get_config(arg: str | None = None):
         # Tuned on the synthetic MIntRec2.0 variant (30 intents need more steps than 20 pairs).
         c.optimizer.lr = 2e-3 if preset == "demo_mintrec2" else 3e-3
         c.num_epochs = 20 if preset == "demo_mintrec2" else 16
+        # Our choice for the synthetic MIntRec2.0 presets: 'add' (static + generated kernels). Measured on
+        # tiny_mintrec2, seed 0: test acc 95.6 ('add') vs 60.0 ('replace'); the seed-to-seed spread on
+        # these small sets is as large as the gap (README, DyKen-Hyena switches).
+        m.dynamic_kernels = "add"
     if c.preset.startswith(("demo", "tiny")):
         m.generator_width = 64
         m.context_heads = 4

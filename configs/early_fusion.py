@@ -5,7 +5,9 @@ It has no paper of its own; the mintrec preset reuses the MIntRec baseline optim
 and a 128-unit fusion MLP (our choice). The audio/video encoders train from scratch, so their
 learning rate is the same as BERT's here; raise it with --config.optimizer.lr if they lag.
 """
-from mmfuse_jax.config_base import base_config, parse_preset
+from configs.base import PRESETS, base_config, parse_preset
+
+__all__ = ["PRESETS", "get_config"]
 
 
 def get_config(arg: str | None = None):

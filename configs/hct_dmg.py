@@ -3,13 +3,15 @@
 Presets: mosi, mosei, iemocap (MulT pickles, GloVe text as in the paper; <name>_aligned for the
 aligned files), urfunny, mustard, demo (synthetic), tiny (tests). There is no official code and
 our notes hold no hyperparameter table of the paper: the sizes, dropouts and optimisation are
-MulT's Table 5 per dataset (mmfuse_jax/affect_presets.py), so the two models are compared at
+MulT's Table 5 per dataset (configs/affect.py), so the two models are compared at
 equal settings. Ablation: --config.model.dynamic_gating=False --config.model.primary=text.
 Gate plot: python -m mmfuse_jax.models.hct_dmg_gates --workdir=<run> (needs one checkpoint per
 epoch: --config.keep_checkpoints=<num_epochs>; the demo/tiny presets keep them all).
 Usage: python train.py --config=configs/hct_dmg.py:mosi --workdir=runs/hct_mosi
 """
-from mmfuse_jax.affect_presets import affect_config
+from configs.affect import PRESETS, affect_config
+
+__all__ = ["PRESETS", "get_config"]
 
 
 def get_config(arg: str | None = None):

@@ -2,45 +2,28 @@
 
 Presets: sims, simsv2, mosi, mosei (MMSA pickles, mmfuse_jax/data/formats/mmsa.py), bench (SIMS
 shapes with a 6-layer/384 BERT, for benchmarks/), demo and tiny (synthetic MMSA-layout data written
-on first use by mmfuse_jax/data/synthetic_mmsa.py; tiny is for tests).
-Train both stages: python -m mmfuse_jax.models.kuda_stages --config=configs/kuda.py:sims --workdir=runs/kuda
+on first use by mmfuse_jax/data/synthetic/mmsa.py; tiny is for tests).
+Train both stages (the recipe is `kuda.stages`): python train.py --config=configs/kuda.py:sims --workdir=runs/kuda,
+then python eval.py with the same flags (evaluates <workdir>/stage2).
 
 Sources. The official repository (github:MKMaS-GUET/KuDA @ e60ef6b) ships one set of stage-2
 hyperparameters (opts.py, defaults = SIMS; plus values hard-coded in models/) and one of stage 1
 (pretrain.py); its README says they "need to be modified for different datasets" but gives no other
 values, so every dataset uses them, with the lengths and feature sizes of its own release (mmsa.py).
 """
-from mmfuse_jax.config_base import base_config, parse_preset
-from mmfuse_jax.data import synthetic_mmsa
-from mmfuse_jax.data.formats import mmsa
-from mmfuse_jax.models import kuda_stages
+from configs.base import base_config, parse_preset
 
-PRESETS = ("sims", "simsv2", "mosi", "mosei", "bench", "demo", "tiny")
-
-# Synthetic data (ours): sizes that train in minutes (demo) or seconds (tiny) on 2 CPU cores.
-_DEMO = synthetic_mmsa.SyntheticMMSASpec(train=800, dev=200, test=200)
-_TINY = synthetic_mmsa.SyntheticMMSASpec(train=48, dev=24, test=24, text_len=12, audio_len=(6, 16),
-                                         video_len=(4, 10), audio_dim=6, video_dim=5, bert_hidden=16,
-                                         bert_dropout=0.0)
-# bench: SIMS shapes (text 39, audio 400 x 33, video 55 x 709) and a MiniLM-shaped BERT
-# (6 layers, 384 hidden, 12 heads, FFN 1536), as the performance issue specifies.
-_BENCH = synthetic_mmsa.SyntheticMMSASpec(train=256, dev=32, test=32, text_len=39, audio_len=(200, 400),
-                                          video_len=(30, 55), audio_dim=33, video_dim=709, bert_hidden=384,
-                                          bert_layers=6, bert_heads=12, bert_intermediate=1536)
-
-
-def _dataset(preset: str):
-    if preset in ("demo", "tiny", "bench"):
-        spec = {"demo": _DEMO, "tiny": _TINY, "bench": _BENCH}[preset]
-        return synthetic_mmsa.dataset_config(f"synthetic_mmsa_{preset}", spec)
-    ds = mmsa.preset(preset)
-    ds.num_buckets = 1  # KuDA's length-alignment Linears need the full, fixed lengths
-    return ds
+# config preset -> `configs.datasets` entry (the synthetic sizes are there: MMSA_DEMO, MMSA_TINY, MMSA_BENCH)
+DATASETS = {"sims": "sims", "simsv2": "simsv2", "mosi": "mmsa_mosi", "mosei": "mmsa_mosei",
+            "bench": "synthetic_mmsa_bench", "demo": "synthetic_mmsa_demo", "tiny": "synthetic_mmsa_tiny"}
+PRESETS = tuple(DATASETS)
 
 
 def get_config(arg: str | None = None):
     preset = parse_preset(arg, default="demo", presets=PRESETS)
-    c = base_config("kuda", preset, _dataset(preset))
+    c = base_config("kuda", preset, DATASETS[preset])
+    if preset not in ("demo", "tiny", "bench"):
+        c.dataset.num_buckets = 1  # KuDA's length-alignment Linears need the full, fixed lengths
     ds, m = c.dataset, c.model
     m.text_len, m.audio_len, m.video_len = ds.max_len.text, ds.max_len.audio, ds.max_len.video
     # models/Encoder_KIAdapter.py + DyRoutFusion_CLS.py (hard-coded there) and opts.py:
@@ -61,18 +44,18 @@ def get_config(arg: str | None = None):
     m.ratio_k = 0.1             # OverallModal.py: calculate_ratio_senti(..., k=0.1)
     m.nce_weight = 0.1          # train.py: loss_re + 0.1 * nce_loss
     m.clone_init = True         # _get_clones = copy.deepcopy: cloned blocks start identical
-    m.stage, m.modality, m.target = 2, "text", "unimodal"  # set per stage by kuda_stages
+    m.stage, m.modality, m.target = 2, "text", "unimodal"  # set per stage by models/kuda.py stages()
     # Stage 2 optimisation (train.py, opts.py, core/scheduler.py): AdamW lr 3e-5, wd 1e-5, batch 32,
     # 50 epochs, GradualWarmup over 10 % of the epochs (epoch 1 at lr 0) then cosine; no clipping.
     c.optimizer.update({"lr": 3e-5, "weight_decay": 1e-5, "warmup_ratio": 0.1, "grad_clip": 0.0,
-                        "schedule": "warmup_cosine_epochs", "frozen": ()})
+                        "schedule": "warmup_cosine_epochs"})
     c.batch_size = c.eval_batch_size = 32
     c.num_epochs = 50
     c.optimizer.epochs = c.get_ref("num_epochs")  # the per-epoch schedule follows --config.num_epochs
     # train.py has no early stopping (it logs every epoch); we keep the best dev MAE checkpoint.
     c.patience = c.num_epochs
     c.early_stop_metric, c.early_stop_mode = "mae", "min"
-    c.metric = ""  # '' = config.dataset.metric; kuda_stages scores stage-1 runs on the unimodal labels
+    c.metric = ""  # '' = config.dataset.metric; stage-1 runs are scored on the unimodal labels (kuda.stages)
     c.seed = 1111  # opts.py / pretrain.py seed
     # Stage 1 (pretrain.py): each modality alone on its unimodal label, MSE; AdamW lr 1e-4, wd 1e-3,
     # batch 32, epochs T/V/A 100/100/50, same warmup + cosine; the last epoch's weights are saved
@@ -85,11 +68,18 @@ def get_config(arg: str | None = None):
         # pretrain each modality on the multimodal label instead (switch: stage1.target / .enabled).
         c.stage1.target = "multimodal"
     if preset in ("demo", "tiny", "bench"):
-        c.model.pretrained_bert = True  # the random BERT written with the synthetic data
+        _small_preset(c, preset)
+    return c
+
+
+def _small_preset(c, preset: str) -> None:
+    """bench / demo / tiny: the synthetic data's BERT and our sizes."""
+    m = c.model
+    c.model.pretrained_bert = True  # the random BERT written with the synthetic data
     if preset == "bench":  # benchmarks/: the stage-2 step of train.py after stage 1 (adapters and decoders
         # frozen, OverallModal.preprocess_model), with a per-step schedule (a benchmark's few steps are
         # not whole epochs; the schedule costs nothing either way)
-        c.optimizer.update({"schedule": "linear", "frozen": kuda_stages.FROZEN})
+        c.optimizer.schedule = "linear"  # the frozen lists come from the recipe's final stage
     if preset == "demo":  # ours: a smaller model and larger steps so the demo learns in minutes
         m.update({"hidden": 64, "ffn": 128, "heads": 4, "head_dim": 16, "encoder_width": 32, "encoder_heads": 4,
                   "adapter_heads": 2})
@@ -105,4 +95,3 @@ def get_config(arg: str | None = None):
         c.stage1.update({"lr": 3e-3, "epochs": {"text": 1, "video": 1, "audio": 1}})
         c.batch_size = c.eval_batch_size = 16
         c.log_every = 1
-    return c

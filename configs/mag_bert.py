@@ -13,24 +13,17 @@ Sources:
     correct_bias=False; ours corrects the bias, as for every model here.
   * mintrec2: thuiar/MIntRec2.0 configs/single_turn/mag_bert.py: the same gate settings, lr 5e-6,
     weight_decay 0.03, 40 epochs, batch 16, wait_patience 8, eval_monitor acc; bert-large-uncased
-    (examples/single_turn/run_mag_bert_baselines.sh, via `formats.mintrec2.preset`).
+    (examples/single_turn/run_mag_bert_baselines.sh, via `configs.datasets`).
   * demo / tiny: tuned on the synthetic benchmark (marked below).
 Usage: python train.py --config=configs/mag_bert.py:mintrec --workdir=runs/mag
 """
-from mmfuse_jax.config_base import PRESETS, base_config, parse_preset
-from mmfuse_jax.data.formats import mintrec2
-
-MINTREC2_PRESETS = {"mintrec2": "mintrec2", "demo_mintrec2": "demo", "tiny_mintrec2": "tiny"}
+from configs.base import INTENT_PRESETS as PRESETS
+from configs.base import intent_config, parse_preset
 
 
 def get_config(arg: str | None = None):
-    preset = parse_preset(arg, presets=PRESETS + tuple(MINTREC2_PRESETS))
-    if preset in MINTREC2_PRESETS:
-        source = MINTREC2_PRESETS[preset]
-        c = base_config("mag_bert", "mintrec" if source == "mintrec2" else source, mintrec2.preset(source))
-        c.preset = preset
-    else:
-        c = base_config("mag_bert", preset)
+    preset = parse_preset(arg, presets=PRESETS)
+    c = intent_config("mag_bert", preset)
     m = c.model
     m.beta_shift = 0.005           # thuiar configs: beta_shift
     m.mag_dropout = 0.5            # thuiar configs: dropout_prob (after the gate's LayerNorm)

@@ -2,12 +2,14 @@
 
 Presets: mosi, mosei, iemocap (MulT pickles, unaligned; <name>_aligned for the aligned files),
 urfunny, mustard, demo (synthetic), tiny (tests). Hyperparameters: MulT paper Table 5 and main.py
-defaults, listed with their sources in mmfuse_jax/affect_presets.py. The official code fixes
+defaults, listed with their sources in configs/affect.py. The official code fixes
 d = 30, Conv1d kernel 1 and 5 layers x 5 heads; reproduce it with --config.model.dim=30
 --config.model.num_layers=5 --config.model.num_heads=5 --config.model.conv_kernel='(1,1,1)'.
 Usage: python train.py --config=configs/mult.py:mosei --workdir=runs/mult_mosei
 """
-from mmfuse_jax.affect_presets import affect_config
+from configs.affect import PRESETS, affect_config
+
+__all__ = ["PRESETS", "get_config"]
 
 
 def get_config(arg: str | None = None):

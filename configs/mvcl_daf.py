@@ -9,33 +9,34 @@ with OOS intents, outlier exposure as dyken_hyena's).
 Sources (shared/papers/REFERENCE_NOTES.md, "Hyperparameters reported", MVCL-DAF++): AdamW
 lr 2e-5, weight decay 0.2, batch 32, <= 100 epochs, early stopping patience 10, τ = 0.1. Warmup 0.1,
 gradient clipping and the monitored dev metric (macro F1) are not reported: the MIntRec baselines'
-(thuiar/MIntRec configs/text_bert.py, via config_base). Architecture sizes: our choices (marked).
+(thuiar/MIntRec configs/text_bert.py, via configs/base.py). Architecture sizes: our choices (marked).
 Usage: python train.py --config=configs/mvcl_daf.py:mintrec --workdir=runs/mvcl
 """
-from mmfuse_jax.config_base import PRESETS, base_config, parse_preset
+from configs import base
+from configs.base import MINTREC2_DATASETS, intent_config, parse_preset
+from mmfuse_jax.data import synthetic
 from mmfuse_jax.data.formats import mintrec, mintrec2
 
-MINTREC2_PRESETS = {"mintrec2": "mintrec2", "mintrec2_oe": "mintrec2", "demo_mintrec2": "demo",
-                    "tiny_mintrec2": "tiny"}
+PRESETS = (*base.PRESETS, "mintrec2", "mintrec2_oe", "demo_mintrec2", "tiny_mintrec2")
 
 
 def get_config(arg: str | None = None):
-    preset = parse_preset(arg, presets=PRESETS + tuple(MINTREC2_PRESETS))
-    if preset in MINTREC2_PRESETS:
-        ds = mintrec2.preset(MINTREC2_PRESETS[preset])
-        if preset != "mintrec2":
-            ds.read_options.oos_splits = ("train", "dev", "test")  # outlier exposure (official *_ood)
-        source = MINTREC2_PRESETS[preset]
-        c = base_config("mvcl_daf", "mintrec" if source == "mintrec2" else source, ds)
+    preset = parse_preset(arg, presets=PRESETS)
+    if preset == "mintrec2_oe":
+        c = intent_config("mvcl_daf", "mintrec2")
         c.preset = preset
-        labels = mintrec2.LABELS
     else:
-        c = base_config("mvcl_daf", preset)
-        labels = mintrec.LABELS
-    synthetic = c.preset.startswith(("demo", "tiny"))
+        c = intent_config("mvcl_daf", preset)
+    mintrec2_data = preset in MINTREC2_DATASETS or preset == "mintrec2_oe"
+    if mintrec2_data and preset != "mintrec2":
+        c.dataset.read_options.oos_splits = ("train", "dev", "test")  # outlier exposure (official *_ood)
+    labels = mintrec2.LABELS if mintrec2_data else mintrec.LABELS
+    is_synthetic = c.preset.startswith(("demo", "tiny"))
     m = c.model
     m.label_names = tuple(labels)       # the intent names, tokenised at build time (module docstring)
-    m.label_vocab = "synthetic" if synthetic else "checkpoint"
+    m.label_vocab = "synthetic" if is_synthetic else "checkpoint"
+    # The synthetic benchmark's WordPiece tokens (known here, so demo/tiny build before it is written).
+    m.vocab_tokens = tuple(synthetic.vocabulary()) if is_synthetic else ()
     m.bert_path = c.dataset.get_ref("bert_path")  # follows --config.dataset.bert_path
     m.label_len = 4                     # our choice: the intent names are one to three words
     m.use_global = True                 # ablation: False = no Modality-Aware Transformer (MVCL-DAF's DAF)
@@ -46,7 +47,7 @@ def get_config(arg: str | None = None):
     m.prototype_weight = 1.0            # our choice (not reported); 0 = ablation "w/o prototype loss"
     m.multiview_weight = 1.0            # MVCL-DAF manager: loss = cons_loss + cls_loss; 0 = ablation
     m.temperature = 0.1                 # paper: τ = 0.1
-    if not synthetic:
+    if not is_synthetic:
         c.optimizer.lr = 2e-5           # paper
         c.optimizer.weight_decay = 0.2  # paper
         c.batch_size = c.eval_batch_size = 32  # paper (eval batch: ours)

@@ -4,7 +4,9 @@ Presets: demo (synthetic), tiny (synthetic, tests), mintrec (thuiar/MIntRec conf
 AdamW lr 2e-5, weight decay 0.1, warmup 0.1, batch 16, <= 100 epochs, patience 8, monitor f1).
 Usage: python train.py --config=configs/text_only.py:mintrec --workdir=runs/text
 """
-from mmfuse_jax.config_base import base_config, parse_preset
+from configs.base import PRESETS, base_config, parse_preset
+
+__all__ = ["PRESETS", "get_config"]
 
 
 def get_config(arg: str | None = None):

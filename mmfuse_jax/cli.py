@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
+from typing import NoReturn
 
 from absl import flags
 from ml_collections import config_flags
@@ -36,6 +38,26 @@ def quiet_logs() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
+VERBOSE = flags.DEFINE_bool("verbose", False, "show the full traceback of an error (or set MMFUSE_DEBUG=1)")
+
+# Exit codes: 2 a user mistake (config, data, files), 3 a non-finite loss stopped training,
+# 130 interrupted (Ctrl-C / SIGTERM; the run resumes with the same command).
+EXIT_USER, EXIT_NONFINITE, EXIT_INTERRUPTED = 2, 3, 130
+
+
+def debug() -> bool:
+    """Tracebacks wanted (--verbose or MMFUSE_DEBUG=1)."""
+    verbose = flags.FLAGS.is_parsed() and VERBOSE.value
+    return bool(verbose) or os.environ.get("MMFUSE_DEBUG", "") not in ("", "0")
+
+
+
+def fail(message: str, code: int = EXIT_USER) -> NoReturn:
+    """One ``error:`` line on stderr and exit ``code``."""
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
 def init_distributed() -> bool:
     """`distributed.initialize` from the flags (first thing train.py / eval.py do); a bad setting
     is one clear line. True when this process joined a multi-process run."""
@@ -45,27 +67,117 @@ def init_distributed() -> bool:
         return distributed.initialize(DISTRIBUTED.value, coordinator_address=COORDINATOR.value,
                                       num_processes=NUM_PROCESSES.value, process_id=PROCESS_ID.value)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(e))
+
+
+def validate_config(config) -> None:
+    """`validation.validate` with the registries' names (models, formats, metric sets)."""
+    from mmfuse_jax import metrics, registry, validation
+    from mmfuse_jax.data.formats import FORMATS
+
+    def metric_names(metric_set: str) -> list[str]:
+        validation.check_choice("dataset.metric", metric_set, metrics.SCORERS)
+        return metrics.metric_names(metric_set)
+
+    validation.validate(config, model_names=registry.names(), formats=FORMATS, metric_names=metric_names)
 
 
 def run_user_facing(fn, *, config=None) -> None:
-    """Run ``fn``; a user mistake (bad data or config) prints one clear line instead of a traceback.
+    """Run ``fn``; a user mistake (bad data or config, a file that can't be written, Ctrl-C) prints
+    one clear ``error:`` line instead of a traceback (all of it with --verbose or MMFUSE_DEBUG=1).
 
-    With ``config``, the resolved config (defaults + preset + --config.x overrides) is printed first.
+    With ``config``, the config is validated, then the resolved config (defaults + preset +
+    --config.x overrides) is printed.
     """
     quiet_logs()
-    if config is not None:
-        print("resolved config (train.py saves it as <workdir>/config.json):")
-        print("  " + str(config).rstrip().replace("\n", "\n  "), flush=True)
     try:
+        if config is not None:
+            validate_config(config)
+            print("resolved config (train.py saves it as <workdir>/config.json):")
+            print("  " + str(config).rstrip().replace("\n", "\n  "), flush=True)
         fn()
-    except (DataError, ConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    except (DataError, ConfigError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+            PermissionError) as e:
+        _report(e, EXIT_USER)
     except FloatingPointError as e:  # a non-finite loss stopped training; checkpoints are intact
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(3)
+        _report(e, EXIT_NONFINITE)
+    except KeyboardInterrupt as e:  # the loop's Interrupted says where it saved
+        if debug():
+            raise
+        fail(str(e) or "interrupted; run the same command to resume", EXIT_INTERRUPTED)
+
+
+def _report(e: BaseException, code: int) -> NoReturn:
+    if debug():
+        raise e
+    fail(str(e), code)
+
+
+def _root_cause(e: BaseException) -> BaseException:
+    """The innermost ConfigError/DataError in ``e``'s chain (a config file's own error, which absl
+    and ml_collections wrap in errors carrying a traceback as text), else ``e``."""
+    found, seen = e, e
+    while seen is not None:
+        if isinstance(seen, (ConfigError, DataError)):
+            found = seen
+        seen = seen.__cause__ or seen.__context__
+    return found
+
+
+def _flag_message(e: Exception, argv: list[str]) -> str:
+    if isinstance(e, flags.UnrecognizedFlagError):
+        name = getattr(e, "flagname", "") or str(e)
+        return f"unknown flag --{name}{_suggest(name)}"
+    key = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', str(e))
+    if key:  # ml_collections: an override of a config field that does not exist
+        wrong = key.group(2)
+        flag = next((a.split("=")[0] for a in argv if a.split("=")[0].endswith("." + wrong)), f"--config.{wrong}")
+        return f"unknown config field {flag} (did you mean {flag[:-len(wrong)]}{key.group(1)}?)"
+    cause = _root_cause(e)
+    if cause is not e:
+        return str(cause)
+    text = str(e)
+    if "Failed loading config file" in text or "No such file or directory" in text:
+        missing = re.search(r"No such file or directory: '([^']+)'", text)
+        return f"config file {missing.group(1) if missing else text.splitlines()[0]!s} not found " \
+               "(--config=configs/<model>.py:<preset>)"
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _suggest(flag: str) -> str:
+    """`` (did you mean --config.batch_size?)`` from the loaded config's keys or the defined flags."""
+    from mmfuse_jax.training.identity import flatten
+    from mmfuse_jax.validation import did_you_mean
+
+    names = [n for n in flags.FLAGS if not n.startswith("config.")]
+    try:
+        config = flags.FLAGS["config"].value
+        names += ["config." + k for k in flatten(config.to_dict())]
+    except Exception:  # noqa: BLE001 - the config itself failed to load: suggest among flags only
+        pass
+    hint = did_you_mean(flag, names)
+    return hint.replace("(did you mean '", "(did you mean --").replace("'?)", "?)") if hint else ""
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flags parser for train.py / eval.py: ``--help`` prints the usage with every model and
+    preset and exits 0; any flag mistake is one ``error:`` line and exit code 2."""
+    from absl import app
+
+    if any(a.split("=")[0] in _HELP_FLAGS for a in argv[1:]):
+        module = sys.modules["__main__"]
+        module.__doc__ = (module.__doc__ or "").rstrip() + "\n\n" + catalogue() + "\n"
+        app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
+    try:
+        rest = flags.FLAGS(argv)
+        config = flags.FLAGS["config"].value
+        if config is not None:  # a config file that failed to load raises on first use, not above
+            config.to_dict()
+    except Exception as e:  # noqa: BLE001 - absl wraps config-file errors in several types
+        if os.environ.get("MMFUSE_DEBUG", "") not in ("", "0") or "--verbose" in argv:
+            raise
+        fail(_flag_message(e, argv))
+    return rest
 
 
 # ------------------------------------------------------------------------------- --help
@@ -75,14 +187,9 @@ CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 
 def config_presets(model: str) -> list[str] | None:
-    """The presets ``configs/<model>.py`` accepts (None without that file).
-
-    Every config picks its preset with `config_base.parse_preset`, whose error lists the valid ones:
-    asking for an impossible preset reads that list without a second list to keep in sync.
-    """
-    import ast
+    """The presets ``configs/<model>.py`` declares in ``PRESETS`` (None without that file; [] when
+    the file declares none)."""
     import importlib.util
-    import re
 
     path = os.path.join(CONFIGS_DIR, f"{model}.py")
     if not os.path.exists(path):
@@ -90,13 +197,7 @@ def config_presets(model: str) -> list[str] | None:
     spec = importlib.util.spec_from_file_location(f"_configs_{model}", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    try:
-        mod.get_config("<list presets>")
-    except ConfigError as e:
-        found = re.search(r"expected one of (\[.*?\])", str(e))
-        if found:
-            return list(ast.literal_eval(found.group(1)))
-    return []
+    return list(getattr(mod, "PRESETS", ()))
 
 
 def catalogue() -> str:
@@ -114,10 +215,7 @@ def catalogue() -> str:
 
 
 def run_app(main) -> None:
-    """`absl.app.run(main)`; ``--help`` also lists the models and their presets."""
+    """`absl.app.run(main)` with `parse_flags`: --help exits 0 and lists the models and presets."""
     from absl import app
 
-    if any(a.split("=")[0] in _HELP_FLAGS for a in sys.argv[1:]):
-        module = sys.modules["__main__"]
-        module.__doc__ = (module.__doc__ or "").rstrip() + "\n\n" + catalogue() + "\n"
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

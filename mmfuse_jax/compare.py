@@ -2,20 +2,20 @@
 
 One row per run folder (one with ``config.json``): model, dataset, the key metrics of
 ``eval_<split>.json`` (x100; ``mae`` and ``corr`` as they are, as the papers print them; open-intent
-metrics prefixed ``open_``), the parameter count (read from the best checkpoint's metadata, no
-arrays loaded) and the median time of a train step (``batch_size / examples_per_sec`` of the
+metrics prefixed ``open_``), the parameter count (of the best checkpoint's arrays, read through
+`training.checkpoint.read_checkpoint`) and the median time of a train step (``batch_size / examples_per_sec`` of the
 ``metrics.jsonl`` log records). Printed as an aligned table; ``--out`` writes it as markdown.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from typing import Any
 
-from mmfuse_jax.report import format_metric
+from mmfuse_jax import runfiles
+from mmfuse_jax.paper_results import format_metric
 
 # Which metrics a row shows by default, in this order (those that any run has).
 KEY_METRICS = ("acc", "f1", "weighted_f1", "has0_acc_2", "non0_acc_2", "non0_f1_2", "acc_2", "f1_2", "acc_5",
@@ -23,29 +23,22 @@ KEY_METRICS = ("acc", "f1", "weighted_f1", "has0_acc_2", "non0_acc_2", "non0_f1_
 
 
 def count_params(workdir: str) -> int | None:
-    """Parameters of the newest best checkpoint, from its metadata (shapes only)."""
-    import logging
+    """Parameters of the newest best checkpoint (the sizes of its arrays); None without one."""
+    import math
 
-    import jax
-    import orbax.checkpoint as ocp
+    from mmfuse_jax.errors import DataError
+    from mmfuse_jax.training.checkpoint import checkpoint_steps, read_checkpoint
 
-    best = os.path.join(workdir, "best")
-    steps = sorted(int(d) for d in os.listdir(best) if d.isdigit()) if os.path.isdir(best) else []
-    if not steps:
+    if not checkpoint_steps(workdir, "best"):
         return None
-    absl_log = logging.getLogger("absl")
-    level = absl_log.level
-    absl_log.setLevel(logging.ERROR)  # orbax warns that the item has no metadata file of its own
     try:
-        meta = ocp.StandardCheckpointer().metadata(os.path.join(best, str(steps[-1]), "params"))
-    except Exception as e:  # noqa: BLE001  (an unreadable checkpoint leaves the cell empty, not the table)
-        print(f"warning: {best}: cannot read checkpoint metadata ({type(e).__name__}: {e})", file=sys.stderr)
+        params, _ = read_checkpoint(workdir, "best")
+    except DataError as e:  # an unreadable checkpoint leaves the cell empty, not the table
+        print(f"warning: {e}", file=sys.stderr)
         return None
-    finally:
-        absl_log.setLevel(level)
-    tree = getattr(meta, "item_metadata", meta)
-    leaves = jax.tree_util.tree_leaves(tree, is_leaf=lambda x: hasattr(x, "shape"))
-    return int(sum(math.prod(leaf.shape) for leaf in leaves))
+    import jax
+
+    return int(sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params)))
 
 
 def step_time(records: list[dict], batch_size: int) -> float | None:
@@ -72,6 +65,7 @@ def run_row(workdir: str, split: str = "test") -> dict[str, Any] | None:
         with open(eval_path) as f:
             rec = json.load(f)
         row["metrics"] = {**rec.get("metrics", {}), **{f"open_{k}": v for k, v in rec.get("open_intent", {}).items()}}
+    row["stale"] = bool(runfiles.stale_outputs(workdir))
     row["params"] = count_params(workdir)
     row["step_s"] = step_time(read_metrics(workdir), int(config.get("batch_size", 0) or 0))
     return row
@@ -83,7 +77,8 @@ def table(rows: list[dict], metrics: list[str] | None = None) -> tuple[list[str]
         present = {m for r in rows for m in r["metrics"]}
         metrics = [m for m in KEY_METRICS if m in present] or sorted(present)
     header = ["run", "model", "dataset", *metrics, "params", "ms/step"]
-    cells = [[r["run"], str(r["model"]), str(r["dataset"]),
+    # A run whose eval files no longer match its best checkpoint or config is marked (run eval.py again).
+    cells = [[r["run"] + (" (stale)" if r.get("stale") else ""), str(r["model"]), str(r["dataset"]),
               *(format_metric(m, r["metrics"].get(m)) for m in metrics),
               f"{r['params']:,}" if r["params"] is not None else "–",
               f"{1000 * r['step_s']:.1f}" if r["step_s"] is not None else "–"] for r in rows]

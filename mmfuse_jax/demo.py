@@ -53,7 +53,7 @@ def _table(title: str, rows: dict, columns: list[tuple[str, str]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from mmfuse_jax import cli
+    from mmfuse_jax import cli, report
     from mmfuse_jax.training import loop
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -69,8 +69,11 @@ def main(argv: list[str] | None = None) -> None:
                 config = load_config(model, preset, overrides)
                 workdir = os.path.join(args.workdir, name)
                 print(f"\n=== {name}: {model} on {config.dataset.name} -> {workdir}", flush=True)
-                loop.train_and_evaluate(config, workdir)
-                results[name] = loop.evaluate(config, workdir)
+                loop.run(config, workdir)
+                ev = loop.run_evaluation(config, workdir)
+                report.after_evaluate(ev.run_dir, ev.config, ev.preds, train=ev.train,
+                                      checkpoint_step=ev.checkpoint_step)
+                results[name] = ev.results
         print()
         suites = args.suites.split(",")
         if "intent" in suites:

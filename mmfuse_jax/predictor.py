@@ -63,7 +63,25 @@ def load_run_config(workdir: str):
     if not os.path.exists(path):
         raise ConfigError(f"{path} not found: {workdir!r} is not a run folder (train.py writes config.json)")
     with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+        config = ml_collections.ConfigDict(json.load(f))
+    _check_identity(workdir, config)
+    return config
+
+
+def _check_identity(workdir: str, config) -> None:
+    """The saved config must still be the one the run was trained with (its ``identity.json``)."""
+    from mmfuse_jax.training import identity
+
+    path = os.path.join(workdir, identity.IDENTITY_FILE)
+    if not os.path.exists(path):
+        return  # a run from before run identities were recorded
+    with open(path) as f:
+        saved = json.load(f)
+    if saved.get("fingerprint") != identity.fingerprint(config):
+        bad, _ = identity.differences(saved.get("fields", {}), identity.identity_fields(config))
+        keys = ", ".join(k for k, *_ in bad[:4]) or "unknown fields"
+        raise ConfigError(f"{workdir}/config.json no longer matches the run it describes ({keys} changed since "
+                          "training): restore the original config.json")
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -78,7 +96,7 @@ class Predictor:
     def __init__(self, config, exp, params, *, batch_size: int, tokenizer, doc_thresholds: np.ndarray | None,
                  checkpoint_step: int):
         from mmfuse_jax.data import pipeline
-        from mmfuse_jax.training import sharding
+        from mmfuse_jax.training import experiment, sharding
         from mmfuse_jax.training import step as step_lib
 
         self.config, self.exp, self.params = config, exp, params
@@ -92,8 +110,7 @@ class Predictor:
         self.lens = pipeline.bucket_lengths(self.max_len, ds.num_buckets)[-1]  # one shape for every call
         self.label_shape = tuple(ds.get("label_shape", ()))
         self.counter = step_lib.TraceCounter()
-        self._eval_step = step_lib.make_eval_step(exp.model, exp.mesh, compute_dtype=exp.compute_dtype,
-                                                  counter=self.counter)
+        self._eval_step = experiment.make_eval_step(exp, counter=self.counter)
         from mmfuse_jax.data.formats import FORMATS
 
         self.oos_name = getattr(FORMATS[ds.format], "OOS_NAME", "OOS") if ds.get("oos_label") is not None else None
@@ -105,11 +122,8 @@ class Predictor:
                      ) -> Predictor:
         """Restore ``workdir``'s best checkpoint. ``batch_size`` (default: the config's
         ``eval_batch_size``) is the fixed number of rows per compiled call."""
-        import jax
-
         from mmfuse_jax.encoders.bert import load_tokenizer
-        from mmfuse_jax.training import loop, sharding
-        from mmfuse_jax.training.checkpoint import Checkpoints
+        from mmfuse_jax.training import loop
 
         config = load_run_config(workdir)
         if bert_path is not None:
@@ -118,22 +132,7 @@ class Predictor:
         if config.dataset.bert_path or uses_text_ids:
             config.dataset.bert_path = _resolve(config.dataset.bert_path, "config.dataset.bert_path")
         exp = loop.build(config, data=False)
-        best = os.path.join(workdir, "best")
-        if not os.path.isdir(best) or not any(d.isdigit() for d in os.listdir(best)):
-            raise ConfigError(f"no best checkpoint in {best}: train first (train.py --workdir={workdir})")
-        batch = {k: jax.numpy.asarray(v) for k, v in exp.dummy_batch().items()}
-        key = jax.random.PRNGKey(0)
-        shapes = jax.eval_shape(lambda k: exp.model.init(k, batch, train=False)["params"], key)
-        rep = sharding.replicated(exp.mesh)
-        abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), shapes)
-        ckpt = Checkpoints(workdir, keep=config.keep_checkpoints)
-        try:
-            restored = ckpt.restore_best(abstract)
-        finally:
-            ckpt.close()
-        if restored is None:
-            raise ConfigError(f"no readable best checkpoint in {best}")
-        params, meta = restored
+        params, meta = _restore_best(exp, workdir)
         tokenizer = load_tokenizer(config.dataset.bert_path) if uses_text_ids else None
         p = cls(config, exp, params, batch_size=batch_size or config.eval_batch_size, tokenizer=tokenizer,
                 doc_thresholds=None, checkpoint_step=int(meta["step"]))
@@ -142,10 +141,10 @@ class Predictor:
         return p
 
     def _doc_thresholds(self, workdir: str) -> np.ndarray:
-        from mmfuse_jax import report
+        from mmfuse_jax import ood
         from mmfuse_jax.training import loop
 
-        saved = report.load_doc_thresholds(workdir, self.checkpoint_step)
+        saved = ood.load_doc_thresholds(workdir, self.checkpoint_step)
         if saved is not None:
             return saved
         print(f"{workdir}: no DOC thresholds saved for checkpoint step {self.checkpoint_step} (run eval.py to "
@@ -153,9 +152,9 @@ class Predictor:
         exp = loop.build(self.config)
         train = loop.predict_split(exp, self.params, "train", self._eval_step)
         scale = self.config.dataset.get("doc_scale", 1.0)
-        thresholds = report.fit_doc_thresholds(train, scale)
+        thresholds = ood.fit_doc_thresholds(train["logits"], train["label"], scale)
         try:
-            report.save_doc_thresholds(workdir, thresholds, scale=scale, checkpoint_step=self.checkpoint_step)
+            ood.save_doc_thresholds(workdir, thresholds, scale=scale, checkpoint_step=self.checkpoint_step)
         except OSError:
             pass  # a read-only run folder: fitted again next time
         return thresholds
@@ -261,14 +260,26 @@ class Predictor:
         arrays [T, D] or ``.npy`` paths, or None when missing."""
         return self.predict_batch([{"text": text, "audio": audio, "video": video}])[0]
 
+    def _declared(self, out: dict[str, np.ndarray]) -> dict:
+        """The model's own eval outputs (`ModelSpec.eval_outputs`) that it emitted for this example,
+        under `ModelSpec.result_keys` (default their names); one with `ModelSpec.output_labels` as a
+        ``{label: value}`` mapping, others as lists."""
+        spec, res = self.exp.spec, {}
+        for name in spec.eval_outputs:
+            if name not in out:
+                continue
+            value = np.asarray(out[name], np.float64)
+            labels = spec.output_labels.get(name)
+            if labels is not None and value.shape[-1:] == (len(labels),):
+                res[spec.result_keys.get(name, name)] = {m: (float(v) if np.ndim(v) == 0 else np.asarray(v).tolist())
+                                                         for m, v in zip(labels, np.moveaxis(value, -1, 0))}
+            else:
+                res[spec.result_keys.get(name, name)] = value.tolist()
+        return res
+
     def _decide(self, out: dict[str, np.ndarray]) -> dict:
         if "prediction" in out:
-            res = {"score": float(np.asarray(out["prediction"]).reshape(-1)[0])}
-            if "ratio" in out:  # KuDA 'paper' mode: how much each modality weighed in this prediction
-                from mmfuse_jax.analysis.ratios import MODALITY_ORDER
-
-                res["modality_weights"] = {m: float(r) for m, r in zip(MODALITY_ORDER, np.asarray(out["ratio"]))}
-            return res
+            return {"score": float(np.asarray(out["prediction"]).reshape(-1)[0]), **self._declared(out)}
         logits = np.asarray(out["logits"], np.float64)
         names = self.labels if len(self.labels) >= logits.shape[0] else [str(i) for i in range(logits.shape[0])]
         if logits.ndim == 2:  # one binary decision per class (IEMOCAP: [4, 2])
@@ -277,7 +288,8 @@ class Predictor:
                     "probabilities": {names[h]: float(p[h]) for h in range(len(p))}}
         probs = _softmax(logits)
         best = int(probs.argmax())
-        res = {"label": names[best], "probabilities": {names[c]: float(probs[c]) for c in range(len(probs))}}
+        res = {"label": names[best], "probabilities": {names[c]: float(probs[c]) for c in range(len(probs))},
+               **self._declared(out)}
         if self.doc_thresholds is not None:
             from mmfuse_jax import ood
 
@@ -288,6 +300,26 @@ class Predictor:
                         "in_scope_label": names[best], "doc_score": float(scores[top]),
                         "doc_threshold": float(self.doc_thresholds[top])})
         return res
+
+
+def _restore_best(exp, workdir: str) -> tuple[dict, dict]:
+    """(params on ``exp``'s mesh, meta) of ``workdir``'s best checkpoint, checked against the model."""
+    import jax
+
+    from mmfuse_jax.training import sharding
+    from mmfuse_jax.training.checkpoint import checkpoint_steps, read_checkpoint
+
+    best = os.path.join(workdir, "best")
+    if not checkpoint_steps(workdir, "best"):
+        raise ConfigError(f"no best checkpoint in {best}: train first (train.py --workdir={workdir})")
+    params, meta = read_checkpoint(workdir, "best")
+    batch = {k: jax.numpy.asarray(v) for k, v in exp.dummy_batch().items()}
+    shapes = jax.eval_shape(lambda k: exp.model.init(k, batch, train=False)["params"], jax.random.PRNGKey(0))
+    want = jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), shapes)
+    got = jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), params)
+    if jax.tree_util.tree_structure(want) != jax.tree_util.tree_structure(got) or want != got:
+        raise DataError(best, "params", "the parameters of the model config.json describes", "other names or shapes")
+    return jax.device_put(params, sharding.replicated(exp.mesh)), meta
 
 
 # ------------------------------------------------------------------------------- predict.py
@@ -328,6 +360,8 @@ def main(argv: list[str] | None = None) -> None:
     from mmfuse_jax import cli
 
     def run():
+        if args.output != "-" and os.path.isdir(args.output):
+            raise ConfigError(f"--output={args.output} is a directory: give a file to write the JSON lines to")
         examples = read_jsonl(args.input)
         predictor = Predictor.from_workdir(args.workdir, batch_size=args.batch_size, bert_path=args.bert_path)
         results = predictor.predict_batch(examples, where=f"{args.input} example")

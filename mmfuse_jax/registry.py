@@ -51,6 +51,7 @@ class ModelSpec:
         (saved in ``predictions_<split>.npz``).
     output_labels: names for the trailing axis of an eval output (e.g. which modality each column of
         a per-sample weight is), used by the predictor and the report.
+    result_keys: the key under which the predictor returns an eval output (default: its own name).
     analyses: names of `mmfuse_jax.analysis` analyses the report runs for this model.
     stages(config) -> the training recipe, a list of `Stage`s in training order.
     """
@@ -62,6 +63,7 @@ class ModelSpec:
     uses_bert: bool = True
     eval_outputs: tuple[str, ...] = ()
     output_labels: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    result_keys: dict[str, str] = dataclasses.field(default_factory=dict)
     analyses: tuple[str, ...] = ()
     stages: Callable[[Any], list[Stage]] = single_stage
 

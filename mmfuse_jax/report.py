@@ -138,7 +138,7 @@ def _sections(run_dir: str, config: dict, evals: dict[str, dict]) -> list[Sectio
     """Learning curves, the task's plots of the reported split (test if evaluated), the model's analyses."""
     out_dir = os.path.join(run_dir, runfiles.PLOTS_DIR)
     out = []
-    run_name = os.path.join(*os.path.abspath(run_dir).split(os.sep)[-2:])  # e.g. kuda_paper/stage2
+    run_name = os.path.join(*os.path.abspath(run_dir).split(os.sep)[-2:])  # e.g. runs/ef, or <run>/stage2
     curves = plots.learning_curves(read_metrics(run_dir), os.path.join(out_dir, "learning_curves.png"),
                                    f"{runfiles.run_title(config)} (run {run_name})", config.get("early_stop_metric"))
     if curves:
@@ -168,6 +168,8 @@ def write_report(run_dir: str, config: dict | None = None) -> str:
     config = runfiles.read_config(run_dir) if config is None else _as_dict(config)
     evals = runfiles.eval_records(run_dir)
     lines = [f"# {runfiles.run_title(config)} (preset {config.get('preset')})", ""]
+    stale = runfiles.stale_outputs(run_dir)
+    lines += [f"> **Stale:** {why}" for why in stale] + ([""] if stale else [])
     lines += _metrics_section(run_dir, config, evals)
     sections = _sections(run_dir, config, evals)
     if sections:

@@ -1,7 +1,7 @@
 """The files evaluation leaves in a run folder, read and written in one place.
 
     config.json                 the resolved config (written by training)
-    eval_<split>.json           {model, dataset, split, checkpoint_step, metrics[, open_intent]}
+    eval_<split>.json           {model, dataset, split, checkpoint_step, config_fingerprint, metrics[, open_intent]}
     predictions_<split>.npz     every eval output: ``logits`` [N, C] (or [N, H, 2]) or ``prediction`` [N],
                                 ``label``, ``embedding`` (float16, kept small) and a model's extra outputs
     plots/                      the report's and the analyses' PNG files
@@ -76,6 +76,28 @@ def eval_records(run_dir: str) -> dict[str, dict]:
         path = os.path.join(run_dir, f"eval_{split}.json")
         if os.path.exists(path):
             out[split] = read_json(path)
+    return out
+
+
+def stale_outputs(run_dir: str) -> list[str]:
+    """Why the run's evaluation files no longer describe its model: an ``eval_<split>.json`` whose
+    checkpoint step is not the newest best checkpoint, or whose config fingerprint is not the run's
+    (``identity.json``). Empty when they match (or the run records neither)."""
+    from mmfuse_jax.training import identity
+    from mmfuse_jax.training.checkpoint import checkpoint_steps
+
+    steps = checkpoint_steps(run_dir, "best")
+    ident_path = os.path.join(run_dir, identity.IDENTITY_FILE)
+    fingerprint = read_json(ident_path).get("fingerprint") if os.path.exists(ident_path) else None
+    out = []
+    for split, rec in eval_records(run_dir).items():
+        step, fp = rec.get("checkpoint_step"), rec.get("config_fingerprint")
+        if steps and step is not None and step != steps[-1]:
+            out.append(f"eval_{split}.json is from checkpoint step {step}, the best checkpoint is now step "
+                       f"{steps[-1]}: run eval.py again")
+        if fingerprint and fp and fp != fingerprint:
+            out.append(f"eval_{split}.json was written for another config (fingerprint {fp}, the run's is "
+                       f"{fingerprint})")
     return out
 
 

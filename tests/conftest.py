@@ -79,8 +79,9 @@ def tiny_synthetic(tmp_path_factory):
 
 def tiny_config(model: str, root: str, **overrides):
     """The `tiny` preset of ``configs/<model>.py`` pointed at ``root``."""
-    from ml_collections import config_flags  # noqa: F401  (ensures ml_collections is importable)
     import importlib.util
+
+    from ml_collections import config_flags  # noqa: F401  (ensures ml_collections is importable)
 
     spec = importlib.util.spec_from_file_location(f"cfg_{model}", os.path.join(REPO, "configs", f"{model}.py"))
     mod = importlib.util.module_from_spec(spec)

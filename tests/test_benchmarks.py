@@ -7,9 +7,9 @@ import sys
 
 import jax.numpy as jnp
 import numpy as np
+from conftest import REPO
 
 from benchmarks.hyena import direct_causal_conv, unfold_einsum_dynamic_conv
-from conftest import REPO
 from mmfuse_jax.layers import hyena
 
 

@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO
 from test_predictor import raw_split, trained_run
 

@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
 
 import jax
 import pytest
-
 from conftest import REPO
-from mmfuse_jax import compare
 from test_predictor import trained_run
+
+from mmfuse_jax import compare
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,19 @@ def test_table_rows(run, tmp_path):
     assert theirs == {"run": "other", "model": "text_only", "dataset": "synthetic_demo", "acc": "57.50",
                       "f1": "38.65", "weighted_f1": "41.00", "open_acc": "–", "open_f1": "–",
                       "open_f1_known": "–", "open_f1_oos": "–", "params": "–", "ms/step": "100.0"}
+
+
+def test_parameter_count_is_the_models(run):
+    """The count comes from the checkpoint's arrays (not Orbax metadata) and equals the model's own."""
+    from mmfuse_jax.predictor import load_run_config
+    from mmfuse_jax.training import loop
+
+    exp = loop.build(load_run_config(run["workdir"]), data=False)
+    batch = {k: jax.numpy.asarray(v) for k, v in exp.dummy_batch().items()}
+    shapes = jax.eval_shape(lambda k: exp.model.init(k, batch, train=False)["params"], jax.random.PRNGKey(0))
+    expected = sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(shapes))
+    assert expected > 1000 and compare.count_params(run["workdir"]) == expected
+    assert compare.count_params(run["root"]) is None  # no best checkpoint: an empty cell
 
 
 def test_step_time_is_the_median():

@@ -25,7 +25,7 @@ def sklearn_reference(y_true, y_pred, zero_division=0) -> dict[str, float]:
     """The official MIntRec calls, one sklearn function per number."""
     out = {"acc": skm.accuracy_score(y_true, y_pred)}
     for prefix, average in (("", "macro"), ("weighted_", "weighted")):
-        kw = dict(average=average, zero_division=zero_division)
+        kw = {"average": average, "zero_division": zero_division}
         out[prefix + "f1"] = skm.f1_score(y_true, y_pred, **kw)
         out[prefix + "prec"] = skm.precision_score(y_true, y_pred, **kw)
         out[prefix + "rec"] = skm.recall_score(y_true, y_pred, **kw)

@@ -10,11 +10,13 @@ import fcntl
 import json
 import os
 import shutil
+import types
 
 import numpy as np
 import pytest
-
 from conftest import tiny_config
+
+from mmfuse_jax import registry
 from mmfuse_jax.errors import DataError
 
 _SPEC = {"train": 120, "dev": 30, "test": 30, "oos_train": 24, "oos_dev": 10, "oos_test": 15, "audio_dim": 6,
@@ -30,11 +32,11 @@ def _shared_root(tmp_path_factory) -> str:
 
 def run_config(root: str):
     """early_fusion (tiny optimisation) on the synthetic MIntRec2.0 variant written under ``root``."""
-    from mmfuse_jax.data.formats import mintrec2
+    from configs import datasets
 
     c = tiny_config("early_fusion", root, num_epochs=2, log_every=2)
-    ds = mintrec2.preset("tiny")
-    ds.root, ds.bert_path, ds.synthetic_mintrec2 = root, os.path.join(root, "bert"), {}
+    ds = datasets.dataset("synthetic_mintrec2_tiny")
+    ds.root, ds.bert_path, ds.synthetic = root, os.path.join(root, "bert"), {}
     ds.feat_dims = {"audio": _SPEC["audio_dim"], "video": _SPEC["video_dim"]}
     ds.max_len = {"text": 16, "audio": _SPEC["audio_len"][1], "video": _SPEC["video_len"][1]}
     ds.read_options.oos_splits = ("train", "dev", "test")  # outlier exposure, as the dyken preset
@@ -45,7 +47,8 @@ def run_config(root: str):
 
 def trained_run(tmp_path_factory) -> dict:
     """{'workdir', 'root', 'config'} of the shared run (trained and evaluated on first use)."""
-    from mmfuse_jax.data import synthetic_mintrec2
+    from mmfuse_jax import report
+    from mmfuse_jax.data.synthetic import mintrec2 as synthetic_mintrec2
     from mmfuse_jax.training import loop
 
     shared = os.path.join(_shared_root(tmp_path_factory), "ux_shared_run")
@@ -59,7 +62,8 @@ def trained_run(tmp_path_factory) -> dict:
             synthetic_mintrec2.write(root, synthetic_mintrec2.Mintrec2Spec(**_SPEC))
             config = run_config(root)
             loop.train_and_evaluate(config, workdir)
-            loop.evaluate(config, workdir)
+            ev = loop.evaluate(config, workdir)
+            report.after_evaluate(ev.run_dir, ev.config, ev.preds, train=ev.train, checkpoint_step=ev.checkpoint_step)
             open(os.path.join(shared, "done"), "w").close()
     return {"workdir": workdir, "root": root, "config": run_config(root)}
 
@@ -163,12 +167,31 @@ def test_doc_thresholds_are_fitted_when_eval_saved_none(run, predictor, tmp_path
     assert os.path.exists(os.path.join(copy, "doc_thresholds.json"))  # saved for the next load
 
 
+def test_a_specs_declared_outputs_come_back_labelled():
+    """Whatever extra outputs a spec declares are returned, under its result keys, with its labels."""
+    from mmfuse_jax.predictor import Predictor
+
+    p = Predictor.__new__(Predictor)
+    p.labels, p.doc_thresholds, p.oos_name = ["a", "b"], None, None
+    p.exp = types.SimpleNamespace(spec=registry.ModelSpec(
+        "any", None, None, eval_outputs=("ratio", "unimodal", "extra"),
+        output_labels={"ratio": ("text", "video", "audio"), "unimodal": ("text", "video", "audio")},
+        result_keys={"ratio": "modality_weights"}))
+    out = {"prediction": np.float32(0.5), "ratio": np.array([0.5, 0.25, 0.25]), "unimodal": np.array([1.0, 2.0, 3.0]),
+           "embedding": np.zeros(4)}
+    assert p._decide(out) == {"score": 0.5, "modality_weights": {"text": 0.5, "video": 0.25, "audio": 0.25},
+                              "unimodal": {"text": 1.0, "video": 2.0, "audio": 3.0}}  # 'extra' not emitted
+    res = p._decide({"logits": np.array([0.0, 1.0]), "extra": np.array([7.0, 8.0])})
+    assert res["label"] == "b" and res["extra"] == [7.0, 8.0]
+
+
 def test_regression_and_per_class_outputs():
     """The task decides the output: a score, or one binary decision per class (IEMOCAP)."""
     from mmfuse_jax.predictor import Predictor
 
     p = Predictor.__new__(Predictor)
     p.labels, p.doc_thresholds, p.oos_name = ["Neutral", "Happy", "Sad", "Angry"], None, None
+    p.exp = types.SimpleNamespace(spec=registry.ModelSpec("any", None, None))
     assert p._decide({"prediction": np.float32(-1.25)}) == {"score": -1.25}
     logits = np.array([[2.0, 0.0], [0.0, 1.0], [0.0, 3.0], [1.0, 0.5]])
     res = p._decide({"logits": logits})

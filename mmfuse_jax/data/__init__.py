@@ -1,9 +1,12 @@
-"""Dataset readers, the synthetic benchmarks, and the prepare/load pipeline."""
+"""Dataset readers (`formats`), the synthetic benchmarks (`synthetic`), and the prepare/load pipeline."""
+from __future__ import annotations
+
+from typing import Any
+
+from mmfuse_jax.data import synthetic
 
 
-def ensure_dataset(ds) -> None:
-    """Generate a synthetic benchmark named by ``ds`` (demo/tiny presets) if it is not written yet."""
-    from mmfuse_jax.data import synthetic, synthetic_mintrec2, synthetic_mmsa
-
-    for generator in (synthetic, synthetic_mintrec2, synthetic_mmsa):
-        generator.ensure(ds)
+def ensure_dataset(ds: Any) -> None:
+    """Write the synthetic benchmark ``ds`` (a ``config.dataset``) names if it is not written yet;
+    nothing for a real dataset. The same as `synthetic.ensure`."""
+    synthetic.ensure(ds)

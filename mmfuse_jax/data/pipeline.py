@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from mmfuse_jax.batch import UNIMODAL_LABELS
-from mmfuse_jax.data.formats import FORMATS
+from mmfuse_jax.data.formats import get_format
 from mmfuse_jax.errors import ConfigError, DataError
 
 SPLITS = ("train", "dev", "test")
@@ -127,11 +127,31 @@ def _length(ex: dict, modality: str) -> int:
     return len(ex[modality])
 
 
+def _add_token_ids(splits: dict, bert_path: str, max_text: int) -> tuple[int, dict]:
+    """Give every row int32 ``text_ids``/``text_type_ids`` (cut to ``max_text``; rows without ids are
+    tokenised with the tokenizer at ``bert_path``); returns (utterances truncated, lengths per split)."""
+    from mmfuse_jax.encoders.bert import load_tokenizer
+
+    n_trunc, lengths = 0, {}
+    tokenizer = None
+    for name, rows in splits.items():
+        if any("text_ids" not in r for r in rows):
+            tokenizer = tokenizer or load_tokenizer(bert_path)
+            ids, t = tokenize([r["text"] for r in rows], tokenizer, max_text)
+            n_trunc += t
+            for r, i in zip(rows, ids):
+                r["text_ids"] = i
+        for r in rows:
+            r["text_ids"] = np.asarray(r["text_ids"], np.int32)[:max_text]
+            r.setdefault("text_type_ids", np.zeros_like(r["text_ids"]))
+            r["text_type_ids"] = np.asarray(r["text_type_ids"], np.int32)[: len(r["text_ids"])]
+        lengths[name] = {m: [int(_length(r, m)) for r in rows] for m in ("text", "audio", "video")}
+    return n_trunc, lengths
+
+
 def prepare(ds, *, verbose: bool = True) -> str:
     """Prepare ``ds`` (config.dataset) once; returns the prepared folder. Re-running is free."""
     import logging
-
-    from mmfuse_jax.encoders.bert import load_tokenizer
 
     out = prepared_dir(ds)
     fp = _fingerprint(ds)
@@ -140,29 +160,14 @@ def prepare(ds, *, verbose: bool = True) -> str:
         with open(meta_path) as f:
             if json.load(f).get("fingerprint") == fp:
                 return out
-    if ds.format not in FORMATS:
-        raise ConfigError(f"config.dataset.format={ds.format!r}: expected one of {sorted(FORMATS)}")
-    reader = FORMATS[ds.format]
+    reader = get_format(ds.format)
     if verbose:
         print(f"preparing {ds.format} from {ds.root} (once; later runs reuse {out})", flush=True)
     max_lens = dict(ds.max_len)
     read_options = dict(ds.read_options) if "read_options" in ds else {}  # format-specific (e.g. which pickle)
     splits, report = reader.read(ds.root, feat_dims=dict(ds.feat_dims), max_lens=max_lens,
                                  nonfinite=ds.nonfinite, **read_options)
-    n_trunc, lengths = 0, {}
-    tokenizer = None
-    for name, rows in splits.items():
-        if any("text_ids" not in r for r in rows):
-            tokenizer = tokenizer or load_tokenizer(ds.bert_path)
-            ids, t = tokenize([r["text"] for r in rows], tokenizer, max_lens["text"])
-            n_trunc += t
-            for r, i in zip(rows, ids):
-                r["text_ids"] = i
-        for r in rows:
-            r["text_ids"] = np.asarray(r["text_ids"], np.int32)[: max_lens["text"]]
-            r.setdefault("text_type_ids", np.zeros_like(r["text_ids"]))
-            r["text_type_ids"] = np.asarray(r["text_type_ids"], np.int32)[: len(r["text_ids"])]
-        lengths[name] = {m: [int(_length(r, m)) for r in rows] for m in ("text", "audio", "video")}
+    n_trunc, lengths = _add_token_ids(splits, ds.bert_path, max_lens["text"])
     extra_labels = tuple(k for k in UNIMODAL_LABELS if all(k in r for rows in splits.values() for r in rows))
     import tensorflow_datasets as tfds
 

@@ -222,7 +222,7 @@ def _hf_to_flax_path(name: str, ndim: int) -> tuple[str, ...]:
     if parts[0] == "bert":  # BertFor* checkpoints prefix the body
         parts = parts[1:]
     out: list[str] = []
-    for i, p in enumerate(parts):
+    for p in parts:
         if p.isdigit() and out and out[-1] == "layer":
             out[-1] = f"layer_{p}"
         else:

@@ -1,4 +1,23 @@
-"""Scaled dot-product attention with key masks, and masked pooling.
+"""Multi-head attention (one module for every model), scaled dot-product attention, masked pooling.
+
+`MultiHeadAttention` options, for what genuinely differs between the models we port:
+  * ``layout``: the parameters' names, shapes and initialisers, those of the reference code whose
+    weights the model must read (`LAYOUTS`):
+      - ``'flax'``: separate ``query``/``key``/``value``/``out`` ``nn.Dense`` (Flax init, biases);
+        DyKen-Hyena's context, MVCL-DAF++'s alignment.
+      - ``'fairseq'``: fairseq/MulT ``in_proj_kernel`` [D, 3, H·Dh] + ``in_proj_bias`` [3, H·Dh]
+        (Xavier-uniform over the stacked matrix, zero biases) and an ``out_proj`` Dense (Xavier);
+        MulT, HCT-DMG, MVCL-DAF++'s transformers (layers/crossmodal.py).
+      - ``'torch'``: ``torch.nn.MultiheadAttention``: ``in_proj`` {kernel [D, 3·H·Dh] = in_proj_weight.T
+        (q|k|v), bias} (Xavier, zeros) and ``out_proj`` (``nn.Linear`` init); KuDA's encoder layers.
+      - ``'to_qkv'``: bias-free ``to_q``/``to_k``/``to_v`` and ``to_out`` (``nn.Linear`` init); KuDA's
+        ``MultiHAtten`` (heads x 64 inner width whatever the model width: ``head_dim``).
+  * ``implementation``: ``'xla'`` (`dot_product_attention`, [B, T, H, Dh], threefry dropout, per-query
+    masks allowed) or ``'heads_first'`` (layers/heads_first.py: heads-first, cache-chunked, custom
+    backward, hashed dropout; key masks only), the CPU speed path KuDA uses. Same maths.
+  * ``dropout`` on the attention probabilities; ``features`` (output width, default the query's);
+    ``head_dim`` (default features / heads).
+Projections that read the same input (self-attention; keys and values) run as one matmul.
 
 `dot_product_attention` uses `jax.nn.dot_product_attention` (XLA's fused path) for float32 inputs
 without attention dropout, and an explicit float32 softmax otherwise (attention dropout, or
@@ -9,6 +28,9 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from mmfuse_jax.layers.heads_first import heads_first_attention
+from mmfuse_jax.layers.linear import AffineParams, torch_bias_init, torch_kernel_init
 
 
 def dot_product_attention(q_bthd: jax.Array, k_bshd: jax.Array, v_bshd: jax.Array,
@@ -54,22 +76,98 @@ def masked_max(x_btd: jax.Array, mask_bt: jax.Array) -> jax.Array:
     return jnp.where(mask_bt.any(1)[:, None], out, 0.0)
 
 
-class MultiHeadAttention(nn.Module):
-    """Queries [B,T,Dq] attend over keys/values [B,S,Dkv] with a key mask [B,S] -> [B,T,features]."""
+LAYOUTS = ("flax", "fairseq", "torch", "to_qkv")
+IMPLEMENTATIONS = ("xla", "heads_first")
+_QKV = ("q", "k", "v")
 
-    features: int
+
+def _packed_xavier(key, shape, dtype=jnp.float32):
+    """Xavier-uniform over the stacked [3·inner, D] matrix (torch's init of in_proj_weight)."""
+    init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform", in_axis=0, out_axis=(1, 2))
+    return init(key, shape, dtype)
+
+
+def project_heads(x_btd: jax.Array, kernels: list[jax.Array], biases: list[jax.Array | None], num_heads: int, *,
+                  heads_first: bool) -> list[jax.Array]:
+    """x @ W_c + b_c for each kernel [D, H·Dh] in one matmul -> [B, H, T, Dh] (heads first) or [B, T, H, Dh]."""
+    d, inner = kernels[0].shape
+    c = len(kernels)
+    w = (kernels[0] if c == 1 else jnp.concatenate(kernels, axis=1)).astype(x_btd.dtype)
+    w = w.reshape(d, c, num_heads, inner // num_heads)
+    y = jnp.einsum("btd,dchk->cbhtk" if heads_first else "btd,dchk->cbthk", x_btd, w)
+    if biases[0] is not None:
+        b = jnp.stack(biases).astype(x_btd.dtype)
+        y = y + (b.reshape(c, 1, num_heads, 1, -1) if heads_first else b.reshape(c, 1, 1, num_heads, -1))
+    return [y[i] for i in range(c)]
+
+
+class MultiHeadAttention(nn.Module):
+    """Queries [B,T,Dq] attend over keys/values [B,S,Dkv] -> [B,T,features] (options: module docstring).
+
+    ``mask``: None, [B,S] (True = a real key) or [B,T,S] (per query, 'xla' only).
+    """
+
     num_heads: int
+    features: int | None = None
+    head_dim: int | None = None
     dropout: float = 0.0
+    layout: str = "flax"
+    implementation: str = "xla"
+
+    def _check(self, features: int) -> int:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout={self.layout!r}: expected one of {list(LAYOUTS)}")
+        if self.implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"implementation={self.implementation!r}: expected one of {list(IMPLEMENTATIONS)}")
+        if self.head_dim is not None:
+            return self.head_dim
+        if features % self.num_heads:
+            raise ValueError(f"features {features} not divisible by num_heads {self.num_heads}")
+        return features // self.num_heads
+
+    def _parameters(self, d_q: int, d_kv: int, inner: int, features: int):
+        """({q,k,v: (kernel [D, inner], bias)}, (out kernel [inner, features], out bias)) of ``layout``."""
+        if self.layout == "fairseq":
+            w = self.param("in_proj_kernel", _packed_xavier, (d_q, 3, inner))
+            b = self.param("in_proj_bias", nn.initializers.zeros, (3, inner))
+            qkv = {n: (w[:, i], b[i]) for i, n in enumerate(_QKV)}
+            out = AffineParams((inner, features), nn.initializers.xavier_uniform(), name="out_proj")()
+        elif self.layout == "torch":
+            w, b = AffineParams((d_q, 3 * inner), nn.initializers.xavier_uniform(), name="in_proj")()
+            qkv = {n: (w[:, i * inner:(i + 1) * inner], b[i * inner:(i + 1) * inner]) for i, n in enumerate(_QKV)}
+            out = AffineParams((inner, features), torch_kernel_init, torch_bias_init(inner), name="out_proj")()
+        elif self.layout == "to_qkv":
+            qkv = {n: AffineParams((d, inner), torch_kernel_init, None, name=f"to_{n}")()
+                   for n, d in zip(_QKV, (d_q, d_kv, d_kv))}
+            out = AffineParams((inner, features), torch_kernel_init, torch_bias_init(inner), name="to_out")()
+        else:
+            qkv = {n: AffineParams((d, inner), name=name)()
+                   for n, d, name in zip(_QKV, (d_q, d_kv, d_kv), ("query", "key", "value"))}
+            out = AffineParams((inner, features), name="out")()
+        return qkv, out
 
     @nn.compact
-    def __call__(self, q_btd, kv_bsd, key_mask_bs, *, train: bool = False):
-        if self.features % self.num_heads:
-            raise ValueError(f"features {self.features} not divisible by {self.num_heads} heads")
-        head_dim = self.features // self.num_heads
-        split = lambda y: y.reshape(*y.shape[:2], self.num_heads, head_dim)
-        q = split(nn.Dense(self.features, name="query")(q_btd))
-        k = split(nn.Dense(self.features, name="key")(kv_bsd))
-        v = split(nn.Dense(self.features, name="value")(kv_bsd))
-        out = dot_product_attention(q, k, v, key_mask_bs, dropout=nn.Dropout(self.dropout),
-                                    deterministic=not train)
-        return nn.Dense(self.features, name="out")(out.reshape(*q_btd.shape[:2], self.features))
+    def __call__(self, q_btd: jax.Array, kv_bsd: jax.Array, mask: jax.Array | None = None, *,
+                 train: bool = False) -> jax.Array:
+        features = self.features or q_btd.shape[-1]
+        head_dim = self._check(features)
+        qkv, (w_out, b_out) = self._parameters(q_btd.shape[-1], kv_bsd.shape[-1], self.num_heads * head_dim, features)
+        heads_first = self.implementation == "heads_first"
+        groups = [("q", "k", "v")] if q_btd is kv_bsd else [("q",), ("k", "v")]
+        proj = {}
+        for names, x in zip(groups, (q_btd, kv_bsd)):
+            proj.update(zip(names, project_heads(x, [qkv[n][0] for n in names], [qkv[n][1] for n in names],
+                                                 self.num_heads, heads_first=heads_first)))
+        if heads_first:
+            if mask is not None and mask.ndim != 2:
+                raise ValueError(f"implementation='heads_first' takes a key mask [B,S], got shape {mask.shape}")
+            key = self.make_rng("dropout") if train and self.dropout > 0 else None
+            out = heads_first_attention(proj["q"], proj["k"], proj["v"], mask, dropout_rate=self.dropout,
+                                        dropout_key=key)
+            w = w_out.astype(out.dtype).reshape(self.num_heads, head_dim, features)
+            y = jnp.einsum("bhtk,hko->bto", out, w)
+        else:
+            out = dot_product_attention(proj["q"], proj["k"], proj["v"], mask, dropout=nn.Dropout(self.dropout),
+                                        deterministic=not train)
+            y = out.reshape(*out.shape[:2], -1) @ w_out.astype(out.dtype)
+        return y if b_out is None else y + b_out.astype(y.dtype)

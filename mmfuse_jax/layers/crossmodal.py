@@ -12,7 +12,8 @@ Faithful details of the official code (modules/transformer.py, multihead_attenti
 position_embedding.py): the input scale sqrt(d); fairseq/tensor2tensor sinusoidal positions
 ([sin | cos] halves, not interleaved; row 0 is the zero "padding" row, real steps get rows 1..T);
 the shared LayerNorm of query and source inside a layer; one in-projection [d, 3d] with biases,
-Xavier-uniform initialised (so its bound uses fan 4d as PyTorch's does), zero biases; the
+Xavier-uniform initialised (so its bound uses fan 4d as PyTorch's does), zero biases
+(`attention.MultiHeadAttention`, ``layout='fairseq'``); the
 attention dropout on the softmax weights; LayerNorm eps 1e-5 (PyTorch's default); and the
 optional "future" mask (``--attn_mask``, on by default in main.py): query i may attend to key j
 iff j <= i + |S - T|.
@@ -33,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmfuse_jax.layers.attention import dot_product_attention
+from mmfuse_jax.layers.attention import MultiHeadAttention
 
 _LN_EPS = 1e-5  # torch.nn.LayerNorm default, as in the official code
 
@@ -82,32 +83,6 @@ def last_valid(x_btd: jax.Array, mask_bt: jax.Array) -> jax.Array:
     return jnp.where((idx >= 0)[:, None], out, 0.0)
 
 
-class MultiheadAttention(nn.Module):
-    """fairseq/MulT multi-head attention: one in-projection [d, 3d] (+bias), scaled dot product, out-projection."""
-
-    num_heads: int
-    attn_dropout: float = 0.0
-
-    @nn.compact
-    def __call__(self, q_btd, kv_bsd, mask, *, train: bool):
-        d = q_btd.shape[-1]
-        if d % self.num_heads:
-            raise ValueError(f"embed dim {d} is not divisible by num_heads {self.num_heads}")
-        # Xavier-uniform over the stacked [3d, d] matrix, as torch's init of in_proj_weight.
-        w = self.param("in_proj_kernel", nn.initializers.variance_scaling(1.0, "fan_avg", "uniform",
-                                                                          in_axis=0, out_axis=(1, 2)),
-                       (d, 3, d))
-        b = self.param("in_proj_bias", nn.initializers.zeros, (3, d))
-        q = q_btd @ w[:, 0].astype(q_btd.dtype) + b[0].astype(q_btd.dtype)
-        k = kv_bsd @ w[:, 1].astype(kv_bsd.dtype) + b[1].astype(kv_bsd.dtype)
-        v = kv_bsd @ w[:, 2].astype(kv_bsd.dtype) + b[2].astype(kv_bsd.dtype)
-        split = lambda x: x.reshape(*x.shape[:2], self.num_heads, d // self.num_heads)
-        out = dot_product_attention(split(q), split(k), split(v), mask, dropout=nn.Dropout(self.attn_dropout),
-                                    deterministic=not train)
-        out = out.reshape(*out.shape[:2], d)
-        return nn.Dense(d, kernel_init=nn.initializers.xavier_uniform(), name="out_proj")(out)
-
-
 class CrossmodalLayer(nn.Module):
     """One pre-norm encoder layer; ``src`` None means self-attention."""
 
@@ -122,7 +97,8 @@ class CrossmodalLayer(nn.Module):
         ln0 = nn.LayerNorm(epsilon=_LN_EPS, name="ln_attn")  # shared by query and source (official)
         q = ln0(x_btd)
         kv = q if src_bsd is None else ln0(src_bsd)
-        h = MultiheadAttention(self.num_heads, self.attn_dropout, name="attn")(q, kv, mask, train=train)
+        h = MultiHeadAttention(self.num_heads, dropout=self.attn_dropout, layout="fairseq", name="attn")(
+            q, kv, mask, train=train)
         x_btd = x_btd + nn.Dropout(self.res_dropout)(h, deterministic=not train)
         h = nn.LayerNorm(epsilon=_LN_EPS, name="ln_ffn")(x_btd)
         dense = lambda n, name: nn.Dense(n, kernel_init=nn.initializers.xavier_uniform(), name=name)

@@ -85,7 +85,7 @@ def dynamic_short_conv(x_blc: jax.Array, kernel_blgk: jax.Array) -> jax.Array:
 
 def dynamic_short_conv_reference(x_blc: jax.Array, kernel_blgk: jax.Array) -> jax.Array:
     """The same convolution written per (batch, token) with `jax.vmap` and `dynamic_slice`."""
-    b, length, c = x_blc.shape
+    _, length, c = x_blc.shape
     g, k = kernel_blgk.shape[2:]
     x_pad = jnp.pad(x_blc, ((0, 0), (k - 1, 0), (0, 0)))
 

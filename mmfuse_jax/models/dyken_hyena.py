@@ -83,7 +83,7 @@ class CrossModalContext(nn.Module):
             if self.align != "none":
                 mask = (text_mask > 0) & present[:, None]
                 frames = frames + positions(mask, frames.shape[-1]).astype(frames.dtype)
-            ctx = MultiHeadAttention(self.features, self.num_heads, self.dropout, name=f"{m}_attention")(
+            ctx = MultiHeadAttention(self.num_heads, self.features, dropout=self.dropout, name=f"{m}_attention")(
                 text_btd, frames, mask, train=train)
             contexts.append(ctx * present.astype(ctx.dtype)[:, None, None])
         return jnp.concatenate(contexts, axis=-1)

@@ -1,6 +1,6 @@
 """`early_fusion`: per-modality encoders, masked pooling, concatenation, MLP classifier.
 
-Text: BERT pooled [CLS]. Audio/video: `PooledSequenceEncoder` (projection, Conv1D, masked
+Text: BERT pooled [CLS]. Audio/video: `SequenceEncoder` with ``block='conv'`` (projection, Conv1D, masked
 mean+max pooling). The three vectors are concatenated and classified by a two-layer MLP.
 A simple, strong baseline for the synthetic benchmark and a check that fusion uses the
 non-verbal streams.
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from mmfuse_jax import losses, registry
 from mmfuse_jax.encoders.bert import BertConfig, BertModel
-from mmfuse_jax.encoders.sequence import PooledSequenceEncoder
+from mmfuse_jax.encoders.sequence import SequenceEncoder
 
 
 class EarlyFusion(nn.Module):
@@ -25,10 +25,9 @@ class EarlyFusion(nn.Module):
     def __call__(self, batch: dict, *, train: bool = False) -> dict:
         text = BertModel(self.bert, name="bert")(batch["text_ids"], batch["text_mask"], batch["text_type_ids"],
                                                  train=train)["pooled_output"]
-        audio = PooledSequenceEncoder(self.hidden, dropout=self.dropout, name="audio_encoder")(
-            batch["audio"], batch["audio_mask"], train=train)
-        video = PooledSequenceEncoder(self.hidden, dropout=self.dropout, name="video_encoder")(
-            batch["video"], batch["video_mask"], train=train)
+        audio, video = (SequenceEncoder(self.hidden, dropout=self.dropout, block="conv", pooling="mean_max",
+                                        name=f"{m}_encoder")(batch[m], batch[f"{m}_mask"], train=train)
+                        for m in ("audio", "video"))
         fused = jnp.concatenate([text, audio, video], axis=-1)
         h = nn.gelu(nn.Dense(self.hidden, name="fusion")(fused))
         h = nn.Dropout(self.dropout)(h, deterministic=not train)

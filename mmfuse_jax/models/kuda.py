@@ -37,6 +37,8 @@ width instead of the hard-coded 768; attention over an all-padding sequence is u
 """
 from __future__ import annotations
 
+import copy
+import functools
 import re
 from typing import Any
 
@@ -45,19 +47,20 @@ import jax
 import jax.numpy as jnp
 
 from mmfuse_jax import losses, registry
+from mmfuse_jax import metrics as metrics_lib
 from mmfuse_jax.encoders.bert import BertConfig, BertModel
+from mmfuse_jax.encoders.sequence import SequenceEncoder
 from mmfuse_jax.errors import ConfigError
+from mmfuse_jax.layers.linear import Linear
+from mmfuse_jax.layers.transformer import layer_norm
 from mmfuse_jax.models.kuda_layers import (
     CrossTransformer,
     Decoder,
     FeedForward,
-    Linear,
     MixDomainAdapter,
-    MultiHAtten,
     SentiHead,
-    TorchEncoderLayer,
     cpc_nce,
-    layer_norm,
+    multi_h_atten,
     sentiment_ratio,
 )
 
@@ -81,27 +84,17 @@ def _fit(x: jax.Array, length: int, what: str) -> jax.Array:
     return jnp.pad(x, pad)
 
 
-class SequenceEncoder(nn.Module):
-    """``UniEncoder`` for video/audio: TfEncoder (Linear + positions + post-LN layers) + adapters."""
+class UniEncoder(SequenceEncoder):
+    """``UniEncoder`` for video/audio: TfEncoder (the shared `SequenceEncoder`, ``block='torch'``) + adapters."""
 
-    length: int
-    width: int = 128
-    layers: int = 4
-    heads: int = 8
-    dropout: float = 0.2
     adapter: dict | None = None  # MixDomainAdapter fields
 
     @nn.compact
     def __call__(self, x_btf, mask_bt, *, train: bool) -> jax.Array:
-        h = Linear(self.width, name="proj")(x_btf)
-        h = h + self.param("position_embeddings", nn.initializers.zeros, (1, self.length, self.width))
-        hidden = [h]  # Dropout(p=0) after the positions: omitted
-        for i in range(self.layers):
-            h = TorchEncoderLayer(self.heads, self.width // 2, self.dropout, name=f"layer_{i}")(h, mask_bt, train=train)
-            hidden.append(h)
+        hidden = self.hidden_states(x_btf, mask_bt, train=train)
         ln = layer_norm("layernorm")  # one LayerNorm shared by spci and the adapter chain
         d = ln(hidden[0] + hidden[1])
-        for n in range(self.layers - 1):
+        for n in range(self.num_layers - 1):
             if n:
                 d = ln(d + hidden[n + 1])
             d = MixDomainAdapter(**(self.adapter or {}), name=f"adapter_{n}")(d, mask_bt, train=train)
@@ -149,8 +142,7 @@ class DyRoutBlock(nn.Module):
         else:  # 'paper': the ratio weights the normalised modality streams
             fused = sum(ratio_bm[:, i, None, None] * ln(x) for i, (ln, x) in enumerate(zip(lns, c)))
         src = layer_norm("norm1", 1e-6)(src + layer_norm("layernorm")(fused))
-        src = layer_norm("norm2", 1e-6)(src + MultiHAtten(self.heads, self.head_dim, 0.0, name="mhatt2")(
-            src, src, src, train=train))
+        src = layer_norm("norm2", 1e-6)(src + multi_h_atten(self.heads, self.head_dim, "mhatt2")(src, src, train=train))
         return layer_norm("norm3", 1e-6)(src + FeedForward(self.ffn, 0.0, name="ffn")(src, train=train))
 
 
@@ -178,7 +170,6 @@ class KuDA(nn.Module):
     fusion_dropout: float = 0.3
     ratio_mode: str = "official"
     ratio_k: float = 0.1            # OverallModal.py: calculate_ratio_senti(..., k=0.1)
-    nce_weight: float = 0.1         # train.py: loss_re + 0.1 * nce_loss
     clone_init: bool = True         # cloned blocks start identical (official deepcopy)
 
     # ------------------------------------------------------------------ unimodal encoders (+ decoders)
@@ -194,8 +185,8 @@ class KuDA(nn.Module):
     def _sequence(self, batch, m: str, *, train: bool):
         length = self.video_len if m == "video" else self.audio_len
         x, mask = _fit(batch[m], length, m), _fit(batch[f"{m}_mask"], length, m)
-        enc = SequenceEncoder(length, self.encoder_width, self.encoder_layers, self.encoder_heads,
-                              self.encoder_dropout, self._adapter, name=f"{m}_encoder")
+        enc = UniEncoder(self.encoder_width, self.encoder_heads, self.encoder_layers, self.encoder_dropout, "torch",
+                         max_len=length, adapter=self._adapter, name=f"{m}_encoder")
         return enc(x, mask, train=train)
 
     @property
@@ -246,8 +237,7 @@ class KuDA(nn.Module):
         src = fuse(ratio)
         valid = batch["valid"]
         nce_b = sum(cpc_nce(h[m], src, valid) for m in MODALITIES)  # nce_t + nce_v + nce_a
-        out.update(prediction=head(src), embedding=src.mean(axis=1), unimodal_prediction=uni_bm,
-                   nce_b=nce_b, nce_weight=jnp.asarray(self.nce_weight, jnp.float32))
+        out.update(prediction=head(src), embedding=src.mean(axis=1), unimodal_prediction=uni_bm, nce_b=nce_b)
         if ratio is not None:
             out["ratio"] = ratio
         return out
@@ -296,7 +286,7 @@ def tie_clones(params: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------- loss
 
-def loss_fn(outputs: dict, batch: dict) -> tuple[jax.Array, dict]:
+def loss_fn(outputs: dict, batch: dict, *, nce_weight: float = 0.1) -> tuple[jax.Array, dict]:
     """MSE(prediction, label) + nce_weight * NCE (stage 2); stage 1: MSE against the stage's ``target``
     (its unimodal label). Every mean is weighted by ``valid``."""
     valid = batch["valid"]
@@ -307,9 +297,58 @@ def loss_fn(outputs: dict, batch: dict) -> tuple[jax.Array, dict]:
     loss = mse
     if "nce_b" in outputs:
         nce = losses.weighted_mean(outputs["nce_b"], valid)
-        loss = mse + outputs["nce_weight"] * nce
+        loss = mse + nce_weight * nce
         aux["nce"] = nce
     return loss, aux
+
+
+def make_loss(config):
+    """`loss_fn` with config.model.nce_weight (train.py: loss_re + 0.1 * nce_loss)."""
+    return functools.partial(loss_fn, nce_weight=float(config.model.get("nce_weight", 0.1)))
+
+
+# ------------------------------------------------------------------------------------------- stages
+
+# OverallModal.preprocess_model: requires_grad=False for names containing 'adapter' or 'decoder'.
+FROZEN = (r"^(text|video|audio)_encoder/adapter_\d+/", r"^(text|video|audio)_decoder/")
+
+
+def _stage1_config(config, m: str):
+    """pretrain.py for modality ``m``: its encoder + decoder alone, on its unimodal label (or the
+    multimodal one, ``stage1.target``), with stage 1's epochs, lr and weight decay."""
+    s1, c = config.stage1, copy.deepcopy(config)
+    c.model.update({"stage": 1, "modality": m, "target": s1.target})
+    c.num_epochs = c.patience = int(s1.epochs[m])
+    c.optimizer.update({"lr": s1.lr, "weight_decay": s1.weight_decay})
+    unimodal_metric = f"{config.dataset.metric}_{m}"
+    if s1.target == "unimodal" and unimodal_metric in metrics_lib.SCORERS:
+        c.metric = unimodal_metric  # score u_m against label_<m> (config.dataset unchanged)
+    return c
+
+
+def _stage2_config(config):
+    c = copy.deepcopy(config)
+    c.model.stage = 2
+    return c
+
+
+def stages(config) -> list[registry.Stage]:
+    """KuDA's recipe: ``stage1_text``, ``stage1_video``, ``stage1_audio`` (pretrain.py, T, V, A; if
+    ``stage1.enabled``), then ``stage2`` (train.py) initialised from them with the adapters and decoders
+    frozen (``stage1.freeze``). Stage-1 weights come from the last epoch (``stage1.select='last'``, what
+    pretrain.py saves) or the best dev epoch (``'best'``). ``stage1.enabled=False``: stage 2 alone from
+    scratch, nothing frozen (the "w/o knowledge injection" ablation)."""
+    s1 = config.stage1
+    if s1.target not in ("unimodal", "multimodal"):
+        raise ConfigError(f"config.stage1.target={s1.target!r}: expected 'unimodal' or 'multimodal'")
+    if s1.select not in ("last", "best"):
+        raise ConfigError(f"config.stage1.select={s1.select!r}: expected 'last' or 'best'")
+    if not s1.enabled:
+        return [registry.Stage("stage2", _stage2_config)]
+    first = [registry.Stage(f"stage1_{m}", functools.partial(_stage1_config, m=m), select=s1.select)
+             for m in MODALITIES]
+    return first + [registry.Stage("stage2", _stage2_config, warm_start=tuple(s.name for s in first),
+                                   frozen=FROZEN if s1.freeze else ())]
 
 
 def build(cfg, info: dict) -> KuDA:
@@ -319,13 +358,14 @@ def build(cfg, info: dict) -> KuDA:
         raise ConfigError(f"config.model.taps={taps}: the BERT has {bert.num_hidden_layers} layers")
     fields = ("stage", "modality", "target", "encoder_width", "encoder_layers", "encoder_heads", "encoder_dropout",
               "adapter_heads", "adapter_layers", "adapter_dropout", "hidden", "ffn", "fusion_layers", "heads",
-              "head_dim", "fusion_dropout", "ratio_mode", "ratio_k", "nce_weight", "clone_init")
+              "head_dim", "fusion_dropout", "ratio_mode", "ratio_k", "clone_init")
     return KuDA(bert=bert, text_len=cfg.text_len, video_len=cfg.video_len, audio_len=cfg.audio_len, taps=taps,
                 **{f: cfg[f] for f in fields if f in cfg})
 
 
-SPEC = registry.register(registry.ModelSpec("kuda", build, registry.fixed_loss(loss_fn), task="regression",
-                                            analyses=("ratios",), output_labels={"ratio": MODALITIES}))
+# The eval step returns the per-sample ratios ('paper' mode) and unimodal predictions, columns in MODALITIES order.
+SPEC = registry.register(registry.ModelSpec(
+    "kuda", build, make_loss, task="regression", eval_outputs=("ratio", "unimodal_prediction"),
+    output_labels={"ratio": MODALITIES, "unimodal_prediction": MODALITIES}, result_keys={"ratio": "modality_weights"},
+    analyses=("ratios",), stages=stages))
 
-
-from mmfuse_jax.models.kuda_official import params_from_official, params_to_official  # noqa: F401

@@ -4,8 +4,8 @@
 (github:MKMaS-GUET/KuDA models/OverallModal.py), given as ``{name: numpy array}`` (e.g. an ``.npz``
 saved from PyTorch), onto the parameter tree of `kuda.KuDA`; ``params_to_official(params)`` is the
 reverse. Linear weights are transposed ([out, in] <-> kernel [in, out]), LayerNorm ``weight`` is our
-``scale``, PyTorch's packed ``self_attn.in_proj_weight`` is our ``in_proj`` kernel (q, k, v in that
-order). The BERT pooler (``...model.pooler.*``) is skipped: it exists in the official model but
+``scale``, PyTorch's packed ``self_attn.in_proj_weight`` is our ``self_attn/in_proj`` kernel (q, k, v in
+that order). The BERT pooler (``...model.pooler.*``) is skipped: it exists in the official model but
 never reaches the output, and our model does not build it. A stage-1 checkpoint (``UniPretrain``,
 names ``encoder.*`` / ``decoder.*``) maps with ``modality='text'|'video'|'audio'``.
 
@@ -46,8 +46,7 @@ _RULES = [
     (r"\.to_out\.0\.", lambda m: ".to_out."),
     (r"\.ffn\.net\.0\.", lambda m: ".ffn.linear1."),
     (r"\.ffn\.net\.3\.", lambda m: ".ffn.linear2."),
-    (r"\.self_attn\.in_proj_(weight|bias)$", lambda m: f".in_proj.{m[1]}"),
-    (r"\.self_attn\.out_proj\.", lambda m: ".out_proj."),
+    (r"\.self_attn\.in_proj_(weight|bias)$", lambda m: f".self_attn.in_proj.{m[1]}"),
 ]
 _BERT = re.compile(r"^UniEncKI\.enc_t\.encoder\.model\.")
 
@@ -119,10 +118,8 @@ def _official_name(path: tuple[str, ...]) -> str:
 
 
 def _torch_layer(rest: list[str]) -> str:
-    if rest[0] == "in_proj":
-        return f"self_attn.in_proj_{rest[1]}"
-    if rest[0] == "out_proj":
-        return "self_attn.out_proj." + rest[1]
+    if rest[:2] == ["self_attn", "in_proj"]:
+        return f"self_attn.in_proj_{rest[2]}"
     return ".".join(rest)
 
 

@@ -30,8 +30,9 @@ Label text: the intent names (``config.model.label_names``, filled by the config
 LABELS) are tokenised ONCE, when the model is built, with the WordPiece vocabulary named by
 ``config.model.label_vocab``: ``'checkpoint'`` reads the tokenizer at ``config.model.bert_path``
 (a reference to ``config.dataset.bert_path``, so overriding the dataset's path moves it too);
-``'synthetic'`` uses the synthetic benchmark's vocabulary (`data.synthetic.vocabulary()`, the one
-it writes next to its BERT), so the demo/tiny models can be built before the benchmark exists.
+``'synthetic'`` uses the synthetic benchmark's vocabulary, which the config gives as its tokens in
+``config.model.vocab_tokens`` (the one it writes next to its BERT), so the demo/tiny models can be
+built before the benchmark exists.
 The token ids are module constants; the training loop passes nothing new. On the synthetic
 benchmark the intent names are outside the toy vocabulary (they tokenise to [UNK]), so there the
 multi-view loss aligns instances only; on the real releases the names are ordinary words.
@@ -44,7 +45,8 @@ Choices where the paper is silent (each a config field):
     second BERT pass, so the views are computed only when ``train=True``; at eval the loss is
     CE + prototype.
   * Audio/video encoders: Linear -> d, then ``encoder_layers`` MulT-style self-attention layers
-    (`layers/crossmodal.py`; the predecessor used a 6-layer transformer for video, a BiLSTM for audio).
+    (`encoders/sequence.SequenceEncoder`, block 'crossmodal'; the predecessor used a 6-layer transformer for
+    video, a BiLSTM for audio).
   * MAT: a learned global token and learned modality-type embeddings over the concatenated text
     tokens and the audio/video features aligned to them (3·L'+1 tokens: the raw frame sequences,
     up to 480 + 230 on MIntRec, would cost 7x more), ``mat_layers`` pre-norm self-attention layers;
@@ -63,6 +65,7 @@ Switches: ``prototype_weight=0`` / ``multiview_weight=0`` (loss ablations), ``us
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -72,9 +75,10 @@ import numpy as np
 
 from mmfuse_jax import losses, registry
 from mmfuse_jax.encoders.bert import BertConfig, BertModel
+from mmfuse_jax.encoders.sequence import SequenceEncoder
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.layers.attention import MultiHeadAttention
-from mmfuse_jax.layers.crossmodal import CrossmodalLayer, CrossmodalTransformer
+from mmfuse_jax.layers.crossmodal import CrossmodalLayer
 
 NONVERBAL = ("audio", "video")
 VIEWS = ("text", "video", "audio", "fused")  # order of the multi-view views
@@ -112,9 +116,10 @@ def slot_mean(x_btd: jax.Array, pos_bk: jax.Array, mask_bk: jax.Array) -> jax.Ar
     return (picked * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
 
 
-def tokenize_labels(label_names: Sequence[str], vocab: str, bert_path: str, label_len: int) -> dict:
+def tokenize_labels(label_names: Sequence[str], vocab: str, bert_path: str, label_len: int,
+                    vocab_tokens: Sequence[str] = ()) -> dict:
     """Intent names -> WordPiece ids (each truncated to ``label_len``, at least one token), plus the
-    [MASK] and [SEP] ids, from the checkpoint's tokenizer or the synthetic vocabulary."""
+    [MASK] and [SEP] ids, from the checkpoint's tokenizer or the synthetic vocabulary (``vocab_tokens``)."""
     if vocab == "checkpoint":
         from mmfuse_jax.encoders.bert import load_tokenizer
 
@@ -123,19 +128,18 @@ def tokenize_labels(label_names: Sequence[str], vocab: str, bert_path: str, labe
         def encode(s):
             return tok.convert_tokens_to_ids(tok.tokenize(s))
         token_id = tok.convert_tokens_to_ids
-    elif vocab == "synthetic":
+    elif vocab == "synthetic" and len(vocab_tokens):
         from tokenizers import BertWordPieceTokenizer
 
-        from mmfuse_jax.data import synthetic
-
         # The synthetic BERT directory has no tokenizer_config.json: transformers then lower-cases.
-        wp = BertWordPieceTokenizer(vocab={w: i for i, w in enumerate(synthetic.vocabulary())}, lowercase=True)
+        wp = BertWordPieceTokenizer(vocab={w: i for i, w in enumerate(vocab_tokens)}, lowercase=True)
 
         def encode(s):
             return wp.encode(s, add_special_tokens=False).ids
         token_id = wp.token_to_id
     else:
-        raise ConfigError(f"config.model.label_vocab={vocab!r}: expected 'checkpoint' or 'synthetic'")
+        raise ConfigError(f"config.model.label_vocab={vocab!r}: expected 'checkpoint' or 'synthetic' (with the "
+                          "vocabulary's tokens in config.model.vocab_tokens)")
     unk = token_id("[UNK]")
     tokens = tuple(tuple(int(i) for i in (encode(name) or [unk])[:label_len]) for name in label_names)
     return {"label_tokens": tokens, "mask_token_id": int(token_id("[MASK]")), "sep_token_id": int(token_id("[SEP]"))}
@@ -151,24 +155,6 @@ def label_table(label_tokens: Sequence[Sequence[int]], label_len: int) -> tuple[
 
 
 # ------------------------------------------------------------------------------------------ modules
-
-class SequenceEncoder(nn.Module):
-    """Frames [B,T,D_in] -> Linear -> ``num_layers`` self-attention layers -> [B,T,features]."""
-
-    features: int
-    num_heads: int
-    num_layers: int
-    dropout: float = 0.1
-
-    @nn.compact
-    def __call__(self, x_btd, mask_bt, *, train: bool):
-        h = nn.Dense(self.features, name="proj")(x_btd)
-        if self.num_layers == 0:
-            return h
-        return CrossmodalTransformer(self.num_heads, self.num_layers, relu_dropout=self.dropout,
-                                     res_dropout=self.dropout, use_future_mask=False, name="transformer")(
-            h, mask_bt, train=train)
-
 
 class ModalityAwareTransformer(nn.Module):
     """Global token + modality-type embeddings over all modalities' tokens -> coarse global g [B, d]."""
@@ -236,9 +222,7 @@ class MVCLDAF(nn.Module):
     num_heads: int = 8
     daf_depth: int = 2
     dropout: float = 0.1
-    prototype_weight: float = 1.0
-    multiview_weight: float = 1.0
-    temperature: float = 0.1
+    multiview_views: bool = True  # emit the multi-view contrastive inputs in training (multiview_weight > 0)
 
     @nn.compact
     def __call__(self, batch: dict, *, train: bool = False) -> dict:
@@ -252,7 +236,7 @@ class MVCLDAF(nn.Module):
         ones_bk = jnp.ones((b, k), jnp.int32)
         ids, mask, segment, slot_pos = prompt_sequence(batch["text_ids"], batch["text_mask"],
                                                        ones_bk * self.mask_token_id, ones_bk, self.sep_token_id)
-        with_views = self.multiview_weight > 0 and train
+        with_views = self.multiview_views and train
         if with_views:  # the anchor rides in the same BERT call (one graph, one pass over 2B rows)
             name_ids, name_mask = self._gold_names(batch["label"])
             anchor_seq = prompt_sequence(batch["text_ids"], batch["text_mask"], name_ids, name_mask,
@@ -267,7 +251,7 @@ class MVCLDAF(nn.Module):
             frames[m] = SequenceEncoder(d, self.num_heads, self.encoder_layers, self.dropout,
                                         name=f"{m}_encoder")(batch[m], batch[f"{m}_mask"], train=train)
             present[m] = batch[f"{m}_mask"].any(axis=1)
-        aligned = {m: MultiHeadAttention(d, self.num_heads, self.dropout, name=f"{m}_alignment")(
+        aligned = {m: MultiHeadAttention(self.num_heads, d, dropout=self.dropout, name=f"{m}_alignment")(
             h, frames[m], batch[f"{m}_mask"], train=train) * present[m].astype(h.dtype)[:, None, None]
             for m in NONVERBAL}
         g = None
@@ -279,15 +263,10 @@ class MVCLDAF(nn.Module):
         emb = bert.pool(fused)
         logits = nn.Dense(self.num_classes, name="classifier")(nn.Dropout(self.dropout)(emb, deterministic=not train))
         out = {"logits": logits, "embedding": emb}
-        if self.prototype_weight > 0 or self.multiview_weight > 0:
-            out["temperature"] = jnp.asarray(self.temperature, jnp.float32)
-        if self.prototype_weight > 0:
-            out["prototype_weight"] = jnp.asarray(self.prototype_weight, jnp.float32)
         if with_views:
             out["multiview_anchor"] = slot_mean(h_anchor, anchor_seq[3], name_mask)
             views = {"text": h, "video": aligned["video"], "audio": aligned["audio"], "fused": fused}
             out["multiview_views"] = jnp.stack([slot_mean(views[v], slot_pos, ones_bk) for v in VIEWS], axis=1)
-            out["multiview_weight"] = jnp.asarray(self.multiview_weight, jnp.float32)
         return out
 
     def _gold_names(self, label_b):
@@ -300,27 +279,35 @@ class MVCLDAF(nn.Module):
 
 # --------------------------------------------------------------------------------------------- loss
 
-def loss_fn(outputs: dict, batch: dict) -> tuple[jax.Array, dict]:
+def loss_fn(outputs: dict, batch: dict, *, prototype_weight: float = 1.0, multiview_weight: float = 1.0,
+            temperature: float = 0.1) -> tuple[jax.Array, dict]:
     """CE (+ outlier exposure on OOS rows) + prototype_weight·L_proto + multiview_weight·L_mv.
 
-    Each contrastive term is present only when the model emitted its inputs (weight > 0; the views
-    only in training). Every mean is weighted by ``valid``; OOS rows (label >= C) count for the
+    A contrastive term is on when its weight is > 0 (the multi-view one only when the model emitted
+    the views: in training). Every mean is weighted by ``valid``; OOS rows (label >= C) count for the
     outlier-exposure term only. aux: ce, oe, correct, and prototype / multiview when on.
     """
     logits, labels, valid = outputs["logits"], batch["label"], batch["valid"].astype(jnp.float32)
     c = logits.shape[-1]
     loss, aux = losses.open_set_cross_entropy(logits, labels, valid)
-    if "prototype_weight" in outputs:
-        proto = losses.prototype_contrastive_loss(outputs["embedding"], labels, valid, c, outputs["temperature"])
-        loss = loss + outputs["prototype_weight"] * proto
+    if prototype_weight > 0:
+        proto = losses.prototype_contrastive_loss(outputs["embedding"], labels, valid, c, temperature)
+        loss = loss + prototype_weight * proto
         aux["prototype"] = proto
-    if "multiview_anchor" in outputs:
+    if multiview_weight > 0 and "multiview_anchor" in outputs:
         known = valid * (labels >= 0) * (labels < c)
         mv = losses.multiview_contrastive_loss(outputs["multiview_anchor"], outputs["multiview_views"], known,
-                                               outputs["temperature"])
-        loss = loss + outputs["multiview_weight"] * mv
+                                               temperature)
+        loss = loss + multiview_weight * mv
         aux["multiview"] = mv
     return loss, aux
+
+
+def make_loss(config):
+    """`loss_fn` with the loss weights and temperature of config.model."""
+    m = config.model
+    return functools.partial(loss_fn, prototype_weight=float(m.prototype_weight),
+                             multiview_weight=float(m.multiview_weight), temperature=float(m.temperature))
 
 
 def build(cfg, info: dict) -> MVCLDAF:
@@ -333,11 +320,11 @@ def build(cfg, info: dict) -> MVCLDAF:
     if len(cfg.label_names) < num_classes:
         raise ConfigError(f"config.model.label_names names {len(cfg.label_names)} intents; the dataset has "
                           f"{num_classes} classes")
-    prompt = tokenize_labels(cfg.label_names, cfg.label_vocab, cfg.bert_path, cfg.label_len)
-    fields = ("label_len", "use_global", "encoder_layers", "mat_layers", "num_heads", "daf_depth", "dropout",
-              "prototype_weight", "multiview_weight", "temperature")
-    return MVCLDAF(bert=bert, num_classes=num_classes, **prompt, **{f: cfg[f] for f in fields})
+    prompt = tokenize_labels(cfg.label_names, cfg.label_vocab, cfg.bert_path, cfg.label_len,
+                             cfg.get("vocab_tokens", ()))
+    fields = ("label_len", "use_global", "encoder_layers", "mat_layers", "num_heads", "daf_depth", "dropout")
+    return MVCLDAF(bert=bert, num_classes=num_classes, multiview_views=cfg.multiview_weight > 0, **prompt,
+                   **{f: cfg[f] for f in fields})
 
 
-SPEC = registry.register(registry.ModelSpec("mvcl_daf", build, registry.fixed_loss(loss_fn),
-                                            analyses=("embeddings",)))
+SPEC = registry.register(registry.ModelSpec("mvcl_daf", build, make_loss, analyses=("embeddings",)))

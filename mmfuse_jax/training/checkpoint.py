@@ -26,7 +26,7 @@ class Checkpoints:
     def __init__(self, workdir: str, *, keep: int = 2):
         self.workdir = os.path.abspath(workdir)
         self._closed, self._keep = False, keep
-        opts = dict(create=True, enable_async_checkpointing=False)
+        opts = {"create": True, "enable_async_checkpointing": False}
         self.latest = ocp.CheckpointManager(os.path.join(self.workdir, "checkpoints"),
                                             options=ocp.CheckpointManagerOptions(max_to_keep=keep, **opts))
         self.best = ocp.CheckpointManager(os.path.join(self.workdir, "best"),
@@ -56,14 +56,8 @@ class Checkpoints:
             try:
                 restored = manager.restore(step, args=args_for())
                 return restored
-            except Exception as e:  # truncated or corrupt step: fall back to the previous one
-                aside = os.path.join(str(manager.directory), f"corrupt_step_{step}")
-                log.warning("checkpoint step %d in %s is unreadable (%s: %s)", step, manager.directory,
-                            type(e).__name__, e)
-                print(f"warning: checkpoint step {step} in {manager.directory} is unreadable "
-                      f"({type(e).__name__}); moved to {aside}, using an older one")
-                os.replace(os.path.join(str(manager.directory), str(step)), aside)
-                manager.reload()
+            except Exception as e:  # noqa: BLE001 - whatever Orbax raises; sorted out below
+                _set_aside_if_corrupt(manager, step, e)
         return None
 
     @staticmethod
@@ -95,6 +89,54 @@ class Checkpoints:
         self.best.close()
 
 
+def _set_aside_if_corrupt(manager, step: int, error: Exception) -> None:
+    """A step that failed to restore: if its bytes read back without the model (a structure or
+    shape mismatch: another model or config), stop with a clear error and touch nothing; if they
+    don't (truncated, corrupt), move the step aside under a new name, say how to undo it, and let
+    the caller fall back to the previous step."""
+    folder = str(manager.directory)
+    path = os.path.join(folder, str(step))
+    if _readable(path):
+        raise ConfigError(f"checkpoint step {step} in {folder} does not fit this config's model "
+                          f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}): "
+                          "the run holds another model; use its own config or a new --workdir") from None
+    aside, n = os.path.join(folder, f"corrupt_step_{step}"), 1
+    while os.path.exists(aside):  # never collide with an earlier one
+        aside, n = os.path.join(folder, f"corrupt_step_{step}.{n}"), n + 1
+    log.warning("checkpoint step %d in %s is unreadable (%s: %s)", step, folder, type(error).__name__, error)
+    os.replace(path, aside)
+    print(f"warning: checkpoint step {step} in {folder} is unreadable ({type(error).__name__}); moved to "
+          f"{aside} and using an older one (to undo: mv {aside} {path})")
+    manager.reload()
+
+
+def _readable(step_path: str) -> bool:
+    """Whether every item of a saved step reads back as plain arrays / JSON (no model needed)."""
+    if not os.path.isdir(step_path):
+        return False
+    items = [d for d in os.listdir(step_path) if os.path.isdir(os.path.join(step_path, d)) and d != "meta"]
+    try:
+        for item in items:
+            _restore_numpy(os.path.join(step_path, item))
+        with open(os.path.join(step_path, "meta", "metadata")) as f:
+            json.load(f)
+    except Exception:  # noqa: BLE001 - unreadable in any way
+        return False
+    return bool(items)
+
+
+def _restore_numpy(path: str) -> Any:
+    checkpointer = ocp.StandardCheckpointer()
+    try:
+        meta_tree = checkpointer.metadata(path)
+        tree = getattr(meta_tree, "item_metadata", None) or meta_tree
+        tree = getattr(tree, "tree", tree)
+        restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        return ocp.PyTreeCheckpointer().restore(path, restore_args=restore_args)
+    finally:
+        checkpointer.close()
+
+
 # ------------------------------------------------------------------------------------- reading
 
 _FOLDERS = {"last": "checkpoints", "best": "best"}
@@ -124,19 +166,12 @@ def read_checkpoint(run_dir: str, which: str = "best", step: int | None = None) 
         raise DataError(folder, None, f"a checkpoint at step {step}", f"steps {steps}")
     item = "state" if which == "last" else "params"
     path = os.path.join(folder, str(step))
-    checkpointer = ocp.StandardCheckpointer()
     try:
-        meta_tree = checkpointer.metadata(os.path.join(path, item))
-        tree = getattr(meta_tree, "item_metadata", None) or meta_tree
-        tree = getattr(tree, "tree", tree)
-        restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-        restored = ocp.PyTreeCheckpointer().restore(os.path.join(path, item), restore_args=restore_args)
+        restored = _restore_numpy(os.path.join(path, item))
         with open(os.path.join(path, "meta", "metadata")) as f:
             meta = json.load(f)
     except Exception as e:  # noqa: BLE001 - unreadable bytes, whatever Orbax raises
         raise DataError(path, item, "a readable Orbax checkpoint", f"{type(e).__name__}: {e}") from None
-    finally:
-        checkpointer.close()
     params = restored["params"] if which == "last" else restored
     return params, meta
 

@@ -3,7 +3,7 @@
 ``<workdir>/.lock`` is locked with ``fcntl.flock`` (exclusive, non-blocking) and holds the owner's
 process id and host name. A second process asking for the same folder gets one clear line naming
 the owner; the lock belongs to the open file, so a killed process frees it with no stale state to
-clean up (the file itself stays, unlocked).
+clean up (the file itself stays, unlocked, and empty once released).
 """
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ class RunLock:
 
     def release(self) -> None:
         if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # a free folder's lock file is empty (and unchanged by a refused command)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

@@ -84,7 +84,8 @@ def _tensorboard_writer(workdir: str, resume_step: int | None) -> _EventFile | N
     try:
         import tensorboardX  # noqa: F401
     except ImportError:
-        warnings.warn("tensorboardX is not installed: no TensorBoard event files (pip install tensorboardX)")
+        warnings.warn("tensorboardX is not installed: no TensorBoard event files (pip install tensorboardX)",
+                      stacklevel=2)
         return None
     if resume_step is None:
         for old in glob.glob(os.path.join(workdir, "events.out.tfevents.*")):

@@ -71,17 +71,16 @@ def _frozen_labels(patterns: tuple[str, ...]):
     return labels
 
 
-def make_optimizer(opt, total_steps: int) -> optax.GradientTransformation:
-    """AdamW with the schedule; parameters whose '/'-joined path matches a regex in ``opt.frozen``
-    get no update at all (no gradient step, no weight decay), e.g. KuDA's stage-2 adapters."""
+def make_optimizer(opt, total_steps: int, frozen: tuple[str, ...] = ()) -> optax.GradientTransformation:
+    """AdamW with the schedule; parameters whose '/'-joined path matches a regex in ``frozen`` (a
+    stage's `registry.Stage.frozen`) get no update at all (no gradient step, no weight decay)."""
     schedule = learning_rate_schedule(opt, total_steps)
     tx = optax.chain(
         optax.clip_by_global_norm(opt.grad_clip) if opt.grad_clip > 0 else optax.identity(),
         optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
                     mask=_decay_mask))
-    frozen = tuple(opt.get("frozen", ()) or ())
     if frozen:
-        tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, _frozen_labels(frozen))
+        tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, _frozen_labels(tuple(frozen)))
     return tx
 
 

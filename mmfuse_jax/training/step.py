@@ -81,19 +81,22 @@ def make_train_step(model, loss_fn, tx: optax.GradientTransformation, mesh, *,
                    donate_argnums=(0,))
 
 
-# Model outputs the eval step returns (others, e.g. losses' inputs, stay on the device). ``ratio`` and
-# ``unimodal_prediction`` are KuDA's per-sample modality weights and unimodal scores (report plots).
-EVAL_OUTPUTS = ("logits", "prediction", "embedding", "ratio", "unimodal_prediction")
+# Model outputs every eval step returns; a spec adds its own (`registry.ModelSpec.eval_outputs`).
+# The others (e.g. a loss's inputs) stay on the device.
+EVAL_OUTPUTS = ("logits", "prediction", "embedding")
 
 
 def make_eval_step(model, mesh, *, compute_dtype=jnp.float32, counter: TraceCounter | None = None,
-                   params_sharding=None):
+                   params_sharding=None, extra_outputs: tuple[str, ...] = ()):
     """``params_sharding``: a sharding or tree of them; default (None) the params' own layout, so
-    replicated and FSDP-sharded params both work. Outputs come back replicated."""
+    replicated and FSDP-sharded params both work. ``extra_outputs``: the spec's ``eval_outputs``,
+    returned beside `EVAL_OUTPUTS` when the model emits them. Outputs come back replicated."""
+    keep = set(EVAL_OUTPUTS) | set(extra_outputs)
+
     def eval_step(params, batch: dict):
         out = model.apply({"params": _cast_params(params, compute_dtype)}, _cast_inputs(batch, compute_dtype),
                           train=False)
-        return {k: v.astype(jnp.float32) for k, v in out.items() if k in EVAL_OUTPUTS}
+        return {k: v.astype(jnp.float32) for k, v in out.items() if k in keep}
 
     fn = counter.wrap(eval_step) if counter else eval_step
     rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)

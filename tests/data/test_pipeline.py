@@ -5,8 +5,8 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import tiny_config
+
 from mmfuse_jax import batch as batch_lib
 from mmfuse_jax.data import pipeline
 
@@ -20,8 +20,8 @@ def prepared(tiny_synthetic, tmp_path_factory):
 
 def make_loader(prepared, split="train", **kw):
     c, p = prepared
-    args = dict(batch_size=12, max_len=c.dataset.max_len, dims=c.dataset.feat_dims, num_buckets=4,
-                shuffle=True, seed=3)
+    args = {"batch_size": 12, "max_len": c.dataset.max_len, "dims": c.dataset.feat_dims, "num_buckets": 4,
+                "shuffle": True, "seed": 3}
     args.update(kw)
     return pipeline.Loader(p, split, **args)
 

@@ -20,8 +20,14 @@ from flax import traverse_util
 from safetensors.numpy import load_file, save_file
 
 from mmfuse_jax.data.pipeline import tokenize
-from mmfuse_jax.encoders.bert import (BertConfig, BertModel, load_pretrained, load_tokenizer,
-                                      params_from_state_dict, save_pretrained)
+from mmfuse_jax.encoders.bert import (
+    BertConfig,
+    BertModel,
+    load_pretrained,
+    load_tokenizer,
+    params_from_state_dict,
+    save_pretrained,
+)
 from mmfuse_jax.errors import DataError
 from mmfuse_jax.layers.attention import dot_product_attention, masked_max, masked_mean
 
@@ -53,8 +59,8 @@ def outputs(pretrained, golden):
 
 def _tiny_config(**overrides) -> BertConfig:
     # Odd, distinct sizes: B=3, L=7 in the inputs; hidden 12 = 3 heads x 4; intermediate 20.
-    fields = dict(vocab_size=31, hidden_size=12, num_hidden_layers=2, num_attention_heads=3,
-                  intermediate_size=20, max_position_embeddings=16, type_vocab_size=2)
+    fields = {"vocab_size": 31, "hidden_size": 12, "num_hidden_layers": 2, "num_attention_heads": 3,
+                  "intermediate_size": 20, "max_position_embeddings": 16, "type_vocab_size": 2}
     return BertConfig(**(fields | overrides))
 
 

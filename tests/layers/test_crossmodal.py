@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmfuse_jax.layers.attention import dot_product_attention
 from mmfuse_jax.layers.crossmodal import CrossmodalTransformer, future_mask, last_valid, positions, sinusoidal_table
 
 B, T, S, D, H = 3, 7, 5, 12, 2
@@ -63,19 +62,6 @@ def test_last_valid():
     x = jnp.arange(2 * 4 * 3, dtype=jnp.float32).reshape(2, 4, 3)
     out = last_valid(x, jnp.array([[1, 1, 0, 0], [0, 0, 0, 0]]))
     np.testing.assert_array_equal(out, np.stack([np.asarray(x[0, 1]), np.zeros(3)]))
-
-
-def test_per_query_mask_in_shared_attention():
-    rng = np.random.default_rng(0)
-    q, k, v = (rng.standard_normal(s).astype(np.float32) for s in ((B, T, H, 4), (B, S, H, 4), (B, S, H, 4)))
-    mask = rng.random((B, T, S)) > 0.3
-    mask[..., 0] = True
-    out = dot_product_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), jnp.asarray(mask))
-    logits = np.einsum("bthd,bshd->bhts", q, k) / 2.0
-    logits = np.where(mask[:, None], logits, -np.inf)
-    w = np.exp(logits - logits.max(-1, keepdims=True))
-    w /= w.sum(-1, keepdims=True)
-    np.testing.assert_allclose(out, np.einsum("bhts,bshd->bthd", w, v), atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- the whole transformer

@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from models.test_models import BERT, C, Jitted, make_batch, model_config
 
 from mmfuse_jax import registry
 from mmfuse_jax.errors import ConfigError
-from models.test_models import BERT, C, Jitted, make_batch, model_config
 
 
 def build(**overrides):

@@ -11,12 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from test_models import model_config  # noqa: E402  (tests/models is on sys.path under pytest)
 
 from mmfuse_jax.encoders.bert import BertConfig
 from mmfuse_jax.models import kuda
 from mmfuse_jax.models.kuda_layers import cpc_nce, sentiment_ratio
-
-from test_models import model_config  # noqa: E402  (tests/models is on sys.path under pytest)
 
 B, LT, LA, LV, DA, DV = 3, 7, 11, 5, 9, 6
 BERT = BertConfig(vocab_size=31, hidden_size=12, num_hidden_layers=2, num_attention_heads=2,

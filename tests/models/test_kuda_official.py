@@ -15,7 +15,7 @@ from flax import traverse_util
 
 from mmfuse_jax.encoders.bert import BertConfig
 from mmfuse_jax.errors import DataError
-from mmfuse_jax.models import kuda
+from mmfuse_jax.models import kuda, kuda_official
 
 GOLDEN = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "kuda_golden.npz")
 BERT = BertConfig(vocab_size=97, hidden_size=24, num_hidden_layers=12, num_attention_heads=3, intermediate_size=40,
@@ -40,7 +40,7 @@ def golden():
 
 def test_every_official_tensor_maps_onto_our_tree(golden):
     state, batch, _, model = golden
-    params = kuda.params_from_official(state)
+    params = kuda_official.params_from_official(state)
     want = traverse_util.flatten_dict(jax.eval_shape(lambda: model.init(jax.random.key(0), batch))["params"])
     got = traverse_util.flatten_dict(params)
     assert sorted(set(want) ^ set(got)) == []  # nothing missing, nothing left over
@@ -52,11 +52,11 @@ def test_every_official_tensor_maps_onto_our_tree(golden):
 
 def test_round_trip_is_exact(golden):
     state, *_ = golden
-    params = kuda.params_from_official(state)
-    back = kuda.params_to_official(params)
+    params = kuda_official.params_from_official(state)
+    back = kuda_official.params_to_official(params)
     assert set(back) == {k for k in state if "pooler" not in k}
     assert all(np.array_equal(back[k], state[k]) for k in back)  # transposes undone, nothing renamed wrongly
-    again = traverse_util.flatten_dict(kuda.params_from_official(back))
+    again = traverse_util.flatten_dict(kuda_official.params_from_official(back))
     assert all(np.array_equal(v, again[k]) for k, v in traverse_util.flatten_dict(params).items())
 
 
@@ -65,7 +65,7 @@ def test_forward_matches_the_official_code(golden):
     """Evaluation path (no ratio) and training path (ratio from the label, dropout 0) of the official
     KMSA: prediction, the three unimodal predictions and the NCE loss."""
     state, batch, out, model = golden
-    params = kuda.params_from_official(state)
+    params = kuda_official.params_from_official(state)
 
     @jax.jit
     def both(p, b):
@@ -82,9 +82,9 @@ def test_forward_matches_the_official_code(golden):
 
 
 def test_stage1_checkpoint_names_and_unknown_names():
-    params = kuda.params_from_official({"encoder.layernorm.weight": np.ones(4), "decoder.MLP.6.bias": np.zeros(1)},
-                                       modality="audio")
+    state = {"encoder.layernorm.weight": np.ones(4), "decoder.MLP.6.bias": np.zeros(1)}
+    params = kuda_official.params_from_official(state, modality="audio")
     assert params["audio_encoder"]["layernorm"]["scale"].shape == (4,)
     assert params["audio_decoder"]["linear_3"]["bias"].shape == (1,)
     with pytest.raises(DataError, match="tensor 'DyMultiFus.gate.weight' expected a parameter of the official"):
-        kuda.params_from_official({"DyMultiFus.gate.weight": np.ones((2, 2))})
+        kuda_official.params_from_official({"DyMultiFus.gate.weight": np.ones((2, 2))})

@@ -250,5 +250,5 @@ def test_learns_on_the_tiny_synthetic_benchmark(tiny_synthetic, tmp_path):
     assert summary["compiles"] <= 4 and summary["epochs"] == 24
     train = [r["train_loss"] for r in read_metrics(workdir) if "train_loss" in r]
     assert train[-1] < 0.8 * train[0], train
-    acc = loop.evaluate(config, workdir)["test"]["acc"]
+    acc = loop.evaluate(config, workdir).results["test"]["acc"]
     assert acc >= 0.2, acc

@@ -17,6 +17,11 @@ BERT = BertConfig(vocab_size=31, hidden_size=12, num_hidden_layers=2, num_attent
 
 
 def model_config(name):
+    return tiny_config(name).model
+
+
+def tiny_config(name):
+    """The ``tiny`` preset of configs/<name>.py (what make_loss reads its hyperparameters from)."""
     import importlib.util
     import os
 
@@ -25,7 +30,7 @@ def model_config(name):
     spec = importlib.util.spec_from_file_location(f"cfg_{name}", os.path.join(REPO, "configs", f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.get_config("tiny").model
+    return mod.get_config("tiny")
 
 
 def make_batch(seed=0, *, audio_missing=False):
@@ -82,7 +87,7 @@ def test_gradients_reach_every_parameter(model):
 
     def loss(p):
         out = m.apply({"params": p}, make_batch(), train=True, rngs={"dropout": jax.random.key(1)})
-        return spec.make_loss(None)(out, make_batch())[0]
+        return spec.make_loss(tiny_config(spec.name))(out, make_batch())[0]
 
     grads = jax.jit(jax.grad(loss))(params)
     zero = [jax.tree_util.keystr(path) for path, g in jax.tree_util.tree_leaves_with_path(grads)
@@ -96,9 +101,9 @@ def test_padding_rows_do_not_change_the_loss(model):
     spec, m, params = model
     b = make_batch()
     out = m.apply({"params": params}, b, train=False)
-    loss = spec.make_loss(None)(out, b)[0]
+    loss = spec.make_loss(tiny_config(spec.name))(out, b)[0]
     b2 = dict(b, label=b["label"].at[2].set(1))  # change only the invalid row's label
-    assert float(spec.make_loss(None)(out, b2)[0]) == pytest.approx(float(loss))
+    assert float(spec.make_loss(tiny_config(spec.name))(out, b2)[0]) == pytest.approx(float(loss))
 
 
 def test_text_only_ignores_audio_and_video_fusion_uses_them():

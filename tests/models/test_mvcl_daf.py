@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from models.test_models import BERT, C, Jitted, make_batch, model_config
+from models.test_models import BERT, C, Jitted, make_batch, model_config, tiny_config
 
 from mmfuse_jax import losses, registry
 from mmfuse_jax.errors import ConfigError
@@ -57,7 +57,7 @@ def test_label_names_tokenise_with_the_checkpoint_vocabulary(tmp_path):
     (tmp_path / "vocab.txt").write_text("\n".join(synthetic.vocabulary()) + "\n")
     names = ("Ask for help", "Thank", "Asking for opinions")
     ckpt = mvcl_daf.tokenize_labels(names, "checkpoint", str(tmp_path), 2)
-    assert ckpt == mvcl_daf.tokenize_labels(names, "synthetic", "", 2)  # the two paths agree
+    assert ckpt == mvcl_daf.tokenize_labels(names, "synthetic", "", 2, synthetic.vocabulary())  # the two paths agree
     assert ckpt["label_tokens"] == ((1, 1), (1,), (1, 1))  # out of the toy vocabulary: [UNK], truncated to 2
     assert (ckpt["mask_token_id"], ckpt["sep_token_id"]) == (4, 3)
     (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nask\nfor\nhelp\nthank\n##s\n")
@@ -247,17 +247,19 @@ def test_switches_shape_the_model_and_the_loss(default):
     assert set(out) == {"logits", "embedding"}
     p, out = _shapes(multiview_weight=0.0, daf_depth=3, encoder_layers=1)
     assert {"audio_dynamic_2", "global_gate"} <= set(p["daf"]) and "transformer" in p["audio_encoder"]
-    assert "multiview_anchor" not in out and "prototype_weight" in out
-    # The weights and τ the model emits are the ones the loss uses.
+    assert "multiview_anchor" not in out and "prototype_weight" not in out  # no hyperparameters in outputs
+    # The loss takes its weights and τ from the config given to make_loss.
     m, params = default
     b = make_batch()
-    out = dict(apply_train(m, params, b), prototype_weight=0.5, multiview_weight=2.0, temperature=0.2)
-    loss, aux = mvcl_daf.loss_fn(out, b)
+    out = apply_train(m, params, b)
+    cfg = tiny_config("mvcl_daf")
+    cfg.model.update({"prototype_weight": 0.5, "multiview_weight": 2.0, "temperature": 0.2})
+    loss, aux = registry.get("mvcl_daf").make_loss(cfg)(out, b)
     proto = losses.prototype_contrastive_loss(out["embedding"], b["label"], b["valid"], C, 0.2)
     mv = losses.multiview_contrastive_loss(out["multiview_anchor"], out["multiview_views"], b["valid"], 0.2)
     assert float(loss) == pytest.approx(float(aux["ce"] + aux["oe"] + 0.5 * proto + 2.0 * mv), rel=1e-6)
-    del out["multiview_anchor"], out["prototype_weight"]
-    loss, aux = mvcl_daf.loss_fn(out, b)
+    cfg.model.prototype_weight = cfg.model.multiview_weight = 0.0
+    loss, aux = registry.get("mvcl_daf").make_loss(cfg)(out, b)
     assert set(aux) == {"ce", "oe", "correct"} and float(loss) == pytest.approx(float(aux["ce"] + aux["oe"]))
 
 

@@ -188,6 +188,7 @@ def _losses(workdir):
 def test_two_processes_match_one_process(tiny_synthetic, tmp_path):
     """train.py then eval.py on 2 processes x 2 devices = one process on 4 devices (batch 16, 6 steps);
     eval.py splits the params over the model axis (restoring a replicated checkpoint) on the way."""
+    from mmfuse_jax import report
     from mmfuse_jax.training import loop
 
     overrides = {"num_epochs": 1, "log_every": 1, "batch_size": 16, "eval_batch_size": 16}
@@ -197,7 +198,8 @@ def test_two_processes_match_one_process(tiny_synthetic, tmp_path):
     ref, two = str(tmp_path / "one_process"), str(tmp_path / "two_processes")
     config = tiny_config("text_only", tiny_synthetic, **overrides)
     loop.train_and_evaluate(config, ref)  # also prepares the data the two processes then reuse
-    loop.evaluate(config, ref)
+    ev = loop.evaluate(config, ref)  # eval.py's two calls: evaluate, then the report (predictions_<split>.npz)
+    report.after_evaluate(ev.run_dir, ev.config, ev.preds, train=ev.train, checkpoint_step=ev.checkpoint_step)
 
     outs = _run_two_processes("train.py", [*flags, f"--workdir={two}"])
     assert all("preparing" not in out for out in outs)  # same config: the prepared data was reused

@@ -32,8 +32,8 @@ import time
 import jax
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from mmfuse_jax.training.logging import read_metrics
 
 pytestmark = pytest.mark.slow
@@ -216,3 +216,29 @@ def test_resume_between_log_steps_logs_the_same_train_metrics(bench, prepared, e
     shutil.rmtree(os.path.join(cut, "checkpoints", "6"))
     assert "resumed from step 4" in finish(start(args(cut), str(tmp_path / "cut.log"), env))
     assert numbers(cut) == numbers(full)
+
+
+def test_sigint_mid_epoch_saves_exits_130_and_resumes_exactly(bench, prepared, env, tmp_path):
+    """Ctrl-C after step 3 (checkpoints every 2 steps): the run saves at the step boundary it reached,
+    prints one line and exits 130; the same command then ends exactly as an uninterrupted run."""
+    ref, cut = str(tmp_path / "ref"), str(tmp_path / "cut")
+    args = lambda wd: train_args(bench, wd, prepared, "--config.num_epochs=1", "--config.checkpoint_every_steps=0")
+    finish(start(args(ref), str(tmp_path / "ref.log"), env))
+    proc = start(args(cut), str(tmp_path / "cut.log"), env)
+    deadline = time.time() + 300
+    while not logged(cut, 2) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    rc = proc.wait(timeout=300)
+    out = output(proc)
+    assert rc == 130, out[-3000:]
+    assert "Traceback" not in out
+    (line,) = [x for x in out.splitlines() if x.startswith("error:")]
+    step = int(line.split("interrupted at step ")[1].split(";")[0])
+    assert 2 <= step <= STEPS_PER_EPOCH and "run the same command to resume" in line
+    assert steps_in(os.path.join(cut, "checkpoints")) == [step]  # saved at the boundary it reached
+    assert f"resumed from step {step}" in finish(start(args(cut), str(tmp_path / "resumed.log"), env))
+    assert numbers(cut) == numbers(ref)
+    last = steps_in(os.path.join(ref, "checkpoints"))[-1]
+    assert_trees_equal(restore_tree(os.path.join(ref, "checkpoints", str(last), "state")),
+                       restore_tree(os.path.join(cut, "checkpoints", str(last), "state")))

@@ -7,10 +7,12 @@ import ml_collections
 import numpy as np
 import pytest
 from jax.sharding import AxisType
+from models.test_models import BERT, C, make_batch, model_config
 
 from mmfuse_jax import losses, registry
-from mmfuse_jax.training import sharding, state as state_lib, step as step_lib
-from models.test_models import BERT, C, make_batch, model_config
+from mmfuse_jax.training import sharding
+from mmfuse_jax.training import state as state_lib
+from mmfuse_jax.training import step as step_lib
 
 OPT = ml_collections.ConfigDict({"lr": 1e-2, "weight_decay": 0.01, "warmup_ratio": 0.0, "grad_clip": 1.0,
                                  "b1": 0.9, "b2": 0.999, "eps": 1e-8})
@@ -90,7 +92,7 @@ def test_compiles_once_per_bucket_shape():
     spec, m, tx, st = setup(mesh)
     counter = step_lib.TraceCounter()
     train_step = step_lib.make_train_step(m, spec.make_loss(None), tx, mesh, counter=counter)
-    for rep in range(2):
+    for _ in range(2):
         for la in (5, 11):  # two bucket shapes, each seen twice
             b = big_batch()
             b["audio"], b["audio_mask"] = b["audio"][:, :la], b["audio_mask"][:, :la]

@@ -9,8 +9,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, tiny_config
+
 from mmfuse_jax.training import loop
 from mmfuse_jax.training.logging import read_metrics
 
@@ -33,7 +33,7 @@ def test_fusion_beats_text_only(bench, tmp_path):
         workdir = str(tmp_path / name)
         summary = loop.train_and_evaluate(tiny_config(name, bench), workdir)
         assert summary["compiles"] <= 4  # at most one compilation per length bucket
-        results[name] = loop.evaluate(tiny_config(name, bench), workdir)
+        results[name] = loop.evaluate(tiny_config(name, bench), workdir).results
         assert os.path.exists(os.path.join(workdir, "eval_test.json"))
         assert os.listdir(os.path.join(workdir, "best")) and os.listdir(os.path.join(workdir, "checkpoints"))
         records = read_metrics(workdir)
@@ -54,7 +54,7 @@ def test_dyken_hyena_beats_text_only(bench, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("dyken_run"))
     config = tiny_config("dyken_hyena", root, **{"optimizer.lr": 1e-3, "num_epochs": 8})
     loop.train_and_evaluate(config, workdir)
-    dyken = loop.evaluate(config, workdir)["test"]["acc"]
+    dyken = loop.evaluate(config, workdir).results["test"]["acc"]
     # Text alone cannot separate the two intents of a pair (tests/data/test_synthetic.py shows both use
     # the same words), so text_only tops out near 0.5 here, as test_fusion_beats_text_only measures.
     assert dyken >= 0.85, dyken
@@ -72,7 +72,7 @@ def test_open_intent_on_the_synthetic_mintrec2_variant(tmp_path):
     config.dataset.bert_path = str(tmp_path / "bench2" / "bert")
     workdir = str(tmp_path / "run")
     loop.train_and_evaluate(config, workdir)
-    res = loop.evaluate(config, workdir)
+    res = loop.evaluate(config, workdir).results
     with open(os.path.join(workdir, "eval_test.json")) as f:
         record = json.load(f)
     assert record["open_intent"] == res["test (open intent)"]
@@ -114,7 +114,8 @@ def test_kill_and_resume_gives_the_same_numbers(bench, tmp_path):
     r2 = _cli("eval.py", *_flags(bench, killed)[:4])
     assert r1.returncode == 0 and r2.returncode == 0, r1.stderr[-2000:] + r2.stderr[-2000:]
     for split in ("dev", "test"):
-        with open(os.path.join(ref, f"eval_{split}.json")) as f1, open(os.path.join(killed, f"eval_{split}.json")) as f2:
+        with open(os.path.join(ref, f"eval_{split}.json")) as f1, \
+                open(os.path.join(killed, f"eval_{split}.json")) as f2:
             assert json.load(f1)["metrics"] == json.load(f2)["metrics"]
     # Every logged number after the resume equals the uninterrupted run's (same seed, bitwise on CPU).
     def numbers(workdir):  # throughput is the one logged value that is not deterministic
@@ -140,7 +141,7 @@ def test_bfloat16_compute_still_learns(bench, tmp_path):
     config = tiny_config("early_fusion", bench, compute_dtype="bfloat16")
     workdir = str(tmp_path / "bf16")
     loop.train_and_evaluate(config, workdir)
-    res = loop.evaluate(config, workdir)
+    res = loop.evaluate(config, workdir).results
     assert res["test"]["acc"] >= 0.85, res
 
 
@@ -151,6 +152,6 @@ def test_mvcl_daf_beats_text_only(bench, tmp_path):
         workdir = str(tmp_path / name)
         summary = loop.train_and_evaluate(tiny_config(name, bench), workdir)
         assert summary["compiles"] <= 4
-        results[name] = loop.evaluate(tiny_config(name, bench), workdir)
+        results[name] = loop.evaluate(tiny_config(name, bench), workdir).results
     text, mvcl = results["text_only"]["test"]["acc"], results["mvcl_daf"]["test"]["acc"]
     assert mvcl >= 0.85 and mvcl - text >= 0.2, results

@@ -108,7 +108,7 @@ def read(root: str, *, feat_dims: dict, max_lens: dict, nonfinite: str = "error"
                         "in-scope/video_data/, in-scope/audio_data/, out-of-scope/MIntRec2.0-OOD/)",
                         "no in-scope/ folder there")
     report = common.ReadReport()
-    kw = dict(feat_dims=feat_dims, max_lens=max_lens, nonfinite=nonfinite, report=report)
+    kw = {"feat_dims": feat_dims, "max_lens": max_lens, "nonfinite": nonfinite, "report": report}
     in_folder = os.path.join(root, IN_SCOPE)
     in_feats = _features(in_folder)
     out = {s: _read_part(in_folder, s, LABELS, in_feats, **kw) for s in splits}
@@ -124,43 +124,3 @@ def read(root: str, *, feat_dims: dict, max_lens: dict, nonfinite: str = "error"
             # UNK is index 30 = OOS_LABEL: the label list with UNK appended.
             out[s] = out[s] + _read_part(oos_folder, s, (*LABELS, OOS_NAME), oos_feats, **kw)
     return out, report
-
-
-def preset(name: str = "mintrec2"):
-    """``config.dataset`` for the real release (``mintrec2``) or the synthetic variant (``demo``,
-    ``tiny``; written by `mmfuse_jax.data.synthetic_mintrec2`)."""
-    import ml_collections
-
-    from mmfuse_jax.config_base import dataset_config
-    from mmfuse_jax.errors import ConfigError
-
-    ds = dataset_config("mintrec")  # the shared fields; everything MIntRec-specific is replaced
-    ds.format = "mintrec2"
-    ds.metric = "mintrec2"          # in-scope classification (OOS rows ignored), metrics.SCORERS
-    ds.read_options = ml_collections.ConfigDict({"oos_splits": ("test",)})
-    ds.oos_label = OOS_LABEL
-    ds.doc_scale = 1.0              # configs/single_turn/{text,mag_bert,mult}_ood.py: 'scale': [1]
-    if name == "mintrec2":
-        ds.name = "mintrec2"
-        ds.root = "data/MIntRec2.0"
-        # examples/single_turn/run_*_ood_baselines.sh: --text_backbone bert-large-uncased.
-        ds.bert_path = "pretrained/bert-large-uncased"
-        # data/single_turn/__init__.py: feat_dims and max_seq_lengths for swin-roi / wavlm.
-        ds.feat_dims = ml_collections.ConfigDict({"audio": 768, "video": 256})
-        ds.max_len = ml_collections.ConfigDict({"text": 50, "audio": 400, "video": 180})
-    elif name in ("demo", "tiny"):
-        from mmfuse_jax.data import synthetic_mintrec2 as syn
-
-        spec = syn.Mintrec2Spec() if name == "demo" else syn.TINY
-        ds.name = f"synthetic_mintrec2_{name}"
-        ds.root = f"data/synthetic_mintrec2_{name}"
-        ds.bert_path = f"{ds.root}/bert"
-        # Its own key (as synthetic_mmsa): `synthetic_mintrec2.ensure(ds)` writes it on first use;
-        # ds.synthetic stays empty so the MIntRec-layout generator never runs for this root.
-        ds.synthetic_mintrec2 = ml_collections.ConfigDict(syn.config_fields(spec))
-        ds.feat_dims = ml_collections.ConfigDict({"audio": spec.audio_dim, "video": spec.video_dim})
-        ds.max_len = ml_collections.ConfigDict({"text": 16, "audio": spec.audio_len[1],
-                                                "video": spec.video_len[1]})
-    else:
-        raise ConfigError(f"unknown MIntRec2.0 preset {name!r}: expected one of ['mintrec2', 'demo', 'tiny']")
-    return ds

@@ -26,7 +26,6 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import ml_collections
 import numpy as np
 
 from mmfuse_jax.data.formats import common
@@ -205,33 +204,3 @@ def read(root: str, *, feat_dims: dict, max_lens: dict, nonfinite: str = "error"
         out[SPLITS[name]] = _read_split(data[name], path, name, feat_dims=feat_dims, max_lens=max_lens,
                                         nonfinite=nonfinite, report=report)
     return out, report
-
-
-# --------------------------------------------------------------------------------- dataset presets
-
-# name: (folder, pickle, BERT, (audio dim, video dim), (text, audio, video) lengths), sources:
-#   dims and splits: REFERENCE_NOTES.md (thuiar/MMSA config_regression.json and the released pickles);
-#   MOSI lengths: unaligned_50.pkl (audio 375 x 5, vision 500 x 20); MOSEI: 500 frames each;
-#   SIMS: unaligned_39.pkl (audio 400 x 33, vision 55 x 709; KuDA opts.py seq_lens 39/55/400);
-#   SIMSv2: KuDA pretrain.py seq_lens [50, 232, 925], fea_dims [768, 177, 25] (T, V, A);
-#   BERT: KuDA models/OverallModal.py build_model (bert-base-chinese for SIMS*, -uncased otherwise).
-_PRESETS = {
-    "mosi": ("data/MMSA/MOSI", "bert-base-uncased", (5, 20), (50, 375, 500)),
-    "mosei": ("data/MMSA/MOSEI", "bert-base-uncased", (74, 35), (50, 500, 500)),
-    "sims": ("data/MMSA/SIMS", "bert-base-chinese", (33, 709), (39, 400, 55)),
-    "simsv2": ("data/MMSA/SIMSv2", "bert-base-chinese", (25, 177), (50, 925, 232)),
-}
-
-
-def preset(name: str) -> ml_collections.ConfigDict:
-    """``config.dataset`` for one MMSA benchmark (regression, its official metrics)."""
-    if name not in _PRESETS:
-        raise ConfigError(f"unknown MMSA dataset {name!r}: expected one of {sorted(_PRESETS)}")
-    root, bert, (audio_dim, video_dim), (lt, la, lv) = _PRESETS[name]
-    return ml_collections.ConfigDict({
-        "format": "mmsa", "name": name, "root": root, "bert_path": f"pretrained/{bert}",
-        "feat_dims": {"audio": audio_dim, "video": video_dim},
-        "max_len": {"text": lt, "audio": la, "video": lv},
-        "task": "regression", "metric": name,
-        "nonfinite": "zero",     # MMSA data_loader.py: audio[audio == -inf] = 0 (KuDA: vision too)
-        "num_buckets": 4, "prepared_dir": "", "synthetic": {}})

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 
-import ml_collections
 import numpy as np
 
 from mmfuse_jax.data.formats import common
@@ -150,33 +149,3 @@ def read(root: str, *, feat_dims: dict, max_lens: dict, nonfinite: str = "error"
             rows.append(ex)
         out[ours] = rows
     return out, report
-
-
-# ---------------------------------------------------------------------------------- dataset presets
-
-# Sequence lengths of the released pickles (MulT paper Sec. 4.1 / the files): unaligned (Lt, La, Lv),
-# aligned: every modality at the text length. Feature sizes: (text, audio, video).
-_DIMS = {"mosi": (300, 5, 20), "mosei": (300, 74, 35), "iemocap": (300, 74, 35)}
-_LENS = {"mosi": (50, 375, 500), "mosei": (50, 500, 500), "iemocap": (20, 400, 500)}
-PRESETS = tuple(n + s for n in FILES for s in ("", "_aligned"))
-
-
-def preset(name: str) -> ml_collections.ConfigDict:
-    """``config.dataset`` for 'mosi', 'mosei', 'iemocap' (unaligned) or '<name>_aligned'."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown MulT dataset {name!r}: expected one of {list(PRESETS)}")
-    base, aligned = name.removesuffix("_aligned"), name.endswith("_aligned")
-    dt, da, dv = _DIMS[base]
-    lt, la, lv = (_LENS[base][0],) * 3 if aligned else _LENS[base]
-    regression = base != "iemocap"
-    return ml_collections.ConfigDict({
-        "format": "mult", "name": name, "root": "data/MulT", "bert_path": "",
-        "read_options": {"name": base, "aligned": aligned},
-        "feat_dims": {"text": dt, "audio": da, "video": dv},
-        "max_len": {"text": lt, "audio": la, "video": lv},
-        "task": "regression" if regression else "classification",
-        "metric": base,                            # metrics.SCORERS: 'mosi', 'mosei', 'iemocap'
-        "label_shape": () if regression else (len(LABELS),),
-        "nonfinite": "zero",                       # src/dataset.py: audio[audio == -inf] = 0
-        "num_buckets": 1,                          # the pickles are padded to one length already
-        "prepared_dir": "", "synthetic": {}})

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 
-import ml_collections
 import numpy as np
 
 from mmfuse_jax.data.formats import common
@@ -99,7 +98,8 @@ def _split_indices(root: str, split: str, data: dict, n: int) -> tuple[np.ndarra
         train, test = (np.asarray(a, np.int64).reshape(-1) for a in indices[folds[split]])
     except (IndexError, KeyError, TypeError, ValueError):
         raise DataError(path, f"fold {folds[split] + 1}", "5 (train_index, test_index) pairs",
-                        f"{type(indices).__name__} of length {len(indices) if hasattr(indices, '__len__') else '?'}")
+                        f"{type(indices).__name__} of length {len(indices) if hasattr(indices, '__len__') else '?'}"
+                        ) from None
     if train.size == 0 or test.size == 0 or max(train.max(), test.max()) >= n or min(train.min(), test.min()) < 0:
         raise DataError(path, f"fold {folds[split] + 1}", f"indices in [0, {n})", "out of range or empty")
     return train, test
@@ -146,19 +146,3 @@ def read(root: str, *, feat_dims: dict, max_lens: dict, nonfinite: str = "error"
             rows.append(ex)
         out[name] = rows
     return out, report
-
-
-def preset(name: str = "mustard") -> ml_collections.ConfigDict:
-    """``config.dataset`` for MUStARD (fold 1, speaker dependent): BERT 768 / librosa 283 / ResNet 2048."""
-    if name != "mustard":
-        raise ConfigError(f"unknown MUStARD preset {name!r}: expected 'mustard'")
-    return ml_collections.ConfigDict({
-        "format": "mustard", "name": name, "root": "data/MUStARD/data", "bert_path": "",
-        "read_options": {"split": "fold1", "text": "bert_tokens", "dev_every": 10},
-        "feat_dims": {"text": 768, "audio": AUDIO_ROWS, "video": 2048},
-        # BERT features were extracted with --max_seq_length=128 (README); ~11 audio bins; video frames
-        # are at most a few hundred (our bound; longer clips are cut and counted in the report).
-        "max_len": {"text": 128, "audio": 16, "video": 256},
-        "task": "classification", "metric": "binary",
-        "nonfinite": "error",
-        "num_buckets": 4, "prepared_dir": "", "synthetic": {}})

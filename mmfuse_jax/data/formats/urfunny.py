@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 
-import ml_collections
 import numpy as np
 
 from mmfuse_jax.data.formats import common
@@ -120,18 +119,3 @@ def _segments(table: dict, suffix: str, key, what: str, root: str, context: int)
     punch = _field(entry, f"punchline_{suffix}", key, what, root)
     ctx = list(_field(entry, f"context_{suffix}", key, what, root)) if context > 0 else []
     return ctx[max(len(ctx) - context, 0):] + [punch]
-
-
-def preset(name: str = "urfunny") -> ml_collections.ConfigDict:
-    """``config.dataset`` for UR-FUNNY v2: binary humour, GloVe 300 / COVAREP 81 / OpenFace2 371."""
-    if name != "urfunny":
-        raise ConfigError(f"unknown UR-FUNNY preset {name!r}: expected 'urfunny'")
-    length = 6 * 20  # 5 context sentences + the punchline, 20 words each (humor_dataloader.ipynb)
-    return ml_collections.ConfigDict({
-        "format": "urfunny", "name": name, "root": "data/UR-FUNNY", "bert_path": "",
-        "read_options": {"context_sentences": 5, "max_sentence_words": 20},
-        "feat_dims": {"text": 300, "audio": 81, "video": 371},  # README: glove 300, covarep 81, openface 371
-        "max_len": {"text": length, "audio": length, "video": length},
-        "task": "classification", "metric": "binary",
-        "nonfinite": "zero",   # COVAREP holds NaN/-inf (the tutorial does not clean them: our choice)
-        "num_buckets": 4, "prepared_dir": "", "synthetic": {}})

@@ -15,6 +15,8 @@ Files (read back by `formats.mmsa`)::
     OUT/Processed/unaligned.pkl     {'train'|'valid'|'test': {id, raw_text, text, text_bert, audio,
                                      vision, audio_lengths, vision_lengths, regression_labels(_T/_A/_V)}}
     OUT/bert/                       a small randomly initialised BERT (config, vocab, safetensors)
+
+In a ``config.dataset``: ``synthetic = {generator: "mmsa", <every SyntheticMMSASpec field>}``.
 """
 from __future__ import annotations
 
@@ -22,10 +24,9 @@ import dataclasses
 import os
 import pickle
 
-import ml_collections
 import numpy as np
 
-from mmfuse_jax.data.synthetic import SPECIAL_TOKENS
+from mmfuse_jax.data.synthetic.common import SPECIAL_TOKENS, write_random_bert
 
 GRID = np.round(np.arange(-1.0, 1.01, 0.2), 1)   # 11 sentiment values
 SENTIMENT_WORDS = ("awful", "terrible", "bad", "poor", "meh", "okay", "fine", "good", "great", "superb",
@@ -33,6 +34,8 @@ SENTIMENT_WORDS = ("awful", "terrible", "bad", "poor", "meh", "okay", "fine", "g
 FILLERS = ("the", "a", "this", "that", "is", "was", "it", "movie", "food", "day", "so", "really", "very",
            "i", "think", "we", "today", "here")
 PICKLE = os.path.join("Processed", "unaligned.pkl")
+NAME = "mmsa"                       # config.dataset.synthetic.generator
+COMPLETE = PICKLE                   # `write` saves the pickle last
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +56,10 @@ class SyntheticMMSASpec:
     bert_intermediate: int = 0          # 0: 4 * hidden
     bert_dropout: float = 0.1
     seed: int = 0
+
+
+SPEC = SyntheticMMSASpec
+CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(SyntheticMMSASpec))  # a preset stores them all
 
 
 def vocabulary() -> list[str]:
@@ -119,50 +126,13 @@ def generate(spec: SyntheticMMSASpec = SyntheticMMSASpec()) -> dict:
 
 def write(out: str, spec: SyntheticMMSASpec = SyntheticMMSASpec()) -> str:
     """Write the pickle and a random BERT under ``out``; returns ``out``."""
-    import jax
-    import jax.numpy as jnp
-
-    from mmfuse_jax.encoders import bert
-
     data = generate(spec)
     os.makedirs(os.path.join(out, "Processed"), exist_ok=True)
     tmp = os.path.join(out, PICKLE + ".tmp")
     with open(tmp, "wb") as f:
         pickle.dump(data, f, protocol=4)
-    vocab = vocabulary()
-    cfg = bert.BertConfig(vocab_size=len(vocab), hidden_size=spec.bert_hidden, num_hidden_layers=spec.bert_layers,
-                          num_attention_heads=spec.bert_heads,
-                          intermediate_size=spec.bert_intermediate or 4 * spec.bert_hidden,
-                          max_position_embeddings=max(64, spec.text_len), hidden_dropout_prob=spec.bert_dropout,
-                          attention_probs_dropout_prob=spec.bert_dropout)
-    ids = jnp.zeros((1, 4), jnp.int32)
-    params = bert.BertModel(cfg).init(jax.random.key(spec.seed), ids, jnp.ones_like(ids))["params"]
-    bert.save_pretrained(os.path.join(out, "bert"), cfg, params, vocab=vocab)
+    write_random_bert(os.path.join(out, "bert"), vocabulary(), hidden=spec.bert_hidden, layers=spec.bert_layers,
+                      heads=spec.bert_heads, seed=spec.seed, intermediate=spec.bert_intermediate,
+                      max_positions=max(64, spec.text_len), dropout=spec.bert_dropout)
     os.replace(tmp, os.path.join(out, PICKLE))  # the pickle last: its presence means "complete"
     return out
-
-
-def ensure(ds) -> None:
-    """Write the benchmark of a ``config.dataset`` made by `dataset_config` if it is not there yet."""
-    if len(ds.get("synthetic_mmsa", {})) and not os.path.exists(os.path.join(ds.root, PICKLE)):
-        print(f"generating the synthetic MMSA benchmark in {ds.root} ...")
-        write(ds.root, spec_from_config(ds.synthetic_mmsa))
-
-
-def spec_from_config(cfg) -> SyntheticMMSASpec:
-    d = dict(cfg)
-    for k in ("audio_len", "video_len"):
-        if k in d:
-            d[k] = tuple(d[k])
-    return SyntheticMMSASpec(**d)
-
-
-def dataset_config(name: str, spec: SyntheticMMSASpec) -> ml_collections.ConfigDict:
-    """``config.dataset`` for a synthetic benchmark under ``data/<name>`` (SIMS metrics)."""
-    s = dataclasses.asdict(spec)
-    return ml_collections.ConfigDict({
-        "format": "mmsa", "name": name, "root": f"data/{name}", "bert_path": f"data/{name}/bert",
-        "feat_dims": {"audio": spec.audio_dim, "video": spec.video_dim},
-        "max_len": {"text": spec.text_len, "audio": spec.audio_len[1], "video": spec.video_len[1]},
-        "task": "regression", "metric": "sims", "nonfinite": "zero", "num_buckets": 1, "prepared_dir": "",
-        "synthetic": {}, "synthetic_mmsa": s})

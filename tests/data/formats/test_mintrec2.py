@@ -1,17 +1,15 @@
-"""The MIntRec2.0 reader on fixtures written in the release layout, and the synthetic variant."""
+"""The MIntRec2.0 reader on fixtures written in the release layout."""
 from __future__ import annotations
 
 import csv
-import filecmp
 import os
 import pickle
 
 import numpy as np
 import pytest
 
-from mmfuse_jax.data import synthetic_mintrec2 as syn
 from mmfuse_jax.data.formats import FORMATS, mintrec2
-from mmfuse_jax.errors import ConfigError, DataError
+from mmfuse_jax.errors import DataError
 
 DIMS = {"audio": 6, "video": 5}
 LENS = {"text": 50, "audio": 8, "video": 7}
@@ -119,7 +117,8 @@ def test_gaps_in_utterance_ids_and_keys_from_the_right_pickle(root):
     splits, _ = read(root)
     keys = {e["key"]: e for rows in splits.values() for e in rows}
     assert "dia1_utt1" not in keys and {"dia1_utt0", "dia1_utt2", "dia4_utt1"} <= set(keys)
-    oos_audio = pickle.load(open(os.path.join(root, OOS_DIR, mintrec2.AUDIO_PKL), "rb"))
+    with open(os.path.join(root, OOS_DIR, mintrec2.AUDIO_PKL), "rb") as f:
+        oos_audio = pickle.load(f)
     np.testing.assert_array_equal(keys["dia4_utt1"]["audio"], oos_audio["dia4_utt1"])
 
 
@@ -150,7 +149,8 @@ def test_unk_only_in_out_of_scope_files(tmp_path):
 def test_missing_key_names_pickle_and_key(tmp_path):
     root = write_mintrec2(str(tmp_path / "r"))
     path = os.path.join(root, OOS_DIR, mintrec2.AUDIO_PKL)
-    feats = pickle.load(open(path, "rb"))
+    with open(path, "rb") as f:
+        feats = pickle.load(f)
     del feats["dia4_utt2"]
     with open(path, "wb") as f:
         pickle.dump(feats, f)
@@ -175,76 +175,3 @@ def test_header_spellings(tmp_path):
     bad = ["Dialogue_id", "Text", "Utterance_id", "Label"] + HEADER[4:]
     with pytest.raises(DataError, match=r"train\.tsv: header expected columns"):
         read(write_mintrec2(str(tmp_path / "b"), header=bad))
-
-
-def test_presets():
-    ds = mintrec2.preset("mintrec2")
-    assert (ds.format, ds.root, ds.bert_path, ds.metric) == (
-        "mintrec2", "data/MIntRec2.0", "pretrained/bert-large-uncased", "mintrec2")
-    assert dict(ds.feat_dims) == {"audio": 768, "video": 256}
-    assert dict(ds.max_len) == {"text": 50, "audio": 400, "video": 180}
-    assert tuple(ds.read_options.oos_splits) == ("test",) and ds.oos_label == 30 and ds.doc_scale == 1.0
-    tiny = mintrec2.preset("tiny")
-    assert tiny.synthetic_mintrec2.train == syn.TINY.train and tiny.feat_dims.audio == syn.TINY.audio_dim
-    assert not len(tiny.synthetic)  # the MIntRec-layout generator must not run for this root
-    with pytest.raises(ConfigError, match="unknown MIntRec2.0 preset"):
-        mintrec2.preset("mintrec")
-
-
-# ------------------------------------------------------------------------------ synthetic variant
-
-SMALL = syn.Mintrec2Spec(train=60, dev=15, test=15, oos_train=12, oos_dev=6, oos_test=9,
-                         bert_hidden=12, bert_heads=2, bert_layers=1)
-
-
-def test_synthetic_written_in_layout_readable_and_deterministic(tmp_path):
-    ds = mintrec2.preset("tiny")
-    ds.root = a = str(tmp_path / "a")
-    ds.synthetic_mintrec2.update(train=60, dev=15, test=15, oos_train=12, oos_dev=6, oos_test=9)
-    ds.synthetic_mintrec2.bert_hidden, ds.synthetic_mintrec2.bert_heads, ds.synthetic_mintrec2.bert_layers = 12, 2, 1
-    syn.ensure(ds)
-    stamp = os.path.getmtime(os.path.join(a, "in-scope", "train.tsv"))
-    syn.ensure(ds)  # already there: not written again
-    assert os.path.getmtime(os.path.join(a, "in-scope", "train.tsv")) == stamp
-    syn.main([f"--out={tmp_path / 'b'}", "--train=60", "--dev=15", "--test=15", "--oos_train=12",
-              "--oos_dev=6", "--oos_test=9", "--bert_hidden=12", "--bert_heads=2", "--bert_layers=1"])
-    b = str(tmp_path / "b")
-    for name in ("in-scope/train.tsv", "in-scope/test.tsv", f"{OOS_DIR}/test.tsv",
-                 f"in-scope/{mintrec2.AUDIO_PKL}", f"{OOS_DIR}/{mintrec2.VIDEO_PKL}", "bert/model.safetensors"):
-        assert filecmp.cmp(os.path.join(a, name), os.path.join(b, name), shallow=False), name
-    with open(os.path.join(a, "in-scope", "train.tsv")) as f:
-        assert f.readline().rstrip("\n").split("\t") == HEADER
-    dims = {"audio": SMALL.audio_dim, "video": SMALL.video_dim}
-    splits, _ = mintrec2.read(a, feat_dims=dims, max_lens={"text": 16, "audio": 999, "video": 999},
-                              oos_splits=("train", "dev", "test"))
-    assert [len(splits[s]) for s in ("train", "dev", "test")] == [72, 21, 24]
-    for s, n_oos in (("train", 12), ("dev", 6), ("test", 9)):
-        labels = np.array([e["label"] for e in splits[s]])
-        assert (labels == 30).sum() == n_oos and labels[-n_oos:].tolist() == [30] * n_oos
-    # Interleaved dialogues: in-scope files have gaps in their utterance ids.
-    utts = {}
-    for e in splits["train"][:60]:
-        dia, utt = e["key"][3:].split("_utt")
-        utts.setdefault(dia, []).append(int(utt))
-    assert any(u != list(range(len(u))) for u in utts.values())
-
-
-def test_synthetic_oos_is_an_unseen_cue_on_known_topics():
-    data = syn.generate(syn.Mintrec2Spec(train=900, dev=1, test=1, oos_train=300, oos_dev=1, oos_test=1))
-    rows = data["train"]
-    known = [e for e in rows if e["label"] < 30]
-    assert {e["label"] for e in known} == set(range(30))
-    for e in rows:  # every utterance, OOS included, speaks about exactly one known topic
-        topics = [i for i, t in enumerate(syn.synthetic._TOPICS) if set(t) & set(e["text"].split())]
-        assert len(topics) == 1 and (e["label"] == 30 or e["label"] // 3 == topics[0])
-    # The cue patterns: 3 known + 2 OOS per modality, as generate draws them first.
-    rng = np.random.default_rng(0)
-    pat = rng.choice([-1.0, 1.0], (5, syn.Mintrec2Spec().audio_dim))
-
-    def best_pattern(x):
-        return int(np.argmax((x @ pat.T).max(0)))
-
-    acc_known = np.mean([best_pattern(e["audio"]) == e["label"] % 3 for e in known])
-    oos = [e for e in rows if e["label"] == 30]
-    frac_unseen = np.mean([best_pattern(e["audio"]) >= 3 for e in oos])
-    assert acc_known > 0.6 and frac_unseen > 0.6  # the cue is in the audio for ~2/3 of the rows

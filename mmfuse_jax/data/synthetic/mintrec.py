@@ -14,10 +14,10 @@ Files written (the MIntRec release layout, read back by `formats.mintrec`)::
     OUT/bert/config.json vocab.txt model.safetensors   a small randomly initialised BERT
 
 CLI: ``python -m mmfuse_jax.data.synthetic --out=DIR [--train=800 --seed=0 ...]``.
+In a ``config.dataset``: ``synthetic = {generator: "mintrec", train, dev, test, seed}``.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import os
@@ -26,6 +26,7 @@ import pickle
 import numpy as np
 
 from mmfuse_jax.data.formats import mintrec
+from mmfuse_jax.data.synthetic.common import SPECIAL_TOKENS, spec_cli, write_random_bert
 
 _WORDS = ("you", "we", "they", "really", "just", "so", "that", "this", "it", "is", "was", "the",
           "a", "my", "your", "our", "today", "now", "again", "here", "there", "well", "oh", "okay")
@@ -41,7 +42,9 @@ _TOPICS = (
     ("garden", "flowers", "rain", "roses", "fence", "weeds"),
     ("project", "deadline", "team", "slides", "client", "budget"),
 )
-SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+NAME = "mintrec"                    # config.dataset.synthetic.generator
+COMPLETE = "train.tsv"              # its presence under the root: the benchmark is there
+CONFIG_FIELDS = ("train", "dev", "test", "seed")  # what a preset stores in config.dataset.synthetic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,19 +66,22 @@ class SyntheticSpec:
     seed: int = 0
 
 
-def _utterance(rng: np.random.Generator, topic: int) -> str:
+SPEC = SyntheticSpec
+
+
+def utterance(rng: np.random.Generator, topic: int) -> str:
     n_topic, n_fill = rng.integers(2, 4), rng.integers(3, 7)
     words = list(rng.choice(_TOPICS[topic], n_topic, replace=False)) + list(rng.choice(_WORDS, n_fill))
     rng.shuffle(words)
     return " ".join(words)
 
 
-def _cued(rng, lengths, dim, pattern, spec):
+def cued_frames(rng, lengths, dim, pattern, spec):
     """Noise [T, dim] with ``pattern`` added on a random window (no window if pattern is None)."""
     t = int(rng.integers(lengths[0], lengths[1] + 1))
     x = rng.standard_normal((t, dim)).astype(np.float32)
     if pattern is not None:
-        w = max(1, int(round(t * rng.uniform(*spec.cue_fraction))))
+        w = max(1, round(t * rng.uniform(*spec.cue_fraction)))
         start = int(rng.integers(0, t - w + 1))
         x[start:start + w] += pattern
     return x
@@ -97,11 +103,11 @@ def generate(spec: SyntheticSpec = SyntheticSpec()):
             clip += 1
             season, episode = f"S{1 + clip % 5:02d}", f"E{1 + clip % 23:02d}"
             ex = {"season": season, "episode": episode, "clip": str(clip),
-                  "key": f"{season}_{episode}_{clip}", "text": _utterance(rng, topic), "label": label}
+                  "key": f"{season}_{episode}_{clip}", "text": utterance(rng, topic), "label": label}
             for m, lens, dim in (("audio", spec.audio_len, spec.audio_dim),
                                  ("video", spec.video_len, spec.video_dim)):
                 pat = patterns[m][member] if where in (m, "both") else None
-                ex[m] = _cued(rng, lens, dim, pat, spec)
+                ex[m] = cued_frames(rng, lens, dim, pat, spec)
             rows.append(ex)
         splits[split] = rows
     return splits
@@ -114,11 +120,6 @@ def vocabulary() -> list[str]:
 
 def write(out: str, spec: SyntheticSpec = SyntheticSpec()) -> str:
     """Write the benchmark (and a random BERT) under ``out`` in the MIntRec layout; returns ``out``."""
-    import jax
-    import jax.numpy as jnp
-
-    from mmfuse_jax.encoders import bert
-
     splits = generate(spec)
     os.makedirs(os.path.join(out, "video_data"), exist_ok=True)
     os.makedirs(os.path.join(out, "audio_data"), exist_ok=True)
@@ -135,35 +136,9 @@ def write(out: str, spec: SyntheticSpec = SyntheticSpec()) -> str:
         pickle.dump(audio, f, protocol=4)
     with open(os.path.join(out, mintrec.VIDEO_PKL), "wb") as f:
         pickle.dump(video, f, protocol=4)
-    vocab = vocabulary()
-    cfg = bert.BertConfig(vocab_size=len(vocab), hidden_size=spec.bert_hidden,
-                          num_hidden_layers=spec.bert_layers, num_attention_heads=spec.bert_heads,
-                          intermediate_size=4 * spec.bert_hidden, max_position_embeddings=64)
-    ids = jnp.zeros((1, 4), jnp.int32)
-    params = bert.BertModel(cfg).init(jax.random.key(spec.seed), ids, jnp.ones_like(ids))["params"]
-    bert.save_pretrained(os.path.join(out, "bert"), cfg, params, vocab=vocab)
+    write_random_bert(os.path.join(out, "bert"), vocabulary(), hidden=spec.bert_hidden, layers=spec.bert_layers,
+                      heads=spec.bert_heads, seed=spec.seed)
     return out
-
-
-def ensure(ds) -> None:
-    """Write the benchmark of a demo/tiny ``config.dataset`` under ``ds.root`` on first use."""
-    if len(ds.get("synthetic", {})) and not os.path.exists(os.path.join(ds.root, "train.tsv")):
-        print(f"generating the synthetic benchmark in {ds.root} ...")
-        write(ds.root, SyntheticSpec(**dict(ds.synthetic)))
-
-
-def spec_cli(argv, doc: str, spec_cls, write_fn, what: str) -> None:
-    """``--out=DIR`` plus one flag per int/float field of ``spec_cls``; writes the benchmark."""
-    p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="folder to write the benchmark into")
-    for f in dataclasses.fields(spec_cls):
-        if f.type in ("int", "float"):
-            p.add_argument(f"--{f.name}", type=int if f.type == "int" else float, default=f.default)
-    args = vars(p.parse_args(argv))
-    out = args.pop("out")
-    write_fn(out, spec_cls(**args))
-    print(f"wrote the {what} to {out}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,60 +1,38 @@
 """Defaults shared by every ``configs/<model>.py``; each preset overrides what its source says.
 
-Dataset presets:
-  * ``demo``/``tiny``: the synthetic MIntRec-layout benchmark (`data/synthetic.py`), generated on
-    first use under ``data/synthetic`` (``tiny``: a smaller copy for tests).
+Intent presets (`INTENT_DATASETS`, `MINTREC2_DATASETS`: config preset -> `configs.datasets` entry):
+  * ``demo``/``tiny``: the synthetic MIntRec-layout benchmark (`data/synthetic/mintrec.py`), generated on
+    first use under ``data/synthetic_<preset>`` (``tiny``: a smaller copy for tests).
   * ``mintrec``: the real release under ``data/MIntRec`` and a BERT checkpoint directory under
     ``pretrained/bert-base-uncased`` (thuiar/MIntRec uses bert-base-uncased).
+  * ``mintrec2``, ``demo_mintrec2``, ``tiny_mintrec2``: MIntRec2.0 (real, synthetic, synthetic for tests).
 """
 from __future__ import annotations
 
 import ml_collections
 
-from mmfuse_jax.data.synthetic import SyntheticSpec
+from configs import datasets
+from mmfuse_jax.errors import ConfigError
 
-PRESETS = ("demo", "tiny", "mintrec")
-
-
-def dataset_config(preset: str) -> ml_collections.ConfigDict:
-    ds = ml_collections.ConfigDict()
-    ds.format = "mintrec"
-    ds.task = "classification"   # or 'regression' (float labels)
-    ds.metric = "classification"  # a metrics.SCORERS entry: the benchmark's official metrics
-    ds.num_buckets = 4          # <= 4 compiled shapes per step function (foundation issue)
-    ds.nonfinite = "error"      # or 'zero': replace NaN/inf by 0 and report the count
-    ds.prepared_dir = ""        # default: <root>/prepared
-    ds.synthetic = ml_collections.ConfigDict()
-    if preset in ("demo", "tiny"):
-        spec = SyntheticSpec() if preset == "demo" else SyntheticSpec(train=320, dev=96, test=96)
-        ds.name = f"synthetic_{preset}"
-        ds.root = f"data/synthetic_{preset}"
-        ds.bert_path = f"data/synthetic_{preset}/bert"
-        ds.synthetic = ml_collections.ConfigDict({"train": spec.train, "dev": spec.dev, "test": spec.test,
-                                                  "seed": spec.seed})
-        ds.feat_dims = ml_collections.ConfigDict({"audio": spec.audio_dim, "video": spec.video_dim})
-        ds.max_len = ml_collections.ConfigDict({"text": 16, "audio": spec.audio_len[1],
-                                                "video": spec.video_len[1]})
-    elif preset == "mintrec":
-        ds.name = "mintrec"
-        ds.root = "data/MIntRec"
-        ds.bert_path = "pretrained/bert-base-uncased"
-        # thuiar/MIntRec data/__init__.py: feat_dims and max_seq_lengths.
-        ds.feat_dims = ml_collections.ConfigDict({"audio": 768, "video": 256})
-        ds.max_len = ml_collections.ConfigDict({"text": 30, "audio": 480, "video": 230})
-    else:
-        from mmfuse_jax.errors import ConfigError
-        raise ConfigError(f"unknown preset {preset!r}: expected one of {list(PRESETS)}")
-    return ds
+INTENT_DATASETS = {"demo": "synthetic_demo", "tiny": "synthetic_tiny", "mintrec": "mintrec"}
+MINTREC2_DATASETS = {"mintrec2": "mintrec2", "demo_mintrec2": "synthetic_mintrec2_demo",
+                     "tiny_mintrec2": "synthetic_mintrec2_tiny"}
+PRESETS = tuple(INTENT_DATASETS)
+INTENT_PRESETS = PRESETS + tuple(MINTREC2_DATASETS)  # every intent preset: MIntRec and MIntRec2.0
 
 
 def base_config(model_name: str, preset: str,
-                dataset: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
-    """Shared defaults; ``dataset`` (a format module's preset) replaces the MIntRec/synthetic ones."""
+                dataset: ml_collections.ConfigDict | str | None = None) -> ml_collections.ConfigDict:
+    """Shared defaults. ``dataset``: a ``config.dataset`` or a `configs.datasets` name (default: the
+    intent dataset of ``preset``, `INTENT_DATASETS`). ``preset`` 'demo'/'tiny' also picks the small
+    optimisation settings below."""
     c = ml_collections.ConfigDict()
     c.model_name = model_name
     c.preset = preset
     c.seed = 0
-    c.dataset = dataset if dataset is not None else dataset_config(preset)
+    if dataset is None:
+        dataset = INTENT_DATASETS[parse_preset(preset, presets=PRESETS)]
+    c.dataset = datasets.dataset(dataset) if isinstance(dataset, str) else dataset
     c.model = ml_collections.ConfigDict()
     c.model.pretrained_bert = True   # load config.dataset.bert_path weights into the text encoder
     c.model.dropout = 0.1
@@ -95,6 +73,17 @@ def base_config(model_name: str, preset: str,
 def parse_preset(arg: str | None, default: str = "demo", presets: tuple[str, ...] = PRESETS) -> str:
     preset = arg or default
     if preset not in presets:
-        from mmfuse_jax.errors import ConfigError
         raise ConfigError(f"unknown preset {preset!r}: expected one of {list(presets)}")
     return preset
+
+
+def intent_config(model_name: str, preset: str) -> ml_collections.ConfigDict:
+    """base_config for an intent preset (`INTENT_PRESETS`): a MIntRec2.0 preset takes the
+    optimisation of its MIntRec counterpart (mintrec2 -> mintrec, demo_mintrec2 -> demo, ...)."""
+    if preset not in MINTREC2_DATASETS:
+        return base_config(model_name, preset)
+    recipe = {"mintrec2": "mintrec", "demo_mintrec2": "demo", "tiny_mintrec2": "tiny"}[preset]
+    c = base_config(model_name, recipe, MINTREC2_DATASETS[preset])
+    c.preset = preset
+    return c
+

@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
+from configs import datasets
 from mmfuse_jax.data.formats import FORMATS, mmsa
 from mmfuse_jax.errors import DataError
 
@@ -172,22 +173,11 @@ def test_not_a_dataset(tmp_path):
         read(str(tmp_path / "list.pkl"))
 
 
-@pytest.mark.parametrize("name,dims,lens", [("mosi", (5, 20), (50, 375, 500)), ("mosei", (74, 35), (50, 500, 500)),
-                                            ("sims", (33, 709), (39, 400, 55)),
-                                            ("simsv2", (25, 177), (50, 925, 232))])
-def test_presets(name, dims, lens):
-    ds = mmsa.preset(name)
-    assert (ds.format, ds.task, ds.metric, ds.nonfinite) == ("mmsa", "regression", name, "zero")
-    assert (ds.feat_dims.audio, ds.feat_dims.video) == dims
-    assert (ds.max_len.text, ds.max_len.audio, ds.max_len.video) == lens
-    assert ("chinese" in ds.bert_path) == name.startswith("sims")
-
-
 def test_prepared_batches_carry_float_and_unimodal_labels(tmp_path):
     from mmfuse_jax.data import pipeline
 
     root, data = write_mmsa(tmp_path / "SIMS")
-    ds = mmsa.preset("sims")
+    ds = datasets.dataset("sims")
     ds.root, ds.feat_dims, ds.max_len, ds.num_buckets = root, DIMS, LENS, 1
     prepared = pipeline.Prepared.open(ds)
     loader = pipeline.Loader(prepared, "dev", batch_size=4, max_len=ds.max_len, dims=ds.feat_dims,

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import ml_collections
 
-from mmfuse_jax.config_base import base_config, parse_preset
-from mmfuse_jax.data.formats import mult as mult_format
-from mmfuse_jax.data.formats import mustard, urfunny
+from configs.base import base_config, parse_preset
+from mmfuse_jax.data import synthetic
 
-PRESETS = (*mult_format.PRESETS, "urfunny", "mustard", "demo", "tiny")
+# config preset -> `configs.datasets` entry (demo / tiny: base_config's synthetic MIntRec layout).
+DATASETS = {**{n + s: f"mult_{n}{s}" for n in ("mosi", "mosei", "iemocap") for s in ("", "_aligned")},
+            "urfunny": "urfunny", "mustard": "mustard", "demo": "synthetic_demo", "tiny": "synthetic_tiny"}
+PRESETS = tuple(DATASETS)
 
 # MulT Table 5. conv_kernel is (text, audio, video); "(1 or 3)" for text -> 1 (the official code's).
 TABLE5 = {
@@ -49,17 +51,6 @@ _MONITOR = {"mosi": ("mae", "min"), "mosei": ("mae", "min"), "iemocap": ("f1", "
             "urfunny": ("acc", "max"), "mustard": ("f1", "max"), "demo": ("acc", "max"), "tiny": ("acc", "max")}
 
 
-def dataset(preset: str) -> ml_collections.ConfigDict | None:
-    """The format module's dataset preset (None: base_config's synthetic demo/tiny)."""
-    if preset in mult_format.PRESETS:
-        return mult_format.preset(preset)
-    if preset == "urfunny":
-        return urfunny.preset()
-    if preset == "mustard":
-        return mustard.preset()
-    return None
-
-
 def output_kind(ds) -> str:
     if ds.task == "regression":
         return "regression"
@@ -70,7 +61,7 @@ def affect_config(model_name: str, arg: str | None) -> ml_collections.ConfigDict
     """base_config + the dataset preset + Table 5; the model file adds its own fields."""
     preset = parse_preset(arg, default="demo", presets=PRESETS)
     base = preset.removesuffix("_aligned")
-    c = base_config(model_name, preset, dataset=dataset(preset))
+    c = base_config(model_name, preset, dataset=DATASETS[preset])
     t = TABLE5[base]
     m = c.model
     m.output = output_kind(c.dataset)
@@ -83,9 +74,7 @@ def affect_config(model_name: str, arg: str | None) -> ml_collections.ConfigDict
     m.use_future_mask = True                       # main.py --attn_mask (on by default)
     m.pretrained_bert = False                      # no BERT: text features (or learned id embeddings)
     if base in ("demo", "tiny"):
-        from mmfuse_jax.data.synthetic import vocabulary
-
-        m.text_vocab_size, m.text_embed_dim = len(vocabulary()), m.dim
+        m.text_vocab_size, m.text_embed_dim = len(synthetic.vocabulary()), m.dim
     else:
         m.text_vocab_size, m.text_embed_dim = 0, c.dataset.feat_dims.text
     # Adam without weight decay and without warmup (MulT: Adam + ReduceLROnPlateau on dev loss; our

@@ -6,8 +6,8 @@ import pickle
 
 import numpy as np
 import pytest
-
 from conftest import SMALL_ROWS, write_mintrec
+
 from mmfuse_jax.data.formats import mintrec
 from mmfuse_jax.data.safe_pickle import load_pickle
 from mmfuse_jax.errors import DataError

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import numpy as np
-
 from conftest import REPO
+
 from mmfuse_jax.data import synthetic
 from mmfuse_jax.data.formats import mintrec
 
@@ -45,9 +45,9 @@ def test_text_tells_the_pair_but_not_the_intent():
     for ex in data:
         vocab_by_label.setdefault(ex["label"], set()).update(ex["text"].split())
     for pair in range(10):
-        fillers = set(synthetic._WORDS)
+        fillers = set(synthetic.mintrec._WORDS)
         a, b = vocab_by_label[2 * pair] - fillers, vocab_by_label[2 * pair + 1] - fillers
-        assert a == b == set(synthetic._TOPICS[pair])  # both intents of a pair use the same topic words
+        assert a == b == set(synthetic.mintrec._TOPICS[pair])  # both intents of a pair use the same topic words
         assert not a & (vocab_by_label[(2 * pair + 2) % 20] - fillers)  # other pairs use other words
 
 
@@ -69,7 +69,7 @@ def test_cue_separates_the_pair_members():
 def test_cli(tmp_path):
     out = tmp_path / "cli"
     r = subprocess.run([sys.executable, "-m", "mmfuse_jax.data.synthetic", f"--out={out}", "--train=20",
-                        "--dev=5", "--test=5", "--bert_hidden=12", "--bert_heads=2"],
+                        "--dev=5", "--test=5", "--bert_hidden=12", "--bert_heads=2"], check=False,
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     with open(out / "dev.tsv") as f:

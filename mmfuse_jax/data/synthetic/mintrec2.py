@@ -1,7 +1,7 @@
 """A synthetic open-intent benchmark written in the MIntRec2.0 single-turn layout, with OOS data.
 
 The thirty MIntRec2.0 intents form ten triples. The intents of a triple draw their words from the
-same topic pool (the generators of `data/synthetic.py`), so text tells the triple but not the
+same topic pool (the generators of `data/synthetic/mintrec.py`), so text tells the triple but not the
 intent (text-only accuracy ~1/3); the intent inside the triple is carried by one of three cue
 patterns added to a window of the audio and/or video frames. Out-of-scope utterances (label
 ``UNK``) talk about a known topic but carry one of ``oos_patterns`` further cue patterns that no
@@ -19,7 +19,8 @@ Files written (the MIntRec2.0 layout, read back by `formats.mintrec2`)::
     OUT/out-of-scope/MIntRec2.0-OOD/...                  the same for the UNK rows
     OUT/bert/config.json vocab.txt model.safetensors     a small randomly initialised BERT
 
-CLI: ``python -m mmfuse_jax.data.synthetic_mintrec2 --out=DIR [--train=600 --oos_test=100 ...]``.
+CLI: ``python -m mmfuse_jax.data.synthetic.mintrec2 --out=DIR [--train=600 --oos_test=100 ...]``.
+In a ``config.dataset``: ``synthetic = {generator: "mintrec2", train, dev, test, oos_*, seed}``.
 """
 from __future__ import annotations
 
@@ -30,17 +31,18 @@ import pickle
 
 import numpy as np
 
-from mmfuse_jax.data import synthetic
 from mmfuse_jax.data.formats import mintrec2
+from mmfuse_jax.data.synthetic import mintrec as mintrec_synth
+from mmfuse_jax.data.synthetic.common import spec_cli, write_random_bert
 
 MEMBERS = 3                      # known intents per topic: 10 topics x 3 = 30 intents
 _SOURCES = ("Superstore", "The Big Bang Theory", "Friends")
 
 
 @dataclasses.dataclass(frozen=True)
-class Mintrec2Spec(synthetic.SyntheticSpec):
+class Mintrec2Spec(mintrec_synth.SyntheticSpec):
     """Sizes of the in-scope (train/dev/test) and out-of-scope (oos_*) parts; the rest as in
-    `synthetic.SyntheticSpec`."""
+    `synthetic.mintrec.SyntheticSpec`."""
 
     train: int = 600
     dev: int = 150
@@ -53,19 +55,18 @@ class Mintrec2Spec(synthetic.SyntheticSpec):
 
 
 TINY = Mintrec2Spec(train=360, dev=45, test=45, oos_train=36, oos_dev=15, oos_test=30)
-_CONFIG_FIELDS = ("train", "dev", "test", "oos_train", "oos_dev", "oos_test", "seed")
-
-
-def config_fields(spec: Mintrec2Spec) -> dict:
-    """The fields a preset stores in ``config.dataset.synthetic`` (sizes and seed)."""
-    return {k: getattr(spec, k) for k in _CONFIG_FIELDS}
+NAME = "mintrec2"                  # config.dataset.synthetic.generator
+COMPLETE = os.path.join("bert", "model.safetensors")  # `write` saves the BERT last
+CONFIG_FIELDS = ("train", "dev", "test", "oos_train", "oos_dev", "oos_test", "seed")
+SPEC = Mintrec2Spec
 
 
 def _example(rng, spec, patterns, topic: int, member: int, label: int) -> dict:
     where = rng.choice(["audio", "video", "both"])  # which stream(s) carry the cue
-    ex = {"text": synthetic._utterance(rng, topic), "label": label}
+    ex = {"text": mintrec_synth.utterance(rng, topic), "label": label}
     for m, lens, dim in (("audio", spec.audio_len, spec.audio_dim), ("video", spec.video_len, spec.video_dim)):
-        ex[m] = synthetic._cued(rng, lens, dim, patterns[m][member] if where in (m, "both") else None, spec)
+        pattern = patterns[m][member] if where in (m, "both") else None
+        ex[m] = mintrec_synth.cued_frames(rng, lens, dim, pattern, spec)
     return ex
 
 
@@ -126,45 +127,18 @@ def _write_part(folder: str, splits: dict, oos: bool) -> None:
             pickle.dump(feats, f, protocol=4)
 
 
-def _write_bert(out: str, spec: Mintrec2Spec) -> None:
-    # The same small random BERT as `synthetic.write` (whose BERT step is not a function of its own).
-    import jax
-    import jax.numpy as jnp
-
-    from mmfuse_jax.encoders import bert
-
-    vocab = synthetic.vocabulary()
-    cfg = bert.BertConfig(vocab_size=len(vocab), hidden_size=spec.bert_hidden,
-                          num_hidden_layers=spec.bert_layers, num_attention_heads=spec.bert_heads,
-                          intermediate_size=4 * spec.bert_hidden, max_position_embeddings=64)
-    ids = jnp.zeros((1, 4), jnp.int32)
-    params = bert.BertModel(cfg).init(jax.random.key(spec.seed), ids, jnp.ones_like(ids))["params"]
-    bert.save_pretrained(out, cfg, params, vocab=vocab)
-
-
 def write(out: str, spec: Mintrec2Spec = Mintrec2Spec()) -> str:
     """Write the benchmark (and a random BERT) under ``out`` in the MIntRec2.0 layout; returns ``out``."""
     splits = generate(spec)
     _write_part(os.path.join(out, mintrec2.IN_SCOPE), splits, oos=False)
     _write_part(os.path.join(out, mintrec2.OUT_OF_SCOPE), splits, oos=True)
-    _write_bert(os.path.join(out, "bert"), spec)
+    write_random_bert(os.path.join(out, "bert"), mintrec_synth.vocabulary(), hidden=spec.bert_hidden,
+                      layers=spec.bert_layers, heads=spec.bert_heads, seed=spec.seed)
     return out
 
 
-def ensure(ds) -> None:
-    """Write the benchmark under ``ds.root`` on first use (a ``mintrec2.preset('demo'|'tiny')``).
-
-    `write` saves the BERT last: its presence means an earlier write completed.
-    """
-    fields = ds.get("synthetic_mintrec2", {})
-    done = os.path.exists(os.path.join(ds.root, "bert", "model.safetensors"))
-    if len(fields) and not done:
-        print(f"generating the synthetic MIntRec2.0 benchmark in {ds.root} ...")
-        write(ds.root, Mintrec2Spec(**dict(fields)))
-
-
 def main(argv: list[str] | None = None) -> None:
-    synthetic.spec_cli(argv, __doc__, Mintrec2Spec, write,
+    spec_cli(argv, __doc__, Mintrec2Spec, write,
                        "synthetic MIntRec2.0-layout benchmark (in-scope + out-of-scope)")
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmfuse_jax.data import synthetic_mmsa
 from mmfuse_jax.data.formats import mmsa
+from mmfuse_jax.data.synthetic import mmsa as synthetic_mmsa
 from mmfuse_jax.encoders.bert import BertConfig
 
 SPEC = synthetic_mmsa.SyntheticMMSASpec(train=40, dev=12, test=12, text_len=12, audio_len=(6, 16), video_len=(4, 10),
@@ -22,8 +22,8 @@ def test_one_modality_carries_the_label_exactly():
 
 def test_written_release_reads_back(tmp_path):
     root = synthetic_mmsa.write(str(tmp_path / "bench"), SPEC)
-    ds = synthetic_mmsa.dataset_config("x", SPEC)
-    splits, _ = mmsa.read(root, feat_dims=dict(ds.feat_dims), max_lens=dict(ds.max_len), nonfinite="zero")
+    dims, lens = {"audio": 6, "video": 5}, {"text": 12, "audio": 16, "video": 10}
+    splits, _ = mmsa.read(root, feat_dims=dims, max_lens=lens, nonfinite="zero")
     assert {k: len(v) for k, v in splits.items()} == {"train": 40, "dev": 12, "test": 12}
     ex = splits["train"][0]
     assert ex["text_ids"][0] == synthetic_mmsa.vocabulary().index("[CLS]") and ex["audio"].shape[1] == 6

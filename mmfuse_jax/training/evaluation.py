@@ -1,0 +1,94 @@
+"""Evaluation of a run's best checkpoint: `evaluate(config, run_dir)` -> `Evaluation`.
+
+It writes ``eval_<split>.json`` and returns everything a report needs (predictions per split, the
+training split's predictions for DOC on open-intent datasets, the checkpoint step); eval.py hands
+that to the report. Training never imports the report or the analyses.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from mmfuse_jax import ood
+from mmfuse_jax.errors import ConfigError
+from mmfuse_jax.training import distributed, identity
+from mmfuse_jax.training.checkpoint import Checkpoints
+from mmfuse_jax.training.experiment import Experiment, build, init_params, make_eval_step, predict_split, score
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """What `evaluate` found. ``results``: ``{split: metrics}`` (plus ``'<split> (open intent)'``
+    rows on open-intent datasets); ``preds``: ``{split: predict_split output}``; ``train``: the
+    training split's predictions (open intent only, for the DOC thresholds) or None; ``run_dir`` and
+    ``config``: the evaluated run folder and its config (the final stage's, for a staged model)."""
+
+    results: dict[str, dict[str, float]]
+    preds: dict[str, dict[str, np.ndarray]]
+    train: dict[str, np.ndarray] | None
+    checkpoint_step: int
+    run_dir: str
+    config: Any
+
+
+def restore_best(exp: Experiment, workdir: str) -> tuple[Any, dict]:
+    """(params, meta) of the best checkpoint in ``workdir/best``, laid out on ``exp``'s mesh and
+    checked against its model; a clear error if there is none (nothing is created)."""
+    if not os.path.isdir(os.path.join(workdir, "best")):
+        raise ConfigError(f"no best checkpoint in {os.path.join(workdir, 'best')}: train first with "
+                          f"train.py --workdir={workdir}")
+    ckpt = Checkpoints(workdir, keep=exp.config.keep_checkpoints)
+    try:
+        restored = ckpt.restore_best(jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), init_params(exp)))
+    finally:
+        ckpt.close()
+    if restored is None:
+        raise ConfigError(f"no best checkpoint in {os.path.join(workdir, 'best')}: train first with "
+                          f"train.py --workdir={workdir}")
+    return restored
+
+
+def evaluate(config, workdir: str, splits=("dev", "test")) -> Evaluation:
+    """Restore the best checkpoint of ``workdir`` and evaluate; writes ``eval_<split>.json``."""
+    exp = build(config)
+    params, meta = restore_best(exp, workdir)
+    eval_step = make_eval_step(exp)
+    oos_label = config.dataset.get("oos_label")
+    # Open-intent datasets: DOC thresholds are fitted on the in-scope training split's scores.
+    train = predict_split(exp, params, "train", eval_step) if oos_label is not None else None
+    results, preds = {}, {}
+    for split in splits:
+        pred = preds[split] = predict_split(exp, params, split, eval_step)
+        res = score(exp, pred)
+        results[split] = res
+        # The checkpoint step and config fingerprint this file came from (the report and compare flag
+        # outputs that no longer match the run's best checkpoint).
+        record = {"model": config.model_name, "dataset": config.dataset.name, "split": split,
+                  "checkpoint_step": meta["step"], "config_fingerprint": identity.fingerprint(config), "metrics": res}
+        if train is not None:
+            tables = ood.open_intent_scores(train["logits"], train["label"], pred["logits"], pred["label"],
+                                            scale=config.dataset.get("doc_scale", 1.0))
+            results[f"{split} (open intent)"] = record["open_intent"] = tables["open_intent"]
+        if distributed.is_primary():  # multi-host: every process has every prediction; one writes
+            with open(os.path.join(workdir, f"eval_{split}.json"), "w") as f:
+                json.dump(record, f, indent=2)
+    return Evaluation(results, preds, train, int(meta["step"]), os.path.abspath(workdir), config)
+
+
+def format_table(results: dict[str, dict[str, float]], title: str = "") -> str:
+    """Rows of metrics (x100); rows with other metric names (e.g. open intent) start a new table."""
+    lines = [title] if title else []
+    names = None
+    width = max(len(k) for k in results) + 1
+    for split, res in results.items():
+        if list(res) != names:
+            names = list(res)
+            lines.append(f"{'split':<{width}}" + " ".join(f"{n:>13}" for n in names))
+        lines.append(f"{split:<{width}}" + " ".join(f"{100 * res[n]:>13.2f}" for n in names))
+    return "\n".join(lines)

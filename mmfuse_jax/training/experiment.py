@@ -1,0 +1,143 @@
+"""The experiment of a config: its model, mesh, labels and data loaders; sharded init; predictions
+and scores of a split. Shared by training (`loop`), evaluation (`evaluation`) and the `Predictor`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from mmfuse_jax import metrics as metrics_lib
+from mmfuse_jax import registry
+from mmfuse_jax.batch import UNIMODAL_LABELS
+from mmfuse_jax.data import ensure_dataset, pipeline
+from mmfuse_jax.data.formats import FORMATS
+from mmfuse_jax.encoders import bert as bert_lib
+from mmfuse_jax.errors import ConfigError
+from mmfuse_jax.training import distributed, sharding
+from mmfuse_jax.training import step as step_lib
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+# ------------------------------------------------------------------------------------- setup
+
+@dataclasses.dataclass
+class Experiment:
+    config: Any
+    spec: registry.ModelSpec
+    model: Any
+    prepared: pipeline.Prepared
+    mesh: Any
+    labels: tuple[str, ...]
+    compute_dtype: Any
+
+    def loader(self, split: str, *, train: bool) -> pipeline.Loader:
+        c, ds = self.config, self.config.dataset
+        host, hosts = sharding.data_slice(self.mesh)  # this host's slice of every global batch
+        return pipeline.Loader(self.prepared, split, batch_size=c.batch_size if train else c.eval_batch_size,
+                               max_len=ds.max_len, dims=ds.feat_dims, num_buckets=ds.num_buckets,
+                               shuffle=train, seed=c.seed, label_dtype=self.label_dtype,
+                               process_index=host, process_count=hosts,
+                               num_threads=c.num_threads, cache_mb=c.get("loader_cache_mb", 0))
+
+    def shardings(self, tree: Any) -> Any:
+        """The layout of params / a TrainState (or their shapes) on the mesh: replicated, or split
+        on the ``model`` axis (config.mesh)."""
+        return sharding.tree_shardings(tree, self.mesh, sharding.min_shard_size(self.config))
+
+    @property
+    def label_dtype(self):
+        return np.float32 if self.config.dataset.task == "regression" else np.int32
+
+    def dummy_batch(self) -> dict[str, np.ndarray]:
+        ds = self.config.dataset
+        lens = pipeline.bucket_lengths(dict(ds.max_len), ds.num_buckets)[-1]
+        return pipeline.collate([], batch_size=self.mesh.size, lens=lens, dims=dict(ds.feat_dims))
+
+
+def build(config, *, data: bool = True) -> Experiment:
+    """The model, mesh and labels of ``config``; ``data=False`` skips preparing the dataset (the
+    `Predictor` needs only the config, the BERT config and the labels; `Experiment.loader` then fails)."""
+    if config.compute_dtype not in _DTYPES:
+        raise ConfigError(f"config.compute_dtype={config.compute_dtype!r}: expected one of {list(_DTYPES)}")
+    spec = registry.get(config.model_name)
+    if data:  # multi-host: process 0 writes/prepares the data first, the others then reuse it
+        distributed.primary_first(lambda: ensure_dataset(config.dataset), "ensure_dataset")
+    if config.dataset.format not in FORMATS:
+        raise ConfigError(f"config.dataset.format={config.dataset.format!r}: expected one of {sorted(FORMATS)}")
+    labels = tuple(FORMATS[config.dataset.format].LABELS)
+    prepared = distributed.primary_first(lambda: pipeline.Prepared.open(config.dataset), "prepare") \
+        if data else None
+    bert_cfg = bert_lib.BertConfig.from_json(os.path.join(config.dataset.bert_path, "config.json")) \
+        if spec.uses_bert else None
+    model = spec.build(config.model, {"num_classes": len(labels), "bert": bert_cfg})
+    mesh = sharding.mesh_from_config(config)
+    sharding.check_batch_size(config.batch_size, mesh)
+    sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    return Experiment(config, spec, model, prepared, mesh, labels, _DTYPES[config.compute_dtype])
+
+
+def init_params(exp: Experiment) -> Any:
+    """Sharded init from the seed (replicated, or split on the ``model`` axis by `Experiment.shardings`),
+    with the pretrained BERT loaded if configured."""
+    key = jax.random.fold_in(jax.random.PRNGKey(exp.config.seed), 0)
+    batch = {k: jnp.asarray(v) for k, v in exp.dummy_batch().items()}
+    init_fn = lambda k: exp.model.init(k, batch, train=False)["params"]
+    init = jax.jit(init_fn, out_shardings=exp.shardings(jax.eval_shape(init_fn, key)))
+    params = init(key)
+    if exp.spec.uses_bert and exp.config.model.pretrained_bert and "bert" in params:
+        _, pretrained = bert_lib.load_pretrained(exp.config.dataset.bert_path)
+        params = dict(params)
+        params["bert"] = sharding.put(pretrained, exp.mesh, sharding.min_shard_size(exp.config))
+    return params
+
+
+def make_eval_step(exp: Experiment, **kwargs):
+    """The jitted eval step of ``exp``'s model, returning its spec's ``eval_outputs`` too."""
+    return step_lib.make_eval_step(exp.model, exp.mesh, compute_dtype=exp.compute_dtype,
+                                   extra_outputs=exp.spec.eval_outputs, **kwargs)
+
+
+# ------------------------------------------------------------------------------------- predictions
+
+def predict_split(exp: Experiment, params, split: str, eval_step) -> dict[str, np.ndarray]:
+    """Logits (or predictions), labels and embeddings of every example of ``split`` on this host."""
+    loader = exp.loader(split, train=False)
+    outs: dict[str, list] = {}
+    labels = []
+    # disable=None: a bar on a terminal, none in logs/CI (tqdm checks isatty).
+    for batch in tqdm(loader.epoch(0), total=len(loader), desc=f"predict {split}", unit="batch", leave=False,
+                      dynamic_ncols=True, disable=None):
+        res = jax.device_get(eval_step(params, sharding.to_global(batch, exp.mesh)))
+        batch = sharding.gather_rows(batch, exp.mesh, ("valid", "label", *UNIMODAL_LABELS))  # all hosts' rows
+        keep = batch["valid"] > 0
+        for k, v in res.items():
+            outs.setdefault(k, []).append(np.asarray(v)[keep])
+        labels.append(batch["label"][keep])
+        for k in UNIMODAL_LABELS:  # unimodal labels travel along for scorers that use them
+            if k in batch:
+                outs.setdefault(k, []).append(batch[k][keep])
+    result = {k: np.concatenate(v) for k, v in outs.items()}
+    result["label"] = np.concatenate(labels)
+    return result
+
+
+def score(exp: Experiment, pred: dict[str, np.ndarray]) -> dict[str, float]:
+    """The dataset's official metrics (config.dataset.metric names a `metrics.SCORERS` entry)."""
+    return metrics_lib.score(_metric_set(exp), pred)
+
+
+def metric_names(exp: Experiment) -> list[str]:
+    return metrics_lib.metric_names(_metric_set(exp))
+
+
+def _metric_set(exp: Experiment) -> str:
+    # config.metric (optional) overrides the dataset's set for one run without touching
+    # config.dataset (whose fields fingerprint the prepared data), e.g. KuDA stage 1's unimodal scores.
+    return exp.config.get("metric") or exp.config.dataset.get("metric", "classification")
