@@ -159,8 +159,9 @@ def test_graft_fitting_loads_whole_layers_that_fit_and_reports_the_rest(capsys):
                        "layer_0": {"kernel": np.ones((3, 3)), "bias": np.ones(3)},
                        "extra": {"scale": np.ones(2)}}}
     out = stages_lib.graft(fresh, [("stage a", src)], target="stage b", fit="fitting")
-    assert float(out["encoder"]["layer_0"]["kernel"].sum()) == 9.0 and float(out["encoder"]["layer_0"]["bias"].sum()) == 3
-    assert float(jnp.abs(out["encoder"]["proj"]["kernel"]).sum()) == 0 and float(out["encoder"]["proj"]["bias"].sum()) == 0
+    enc = out["encoder"]
+    assert float(enc["layer_0"]["kernel"].sum()) == 9.0 and float(enc["layer_0"]["bias"].sum()) == 3.0
+    assert float(jnp.abs(enc["proj"]["kernel"]).sum()) == 0.0 and float(enc["proj"]["bias"].sum()) == 0.0
     assert out["encoder"]["layer_0"]["kernel"].dtype == jnp.float32
     np.testing.assert_array_equal(out["classifier"]["kernel"], fresh["classifier"]["kernel"])
     printed = capsys.readouterr().out
