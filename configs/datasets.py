@@ -175,8 +175,8 @@ DATASETS: dict[str, dict[str, Any]] = {
     # KuDA's stage-1 knowledge for English targets (MOSI, MOSEI): CH-SIMSv2(s) in the MMSA layout with
     # its text translated to English (KuDA README) and tokenised for bert-base-uncased into text_bert.
     # Not released in that form: the user builds it (configs/kuda.py says how).
-    "simsv2_en": {**_mmsa("simsv2"), "name": "simsv2_en", "root": "data/CH-SIMSv2-en",
-                  "bert_path": "pretrained/bert-base-uncased"},
+    # bert_path '': the target's BERT (configs/kuda.py), which stage 2 continues from.
+    "simsv2_en": {**_mmsa("simsv2"), "name": "simsv2_en", "root": "data/CH-SIMSv2-en", "bert_path": ""},
     # MulT pickles (MulT, HCT-DMG): unaligned and word-aligned.
     **{f"mult_{n}{s}": _mult(n + s) for n in _MULT_DIMS for s in ("", "_aligned")},
     "urfunny": _URFUNNY,

@@ -372,12 +372,15 @@ def knowledge_dataset(config):
 def _stage1_config(config, m: str):
     """pretrain.py for modality ``m``: its encoder + decoder alone, on its unimodal label (or the
     multimodal one, ``stage1.target``), with stage 1's epochs, lr and weight decay, on the knowledge
-    dataset ``stage1.dataset`` (read with the target's BERT: the text branch transfers) if one is set."""
+    dataset ``stage1.dataset`` if one is set (with its sizes and lengths; the whole text branch, BERT
+    included, transfers to stage 2, so its text is read with a BERT of the target's shape)."""
     s1, c = config.stage1, copy.deepcopy(config)
     knowledge = knowledge_dataset(config)
     if knowledge is not None:
         c.dataset = copy.deepcopy(knowledge)
-        c.dataset.bert_path = config.dataset.bert_path
+        # its text must be tokenised for the BERT stage 2 uses: the target's unless it names one
+        # (a synthetic one writes its own random BERT, same vocabulary and sizes as the target's)
+        c.dataset.bert_path = knowledge.get("bert_path") or config.dataset.bert_path
         c.model.update({"text_len": c.dataset.max_len.text, "audio_len": c.dataset.max_len.audio,
                         "video_len": c.dataset.max_len.video})
     c.model.update({"stage": 1, "modality": m, "target": s1.target})
