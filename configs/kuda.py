@@ -5,6 +5,9 @@ shapes with a 6-layer/384 BERT, for benchmarks/), demo and tiny (synthetic MMSA-
 on first use by mmfuse_jax/data/synthetic/mmsa.py; tiny is for tests).
 Train both stages (the recipe is `kuda.stages`): python train.py --config=configs/kuda.py:sims --workdir=runs/kuda,
 then python eval.py with the same flags (evaluates <workdir>/stage2).
+Stage 1 knowledge (config.stage1.dataset): mosi/mosei pretrain on CH-SIMSv2 with English text under
+data/CH-SIMSv2-en (obtain it first: `kuda.KNOWLEDGE_HELP`); demo/tiny on a second synthetic dataset
+(other seed, other audio/video sizes); sims/simsv2/bench on the target itself.
 
 Sources. The official repository (github:MKMaS-GUET/KuDA @ e60ef6b) ships one set of stage-2
 hyperparameters (opts.py, defaults = SIMS; plus values hard-coded in models/) and one of stage 1
