@@ -14,6 +14,7 @@ its spec, written on first use by `mmfuse_jax.data.ensure_dataset`), and per for
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import ml_collections
@@ -144,6 +145,11 @@ MMSA_DEMO = synthetic_mmsa.SyntheticMMSASpec(train=800, dev=200, test=200)
 MMSA_TINY = synthetic_mmsa.SyntheticMMSASpec(train=48, dev=24, test=24, text_len=12, audio_len=(6, 16),
                                              video_len=(4, 10), audio_dim=6, video_dim=5, bert_hidden=16,
                                              bert_dropout=0.0)
+# KuDA's stage-1 knowledge data for demo/tiny (configs/kuda.py: config.stage1.dataset): the same layout
+# and vocabulary, another seed (other samples, other audio/video patterns) and other audio/video
+# feature sizes, so their input projections cannot transfer to the target (as SIMSv2 177/25 -> MOSI 20/5).
+MMSA_DEMO_KNOWLEDGE = dataclasses.replace(MMSA_DEMO, audio_dim=9, video_dim=7, seed=1)
+MMSA_TINY_KNOWLEDGE = dataclasses.replace(MMSA_TINY, audio_dim=7, video_dim=4, seed=1)
 # bench: SIMS shapes (text 39, audio 400 x 33, video 55 x 709) and a MiniLM-shaped BERT
 # (6 layers, 384 hidden, 12 heads, FFN 1536), as the performance issue specifies.
 MMSA_BENCH = synthetic_mmsa.SyntheticMMSASpec(train=256, dev=32, test=32, text_len=39, audio_len=(200, 400),
@@ -164,6 +170,13 @@ DATASETS: dict[str, dict[str, Any]] = {
     "synthetic_mmsa_demo": _synthetic_mmsa("synthetic_mmsa_demo", MMSA_DEMO),
     "synthetic_mmsa_tiny": _synthetic_mmsa("synthetic_mmsa_tiny", MMSA_TINY),
     "synthetic_mmsa_bench": _synthetic_mmsa("synthetic_mmsa_bench", MMSA_BENCH),
+    "synthetic_mmsa_demo_knowledge": _synthetic_mmsa("synthetic_mmsa_demo_knowledge", MMSA_DEMO_KNOWLEDGE),
+    "synthetic_mmsa_tiny_knowledge": _synthetic_mmsa("synthetic_mmsa_tiny_knowledge", MMSA_TINY_KNOWLEDGE),
+    # KuDA's stage-1 knowledge for English targets (MOSI, MOSEI): CH-SIMSv2(s) in the MMSA layout with
+    # its text translated to English (KuDA README) and tokenised for bert-base-uncased into text_bert.
+    # Not released in that form: the user builds it (configs/kuda.py says how).
+    # bert_path '': the target's BERT (configs/kuda.py), which stage 2 continues from.
+    "simsv2_en": {**_mmsa("simsv2"), "name": "simsv2_en", "root": "data/CH-SIMSv2-en", "bert_path": ""},
     # MulT pickles (MulT, HCT-DMG): unaligned and word-aligned.
     **{f"mult_{n}{s}": _mult(n + s) for n in _MULT_DIMS for s in ("", "_aligned")},
     "urfunny": _URFUNNY,

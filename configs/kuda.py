@@ -5,17 +5,25 @@ shapes with a 6-layer/384 BERT, for benchmarks/), demo and tiny (synthetic MMSA-
 on first use by mmfuse_jax/data/synthetic/mmsa.py; tiny is for tests).
 Train both stages (the recipe is `kuda.stages`): python train.py --config=configs/kuda.py:sims --workdir=runs/kuda,
 then python eval.py with the same flags (evaluates <workdir>/stage2).
+Stage 1 knowledge (config.stage1.dataset): mosi/mosei pretrain on CH-SIMSv2 with English text under
+data/CH-SIMSv2-en (obtain it first: `kuda.KNOWLEDGE_HELP`); demo/tiny on a second synthetic dataset
+(other seed, other audio/video sizes); sims/simsv2/bench on the target itself.
 
 Sources. The official repository (github:MKMaS-GUET/KuDA @ e60ef6b) ships one set of stage-2
 hyperparameters (opts.py, defaults = SIMS; plus values hard-coded in models/) and one of stage 1
 (pretrain.py); its README says they "need to be modified for different datasets" but gives no other
 values, so every dataset uses them, with the lengths and feature sizes of its own release (mmsa.py).
 """
+from configs import datasets
 from configs.base import base_config, parse_preset
 
 # config preset -> `configs.datasets` entry (the synthetic sizes are there: MMSA_DEMO, MMSA_TINY, MMSA_BENCH)
 DATASETS = {"sims": "sims", "simsv2": "simsv2", "mosi": "mmsa_mosi", "mosei": "mmsa_mosei",
             "bench": "synthetic_mmsa_bench", "demo": "synthetic_mmsa_demo", "tiny": "synthetic_mmsa_tiny"}
+# config preset -> the `configs.datasets` entry stage 1 pretrains on (config.stage1.dataset); absent: the
+# target itself. MOSI/MOSEI: CH-SIMSv2 with English text (pretrain.py external_knowledge; KuDA README).
+KNOWLEDGE = {"mosi": "simsv2_en", "mosei": "simsv2_en", "demo": "synthetic_mmsa_demo_knowledge",
+             "tiny": "synthetic_mmsa_tiny_knowledge"}
 PRESETS = tuple(DATASETS)
 
 
@@ -40,7 +48,8 @@ def get_config(arg: str | None = None):
     m.fusion_layers = 3         # DyRoutTrans: 3 clones (opts.py fusion_layers is unused)
     m.heads, m.head_dim = 8, 64  # MultiHAtten(heads=8, dim_head=64)
     m.fusion_dropout = 0.3      # DyRoutTrans_block: DyRout_block(opt, dropout=0.3) (opts.py dropout unused)
-    m.ratio_mode = "official"   # 'official' (a no-op, as released) | 'paper' | 'none'
+    m.ratio_mode = "official"   # 'official' (a no-op, as released) | 'paper' | 'attention' | 'none'
+    m.ratio_inference = "dynamic"  # 'attention' at inference: 'dynamic' (from the unimodal predictions) | 'fixed'
     m.ratio_k = 0.1             # OverallModal.py: calculate_ratio_senti(..., k=0.1)
     m.nce_weight = 0.1          # train.py: loss_re + 0.1 * nce_loss
     m.clone_init = True         # _get_clones = copy.deepcopy: cloned blocks start identical
@@ -60,13 +69,19 @@ def get_config(arg: str | None = None):
     # Stage 1 (pretrain.py): each modality alone on its unimodal label, MSE; AdamW lr 1e-4, wd 1e-3,
     # batch 32, epochs T/V/A 100/100/50, same warmup + cosine; the last epoch's weights are saved
     # (save_model after the loop). train.py loads them and freezes 'adapter'/'decoder' parameters.
+    # stage1.dataset: the knowledge dataset stage 1 trains on (a `configs.datasets` entry, MMSA layout,
+    # with unimodal labels), read with the target's BERT; empty (or root ''): the target itself.
     c.stage1 = {"enabled": True, "target": "unimodal", "epochs": {"text": 100, "video": 100, "audio": 50},
-                "lr": 1e-4, "weight_decay": 1e-3, "select": "last", "freeze": True}
-    if preset in ("mosi", "mosei"):
-        # No unimodal labels in MOSI/MOSEI. The official stage 1 pretrains on CH-SIMSv2 with translated
-        # text, whose V/A weights cannot load into MOSI/MOSEI-shaped encoders (notes, quirk 10); we
-        # pretrain each modality on the multimodal label instead (switch: stage1.target / .enabled).
-        c.stage1.target = "multimodal"
+                "lr": 1e-4, "weight_decay": 1e-3, "select": "last", "freeze": True, "dataset": {}}
+    if preset in KNOWLEDGE:
+        # MOSI/MOSEI have no unimodal labels: as pretrain.py, stage 1 learns each modality's sentiment on
+        # CH-SIMSv2 (unimodal labels; English text for English targets, KuDA README). Its audio/video
+        # feature sizes (25/177) differ from the target's, so stage 2 loads every stage-1 layer that fits:
+        # the text branch whole, audio/video all but their input projections (kuda.stages,
+        # warm_start_fit='fitting'). Obtain data/CH-SIMSv2-en (see `kuda.KNOWLEDGE_HELP`), or set
+        # --config.stage1.dataset.root='' --config.stage1.target=multimodal (stage 1 on the target's label).
+        c.stage1.dataset = datasets.dataset(KNOWLEDGE[preset])
+        c.stage1.dataset.num_buckets = 1  # one compiled shape per stage-1 run
     if preset in ("demo", "tiny", "bench"):
         _small_preset(c, preset)
     return c

@@ -24,6 +24,10 @@ class Stage:
     frozen: regexes over '/'-joined param paths that this stage does not update.
     select: which checkpoint of this stage a later stage (or evaluation) reads: ``'best'`` (the
         best dev epoch) or ``'last'`` (the latest checkpoint).
+    warm_start_fit: how the warm-start sources must fit this stage's params: ``'strict'`` (every
+        source subtree has exactly the target's structure and shapes, else a `ConfigError`) or
+        ``'fitting'`` (graft what fits, layer by layer, and print the paths skipped: for a source
+        trained on data with other feature sizes, whose input projections cannot load).
     """
 
     name: str = ""
@@ -31,6 +35,10 @@ class Stage:
     warm_start: tuple[str, ...] = ()
     frozen: tuple[str, ...] = ()
     select: str = "best"
+    warm_start_fit: str = "strict"
+
+
+WARM_START_FITS = ("strict", "fitting")
 
 
 def single_stage(config) -> list[Stage]:

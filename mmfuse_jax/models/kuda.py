@@ -25,6 +25,16 @@ Sentiment ratio (``ratio_mode``):
     model's own multimodal estimate y0 (gradient stopped), r_m = exp(-k (u_m - y0)^2) / sum, and the
     second pass fuses with r. We use the model's own estimate rather than the label so training and
     inference see the same ratios (the paper weights by agreement with the multimodal sentiment).
+  * ``'attention'``: the ratio enters the dynamic modality attention of the fusion, as the paper
+    describes. Our reading: the official block sums the modality streams LN_m(c_m + r_m c_m) with equal
+    weights, i.e. a uniform attention over modalities; we add log r_m to those (uniform) attention
+    logits, softmax_m(log r_m) = r_m, and scale by M so the weights average 1:
+    fused = sum_m M r_m LN_m(c_m + r_m c_m). r_m = exp(-k (u_m - y)^2) / sum (u_m: the decoders'
+    unimodal predictions). Training: y = the label (as the paper and the official code); inference has
+    no label, so (``ratio_inference``) ``'dynamic'``: y = mean_m u_m, the unimodal consensus, or
+    ``'fixed'``: uniform r_m = 1/M. With k = 0 the ratios are uniform and the training forward equals
+    'official''s; at evaluation 'attention' keeps this path (official switches to LN(c_T + c_V + c_A)).
+    Gradients flow through r_m into the unimodal encoders, as in the official code (nothing detached).
   * ``'none'``: the evaluation path at train and test (ablation: no ratio).
 
 Official weights: `params_from_official` / `params_to_official` (kuda_official.py) convert the official
@@ -39,6 +49,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import re
 from typing import Any
 
@@ -50,7 +61,7 @@ from mmfuse_jax import losses, registry
 from mmfuse_jax import metrics as metrics_lib
 from mmfuse_jax.encoders.bert import BertConfig, BertModel
 from mmfuse_jax.encoders.sequence import SequenceEncoder
-from mmfuse_jax.errors import ConfigError
+from mmfuse_jax.errors import ConfigError, DataError
 from mmfuse_jax.layers.linear import Linear
 from mmfuse_jax.layers.transformer import layer_norm
 from mmfuse_jax.models.kuda_layers import (
@@ -65,7 +76,8 @@ from mmfuse_jax.models.kuda_layers import (
 )
 
 MODALITIES = ("text", "video", "audio")  # the official order T, V, A
-RATIO_MODES = ("official", "paper", "none")
+RATIO_MODES = ("official", "paper", "attention", "none")
+RATIO_INFERENCE = ("dynamic", "fixed")
 
 
 def default_taps(num_layers: int) -> tuple[int, ...]:
@@ -139,6 +151,11 @@ class DyRoutBlock(nn.Module):
             fused = c[0] + c[1] + c[2]
         elif self.mode == "official":  # Eq. in DyRout_block.forward: LN_m(c_m + r_m c_m)
             fused = sum(ln(x + ratio_bm[:, i, None, None] * x) for i, (ln, x) in enumerate(zip(lns, c)))
+        elif self.mode == "attention":  # the official terms under modality attention softmax_m(log r_m) = r_m,
+            # scaled by M so uniform ratios (k = 0) give the official sum back
+            weight_bm = len(MODALITIES) * ratio_bm
+            fused = sum(weight_bm[:, i, None, None] * ln(x + ratio_bm[:, i, None, None] * x)
+                        for i, (ln, x) in enumerate(zip(lns, c)))
         else:  # 'paper': the ratio weights the normalised modality streams
             fused = sum(ratio_bm[:, i, None, None] * ln(x) for i, (ln, x) in enumerate(zip(lns, c)))
         src = layer_norm("norm1", 1e-6)(src + layer_norm("layernorm")(fused))
@@ -170,6 +187,7 @@ class KuDA(nn.Module):
     fusion_dropout: float = 0.3
     ratio_mode: str = "official"
     ratio_k: float = 0.1            # OverallModal.py: calculate_ratio_senti(..., k=0.1)
+    ratio_inference: str = "dynamic"  # 'attention' at inference: ratios from the unimodal predictions | 'fixed'
     clone_init: bool = True         # cloned blocks start identical (official deepcopy)
 
     # ------------------------------------------------------------------ unimodal encoders (+ decoders)
@@ -205,6 +223,9 @@ class KuDA(nn.Module):
     def __call__(self, batch: dict, *, train: bool = False) -> dict[str, Any]:
         if self.ratio_mode not in RATIO_MODES:
             raise ConfigError(f"config.model.ratio_mode={self.ratio_mode!r}: expected one of {list(RATIO_MODES)}")
+        if self.ratio_inference not in RATIO_INFERENCE:
+            raise ConfigError(f"config.model.ratio_inference={self.ratio_inference!r}: expected one of "
+                              f"{list(RATIO_INFERENCE)}")
         if self.stage == 1:
             return self._stage1(batch, train=train)
         feats, uni = {}, {}
@@ -232,6 +253,8 @@ class KuDA(nn.Module):
             first = head(fuse(jnp.full_like(uni_bm, 1.0 / len(MODALITIES))))
             ratio = sentiment_ratio(uni_bm, jax.lax.stop_gradient(first), self.ratio_k)
             out["prediction_uniform"] = first
+        elif self.ratio_mode == "attention":
+            ratio = self._attention_ratio(uni_bm, batch, train=train)
         else:
             ratio = None
         src = fuse(ratio)
@@ -241,6 +264,18 @@ class KuDA(nn.Module):
         if ratio is not None:
             out["ratio"] = ratio
         return out
+
+    def _attention_ratio(self, uni_bm, batch, *, train: bool) -> jax.Array:
+        """'attention' ratios [B, M]: exp(-k (u_m - y)^2), normalised over modalities (the paper's ratio).
+
+        Training: y = the label (as the official code). Inference (no label): ``'dynamic'``, y = the mean
+        of the unimodal predictions (a modality that agrees with the others gets more weight);
+        ``'fixed'``, uniform ratios 1/M whatever the unimodal predictions."""
+        if train:
+            return sentiment_ratio(uni_bm, batch["label"].astype(uni_bm.dtype), self.ratio_k)
+        if self.ratio_inference == "fixed":
+            return jnp.full_like(uni_bm, 1.0 / len(MODALITIES))
+        return sentiment_ratio(uni_bm, uni_bm.mean(axis=-1), self.ratio_k)
 
     def _stage1(self, batch, *, train: bool) -> dict[str, Any]:
         if self.modality not in MODALITIES:
@@ -313,16 +348,47 @@ def make_loss(config):
 FROZEN = (r"^(text|video|audio)_encoder/adapter_\d+/", r"^(text|video|audio)_decoder/")
 
 
+KNOWLEDGE_HELP = ("KuDA's stage 1 (pretrain.py) learns unimodal sentiment on CH-SIMSv2(s) (unimodal labels), "
+                  "with the text translated to English for MOSI/MOSEI (KuDA README). Put that release in the "
+                  "MMSA layout there: the CH-SIMSv2 pickle (Processed/sims_unaligned.pkl; audio 25 / vision 177 "
+                  "features, regression_labels_T/A/V) with raw_text in English and text_bert re-tokenised for "
+                  "the target's BERT (bert-base-uncased); or point --config.stage1.dataset.root at it; or set "
+                  "--config.stage1.dataset.root='' --config.stage1.target=multimodal to pretrain on the target")
+
+
+def knowledge_dataset(config):
+    """``config.stage1.dataset`` if stage 1 trains on a knowledge dataset (not the target), else None.
+
+    A real (non-synthetic) one must exist: checked when the recipe is planned, before any training."""
+    ds = config.stage1.get("dataset")
+    if not ds or not ds.get("root"):
+        return None
+    if not len(ds.get("synthetic", {})) and not os.path.exists(ds.root):
+        raise DataError(ds.root, "config.stage1.dataset", "the knowledge dataset of KuDA's stage 1",
+                        "no such file or folder", hint=KNOWLEDGE_HELP)
+    return ds
+
+
 def _stage1_config(config, m: str):
     """pretrain.py for modality ``m``: its encoder + decoder alone, on its unimodal label (or the
-    multimodal one, ``stage1.target``), with stage 1's epochs, lr and weight decay."""
+    multimodal one, ``stage1.target``), with stage 1's epochs, lr and weight decay, on the knowledge
+    dataset ``stage1.dataset`` if one is set (with its sizes and lengths; the whole text branch, BERT
+    included, transfers to stage 2, so its text is read with a BERT of the target's shape)."""
     s1, c = config.stage1, copy.deepcopy(config)
+    knowledge = knowledge_dataset(config)
+    if knowledge is not None:
+        c.dataset = copy.deepcopy(knowledge)
+        # its text must be tokenised for the BERT stage 2 uses: the target's unless it names one
+        # (a synthetic one writes its own random BERT, same vocabulary and sizes as the target's)
+        c.dataset.bert_path = knowledge.get("bert_path") or config.dataset.bert_path
+        c.model.update({"text_len": c.dataset.max_len.text, "audio_len": c.dataset.max_len.audio,
+                        "video_len": c.dataset.max_len.video})
     c.model.update({"stage": 1, "modality": m, "target": s1.target})
     c.num_epochs = c.patience = int(s1.epochs[m])
     c.optimizer.update({"lr": s1.lr, "weight_decay": s1.weight_decay})
-    unimodal_metric = f"{config.dataset.metric}_{m}"
+    unimodal_metric = f"{c.dataset.metric}_{m}"
     if s1.target == "unimodal" and unimodal_metric in metrics_lib.SCORERS:
-        c.metric = unimodal_metric  # score u_m against label_<m> (config.dataset unchanged)
+        c.metric = unimodal_metric  # score u_m against label_<m>
     return c
 
 
@@ -337,7 +403,10 @@ def stages(config) -> list[registry.Stage]:
     ``stage1.enabled``), then ``stage2`` (train.py) initialised from them with the adapters and decoders
     frozen (``stage1.freeze``). Stage-1 weights come from the last epoch (``stage1.select='last'``, what
     pretrain.py saves) or the best dev epoch (``'best'``). ``stage1.enabled=False``: stage 2 alone from
-    scratch, nothing frozen (the "w/o knowledge injection" ablation)."""
+    scratch, nothing frozen (the "w/o knowledge injection" ablation). With a knowledge dataset
+    (``stage1.dataset``) stage 2 grafts what fits (``warm_start_fit='fitting'``): its feature sizes and
+    lengths are the target's, so the audio/video input projections (and position tables, if the
+    lengths differ) stay fresh and are reported."""
     s1 = config.stage1
     if s1.target not in ("unimodal", "multimodal"):
         raise ConfigError(f"config.stage1.target={s1.target!r}: expected 'unimodal' or 'multimodal'")
@@ -347,8 +416,9 @@ def stages(config) -> list[registry.Stage]:
         return [registry.Stage("stage2", _stage2_config)]
     first = [registry.Stage(f"stage1_{m}", functools.partial(_stage1_config, m=m), select=s1.select)
              for m in MODALITIES]
+    fit = "fitting" if knowledge_dataset(config) is not None else "strict"
     return first + [registry.Stage("stage2", _stage2_config, warm_start=tuple(s.name for s in first),
-                                   frozen=FROZEN if s1.freeze else ())]
+                                   frozen=FROZEN if s1.freeze else (), warm_start_fit=fit)]
 
 
 def build(cfg, info: dict) -> KuDA:
@@ -358,12 +428,13 @@ def build(cfg, info: dict) -> KuDA:
         raise ConfigError(f"config.model.taps={taps}: the BERT has {bert.num_hidden_layers} layers")
     fields = ("stage", "modality", "target", "encoder_width", "encoder_layers", "encoder_heads", "encoder_dropout",
               "adapter_heads", "adapter_layers", "adapter_dropout", "hidden", "ffn", "fusion_layers", "heads",
-              "head_dim", "fusion_dropout", "ratio_mode", "ratio_k", "clone_init")
+              "head_dim", "fusion_dropout", "ratio_mode", "ratio_k", "ratio_inference", "clone_init")
     return KuDA(bert=bert, text_len=cfg.text_len, video_len=cfg.video_len, audio_len=cfg.audio_len, taps=taps,
                 **{f: cfg[f] for f in fields if f in cfg})
 
 
-# The eval step returns the per-sample ratios ('paper' mode) and unimodal predictions, columns in MODALITIES order.
+# The eval step returns the per-sample ratios ('paper', 'attention') and unimodal predictions, columns in
+# MODALITIES order.
 SPEC = registry.register(registry.ModelSpec(
     "kuda", build, make_loss, task="regression", eval_outputs=("ratio", "unimodal_prediction"),
     output_labels={"ratio": MODALITIES, "unimodal_prediction": MODALITIES}, result_keys={"ratio": "modality_weights"},

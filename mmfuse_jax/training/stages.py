@@ -4,8 +4,9 @@ warm start. `loop.run` trains the stages in order with the shared loop; evaluati
     <workdir>/<stage.name>   one stage's run (``""``: the workdir itself, what one-stage models use)
 
 A stage with ``warm_start`` starts from fresh params into which every top-level subtree of the named
-earlier stages' checkpoints (their ``select``: ``'best'`` or ``'last'``) is grafted; its ``frozen``
-regexes go to the optimizer (`state.make_optimizer`).
+earlier stages' checkpoints (their ``select``: ``'best'`` or ``'last'``) is grafted (``warm_start_fit``:
+``'strict'``, all of it or a `ConfigError`; ``'fitting'``, every layer whose shapes fit, the rest
+reported); its ``frozen`` regexes go to the optimizer (`state.make_optimizer`).
 """
 from __future__ import annotations
 
@@ -53,6 +54,9 @@ def plan(config, workdir: str) -> list[PlannedStage]:
         if s.select not in ("best", "last"):
             raise ConfigError(f"model {config.model_name!r}: stage {s.name!r} select={s.select!r}: "
                               "expected 'best' or 'last'")
+        if s.warm_start_fit not in registry.WARM_START_FITS:
+            raise ConfigError(f"model {config.model_name!r}: stage {s.name!r} warm_start_fit={s.warm_start_fit!r}: "
+                              f"expected one of {list(registry.WARM_START_FITS)}")
         seen.add(s.name)
     return [PlannedStage(s, s.configure(config), os.path.join(workdir, s.name) if s.name else workdir)
             for s in recipe]
@@ -72,7 +76,7 @@ def warm_start_fn(planned: PlannedStage, stages: list[PlannedStage]):
 
     def init_fn(params):
         trees = [(f"stage {s.label} ({s.run_dir})", restore_params(s.run_dir, s.stage.select)) for s in sources]
-        return graft(params, trees, target=f"stage {planned.label}")
+        return graft(params, trees, target=f"stage {planned.label}", fit=planned.stage.warm_start_fit)
     return init_fn
 
 
@@ -82,12 +86,18 @@ def restore_params(run_dir: str, which: str = "last") -> dict:
     return read_checkpoint(run_dir, which)[0]
 
 
-def graft(params: dict, sources: list[tuple[str, dict]], *, target: str = "the model") -> dict:
+def graft(params: dict, sources: list[tuple[str, dict]], *, target: str = "the model",
+          fit: str = "strict") -> dict:
     """``params`` with every top-level subtree that a source holds replaced by the source's copy.
 
-    ``sources``: ``[(where, params)]``; ``where`` names the source in errors. A source subtree the
-    target lacks, or whose structure or shapes differ, is a `ConfigError`.
+    ``sources``: ``[(where, params)]``; ``where`` names the source in errors. ``fit='strict'``: a
+    source subtree the target lacks, or whose structure or shapes differ, is a `ConfigError`.
+    ``fit='fitting'``: `graft_fitting` (what fits is grafted, the rest is printed and left fresh).
     """
+    if fit == "fitting":
+        return graft_fitting(params, sources, target=target)
+    if fit != "strict":
+        raise ConfigError(f"warm_start_fit={fit!r}: expected one of {list(registry.WARM_START_FITS)}")
     params = dict(params)
     for where, src in sources:
         for name, tree in src.items():
@@ -103,3 +113,31 @@ def graft(params: dict, sources: list[tuple[str, dict]], *, target: str = "the m
                                   "(different lengths, feature sizes or model config)")
             params[name] = jax.tree_util.tree_map(lambda new, old: jnp.asarray(new, old.dtype), tree, params[name])
     return params
+
+
+def graft_fitting(params: dict, sources: list[tuple[str, dict]], *, target: str = "the model",
+                  verbose: bool = True) -> dict:
+    """``params`` with every source layer that fits grafted in; prints the source paths it skipped.
+
+    A layer (the leaves of one innermost module, e.g. a Dense's kernel and bias) is grafted whole when
+    the target holds each of its leaves with the same shape, and skipped whole otherwise, so a bias
+    never loads without its kernel. E.g. an encoder trained on 177-dim features grafted into one for
+    20-dim features: its input projection stays fresh, every layer after it loads.
+    """
+    flat = traverse_util.flatten_dict(params)
+    for where, src in sources:
+        skipped: list[str] = []
+        layers: dict[tuple, dict] = {}
+        for path, leaf in traverse_util.flatten_dict(src).items():
+            layers.setdefault(path[:-1], {})[path] = leaf
+        for leaves in layers.values():
+            if all(p in flat and np.shape(flat[p]) == np.shape(v) for p, v in leaves.items()):
+                flat.update({p: jnp.asarray(v, flat[p].dtype) for p, v in leaves.items()})
+            else:
+                skipped.extend(f"{'/'.join(map(str, p))} {list(np.shape(v))}"
+                               + (f" (target {list(np.shape(flat[p]))})" if p in flat else " (target lacks it)")
+                               for p, v in leaves.items())
+        if verbose and skipped:
+            print(f"warm start of {target} from {where}: {len(skipped)} parameters do not fit and stay fresh:\n  "
+                  + "\n  ".join(skipped), flush=True)
+    return traverse_util.unflatten_dict(flat)

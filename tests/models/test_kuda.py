@@ -14,6 +14,7 @@ import pytest
 from test_models import model_config  # noqa: E402  (tests/models is on sys.path under pytest)
 
 from mmfuse_jax.encoders.bert import BertConfig
+from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.models import kuda
 from mmfuse_jax.models.kuda_layers import cpc_nce, sentiment_ratio
 
@@ -166,14 +167,17 @@ def test_official_ratio_is_a_numerical_no_op(official):
     assert float(jnp.abs(a["prediction"] - b["prediction"]).max()) < 1e-5
 
 
+def _shift_video_decoder(params, by=2.0):
+    """``params`` with u_video moved by ``by`` (the video decoder's output bias)."""
+    dec = params["video_decoder"]
+    return {**params, "video_decoder": {**dec, "linear_3": {**dec["linear_3"], "bias": dec["linear_3"]["bias"] + by}}}
+
+
 def test_paper_ratio_changes_predictions(official):
     _, params, evaluate, _ = official
     paper = build(ratio_mode="paper")  # same parameters as the official mode
     run = jax.jit(lambda p, b: paper.apply({"params": p}, b, train=False))
-    moved = jax.tree_util.tree_map(lambda x: x, params)
-    moved["video_decoder"] = dict(params["video_decoder"],
-                                  linear_3={"kernel": params["video_decoder"]["linear_3"]["kernel"],
-                                            "bias": params["video_decoder"]["linear_3"]["bias"] + 2.0})
+    moved = _shift_video_decoder(params)
     a, b = run(params, make_batch()), run(moved, make_batch())
     chex.assert_shape(a["ratio"], (B, 3))
     np.testing.assert_allclose(a["ratio"].sum(-1), 1.0, rtol=1e-6)
@@ -183,6 +187,60 @@ def test_paper_ratio_changes_predictions(official):
     # the official evaluation path does not read the decoders at all
     np.testing.assert_array_equal(evaluate(params, make_batch())["prediction"],
                                   evaluate(moved, make_batch())["prediction"])
+
+
+def _train_forward(model):
+    return jax.jit(lambda p, b: model.apply({"params": p}, b, train=True, rngs={"dropout": jax.random.key(3)}))
+
+
+def test_attention_ratio_at_k0_is_the_official_training_forward(official):
+    """'attention' touches the fusion only through the modality weights M r_m: with k = 0 they are all 1
+    and the training forward is the official one; with k > 0 the label-based ratios change it."""
+    _, params, _, _ = official
+    reference = _train_forward(build(ratio_k=0.0))(params, make_batch())
+    uniform = _train_forward(build(ratio_mode="attention", ratio_k=0.0))(params, make_batch())
+    np.testing.assert_allclose(uniform["ratio"], 1.0 / 3, rtol=1e-6)
+    np.testing.assert_allclose(uniform["prediction"], reference["prediction"], atol=1e-5)
+    np.testing.assert_allclose(uniform["embedding"], reference["embedding"], atol=1e-5)
+    weighted = _train_forward(build(ratio_mode="attention", ratio_k=5.0))(params, make_batch())
+    np.testing.assert_allclose(weighted["ratio"], sentiment_ratio(weighted["unimodal_prediction"],
+                                                                  make_batch()["label"], 5.0), rtol=1e-6)
+    assert float(jnp.abs(weighted["prediction"] - reference["prediction"]).max()) > 1e-4
+
+
+@pytest.fixture(scope="module")
+def attention_eval():
+    runs = {}
+    for how in ("dynamic", "fixed"):
+        m = build(ratio_mode="attention", ratio_k=5.0, ratio_inference=how)
+        runs[how] = jax.jit(lambda p, b, m=m: m.apply({"params": p}, b, train=False))
+    return runs
+
+
+def test_attention_ratio_at_inference_comes_from_the_unimodal_predictions(official, attention_eval):
+    _, params, _, _ = official
+    a = attention_eval["dynamic"](params, make_batch())
+    chex.assert_shape([a["ratio"], a["unimodal_prediction"]], (B, 3))
+    chex.assert_shape(a["prediction"], (B,))
+    chex.assert_tree_all_finite(a)
+    u = a["unimodal_prediction"]  # no label at test time: the reference is the unimodal mean
+    np.testing.assert_allclose(a["ratio"], sentiment_ratio(u, u.mean(-1), 5.0), rtol=1e-6)
+    b = attention_eval["dynamic"](params, make_batch(label=(3.0, 3.0, 3.0)))
+    np.testing.assert_array_equal(a["prediction"], b["prediction"])  # the label is not read
+    moved = attention_eval["dynamic"](_shift_video_decoder(params), make_batch())
+    assert float(jnp.abs(a["ratio"][:, 1] - moved["ratio"][:, 1]).min()) > 1e-3
+    assert float(jnp.abs(a["prediction"] - moved["prediction"]).min()) > 1e-6
+
+
+def test_fixed_attention_ratio_ignores_the_unimodal_predictions(official, attention_eval):
+    _, params, _, _ = official
+    a = attention_eval["fixed"](params, make_batch())
+    b = attention_eval["fixed"](_shift_video_decoder(params), make_batch())
+    np.testing.assert_allclose(a["ratio"], 1.0 / 3, rtol=1e-6)
+    assert float(jnp.abs(a["unimodal_prediction"] - b["unimodal_prediction"]).max()) > 1.0  # they did move
+    np.testing.assert_array_equal(a["prediction"], b["prediction"])
+    with pytest.raises(ConfigError, match="ratio_inference='sometimes'"):
+        build(ratio_mode="attention", ratio_inference="sometimes").init(jax.random.key(0), make_batch())
 
 
 def test_sentiment_ratio_by_hand():

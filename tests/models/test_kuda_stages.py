@@ -15,9 +15,9 @@ from conftest import REPO
 from flax import traverse_util
 
 from mmfuse_jax import report
-from mmfuse_jax.errors import ConfigError
+from mmfuse_jax.errors import ConfigError, DataError
 from mmfuse_jax.models import kuda
-from mmfuse_jax.training import loop
+from mmfuse_jax.training import experiment, loop
 from mmfuse_jax.training import stages as stages_lib
 from mmfuse_jax.training import state as state_lib
 from mmfuse_jax.training.checkpoint import read_checkpoint
@@ -51,8 +51,7 @@ def test_recipe_follows_pretrain_and_train():
     assert stage2.warm_start == ("stage1_text", "stage1_video", "stage1_audio")
     assert [p.run_dir for p in stages_lib.plan(kuda_config("sims"), "/w")] == [
         "/w/stage1_text", "/w/stage1_video", "/w/stage1_audio", "/w/stage2"]
-    mosi = _recipe(kuda_config("mosi"))
-    assert mosi[0][1].model.target == "multimodal" and mosi[0][1].metric == ""
+    assert stage2.warm_start_fit == "strict"  # stage 1 on the target itself: everything must load
     c = kuda_config("sims")
     c.stage1.select = "best"
     assert {s.select for _, _, s in _recipe(c)[:3]} == {"best"}
@@ -63,6 +62,42 @@ def test_recipe_follows_pretrain_and_train():
     c.stage1.select = "first"
     with pytest.raises(ConfigError, match="stage1.select='first'"):
         _recipe(c)
+
+
+def test_mosi_pretrains_on_the_english_simsv2_knowledge_dataset(tmp_path):
+    """MOSI/MOSEI stage 1 trains on config.stage1.dataset (CH-SIMSv2, English text) with its sizes and the
+    target's BERT; stage 2 keeps the target and grafts what fits. A missing release is a DataError at
+    planning time, before any training, saying what to obtain."""
+    for preset in ("mosi", "mosei"):
+        c = kuda_config(preset)
+        c.stage1.dataset.root = str(tmp_path / "nowhere")
+        with pytest.raises(DataError, match="CH-SIMSv2.*English.*sims_unaligned.pkl"):
+            _recipe(c)
+        c.stage1.dataset.root = str(tmp_path)
+        runs = _recipe(c)
+        for name, s1, _ in runs[:3]:
+            m = name.split("_")[1]
+            assert (s1.dataset.name, s1.dataset.root, s1.dataset.bert_path) == ("simsv2_en", str(tmp_path),
+                                                                               c.dataset.bert_path)
+            assert (s1.dataset.feat_dims.audio, s1.dataset.feat_dims.video) == (25, 177)
+            assert (s1.model.text_len, s1.model.audio_len, s1.model.video_len) == (50, 925, 232)
+            assert (s1.model.target, s1.metric) == ("unimodal", f"simsv2_{m}")
+        _, s2, stage2 = runs[-1]
+        assert s2.dataset.name == c.dataset.name and s2.dataset.feat_dims.audio == c.dataset.feat_dims.audio
+        assert (s2.model.audio_len, s2.model.video_len) == (c.dataset.max_len.audio, c.dataset.max_len.video)
+        assert stage2.warm_start_fit == "fitting"
+    c.stage1.dataset.root, c.stage1.target = "", "multimodal"  # switch: stage 1 on the target's label
+    runs = _recipe(c)
+    assert runs[0][1].dataset.name == c.dataset.name and runs[-1][2].warm_start_fit == "strict"
+
+
+def test_tiny_knowledge_dataset_differs_from_the_target():
+    c = kuda_config("tiny")
+    k, ds = c.stage1.dataset, c.dataset
+    assert k.name != ds.name and k.root != ds.root and k.synthetic.seed != ds.synthetic.seed
+    assert (k.feat_dims.audio, k.feat_dims.video) != (ds.feat_dims.audio, ds.feat_dims.video)
+    assert k.synthetic.audio_dim == k.feat_dims.audio and k.synthetic.video_dim == k.feat_dims.video
+    assert _recipe(c)[-1][2].warm_start_fit == "fitting"
 
 
 def _fake_kuda_params():
@@ -105,24 +140,40 @@ def test_frozen_parameters_get_no_update_at_all():
 
 @pytest.mark.slow
 def test_both_stages_end_to_end(tmp_path):
-    """Stage 1 (text, video, audio) then stage 2 through the shared loop on the synthetic MMSA data:
-    stage 2 starts from the stage-1 weights (the frozen adapters and decoders still equal them after
-    training, bit for bit) and trains everything else (those parameters moved). In 'paper' ratio mode,
-    so evaluation also saves the per-sample ratios and the report draws them."""
+    """Stage 1 (text, video, audio) on the tiny preset's knowledge dataset (other seed, other audio/video
+    feature sizes) then stage 2 on the target, through the shared loop: stage 2 starts from what stage 1
+    learned (the text branch whole; audio/video every layer past the input projection; the projections,
+    which cannot load, fresh), keeps the frozen adapters and decoders bit for bit and trains the rest.
+    In 'paper' ratio mode, so evaluation also saves the per-sample ratios and the report draws them."""
     c = kuda_config("tiny")
     c.model.ratio_mode = "paper"
     c.dataset.root = str(tmp_path / "data")
     c.dataset.bert_path = str(tmp_path / "data" / "bert")
+    c.stage1.dataset.root = str(tmp_path / "knowledge")
+    c.stage1.dataset.bert_path = str(tmp_path / "knowledge" / "bert")
     work = str(tmp_path / "run")
     results = loop.run(c, work)
     assert list(results) == ["stage1_text", "stage1_video", "stage1_audio", "stage2"]
     assert all(not r["interrupted"] and r["compiles"] == 1 for r in results.values())
+    planned = stages_lib.plan(c, work)
+    assert os.path.exists(os.path.join(str(tmp_path / "knowledge"), "Processed", "unaligned.pkl"))
+    exp = experiment.build(planned[-1].config)
+    fresh = traverse_util.flatten_dict(jax.device_get(experiment.init_params(exp)))
+    start = traverse_util.flatten_dict(jax.device_get(stages_lib.warm_start_fn(planned[-1], planned)(
+        experiment.init_params(exp))))
     stage2 = traverse_util.flatten_dict(read_checkpoint(os.path.join(work, "stage2"), "last")[0])
     for m in ("text", "video", "audio"):
         stage1 = traverse_util.flatten_dict(read_checkpoint(os.path.join(work, f"stage1_{m}"), "last")[0])
+        proj = [k for k in stage1 if k[:2] == (f"{m}_encoder", "proj")]
+        assert len(proj) == (0 if m == "text" else 2), m
+        for k in proj:  # trained on the knowledge dataset's feature size: fresh in stage 2
+            assert k[-1] != "kernel" or stage1[k].shape != start[k].shape, (k, stage1[k].shape)
+            np.testing.assert_array_equal(start[k], fresh[k])
+        loaded = [k for k in stage1 if k not in proj]
+        assert all(np.array_equal(stage1[k], start[k]) for k in loaded), m
         frozen = [k for k in stage1 if k[0] == f"{m}_decoder" or k[1].startswith("adapter_")]
         assert frozen and all(np.array_equal(stage1[k], stage2[k]) for k in frozen), m
-        moved = [k for k in stage1 if k not in frozen]
+        moved = [k for k in loaded if k not in frozen]
         assert sum(not np.array_equal(stage1[k], stage2[k]) for k in moved) > len(moved) // 2, m
     assert loop.run(c, work)["stage2"]["epochs"] == c.num_epochs  # finished stages are not trained again
     ev = loop.run_evaluation(c, work)

@@ -3,6 +3,7 @@ frozen parameters, and (slow) a toy two-stage model defined only in tests/fixtur
 trained and evaluated through train.py and eval.py."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -146,3 +147,41 @@ def test_a_toy_model_from_one_test_file_trains_and_evaluates_through_the_cli(tin
     assert not os.path.exists(os.path.join(work, "eval_test.json"))
     pred = np.load(os.path.join(work, "finetune", "predictions_test.npz"))
     assert pred["share"].shape == (len(pred["label"]), 2)  # the spec's declared eval output
+
+
+def test_graft_fitting_loads_whole_layers_that_fit_and_reports_the_rest(capsys):
+    """'fitting': a layer loads when all its leaves fit; the input projection of a source trained on other
+    feature sizes stays fresh (its bias too, although the bias alone would fit), and is printed."""
+    fresh = {"encoder": {"proj": {"kernel": jnp.zeros((4, 3)), "bias": jnp.zeros(3)},
+                         "layer_0": {"kernel": jnp.zeros((3, 3)), "bias": jnp.zeros(3)}},
+             "classifier": {"kernel": jnp.zeros((3, 2))}}
+    src = {"encoder": {"proj": {"kernel": np.ones((7, 3)), "bias": np.ones(3)},
+                       "layer_0": {"kernel": np.ones((3, 3)), "bias": np.ones(3)},
+                       "extra": {"scale": np.ones(2)}}}
+    out = stages_lib.graft(fresh, [("stage a", src)], target="stage b", fit="fitting")
+    enc = out["encoder"]
+    assert float(enc["layer_0"]["kernel"].sum()) == 9.0 and float(enc["layer_0"]["bias"].sum()) == 3.0
+    assert float(jnp.abs(enc["proj"]["kernel"]).sum()) == 0.0 and float(enc["proj"]["bias"].sum()) == 0.0
+    assert out["encoder"]["layer_0"]["kernel"].dtype == jnp.float32
+    np.testing.assert_array_equal(out["classifier"]["kernel"], fresh["classifier"]["kernel"])
+    printed = capsys.readouterr().out
+    assert "warm start of stage b from stage a: 3 parameters do not fit" in printed
+    assert "encoder/proj/kernel [7, 3] (target [4, 3])" in printed and "encoder/proj/bias [3] (target [3])" in printed
+    assert "encoder/extra/scale [2] (target lacks it)" in printed and "layer_0" not in printed
+    with pytest.raises(ConfigError, match="do not match stage b at 'encoder/"):  # strict stays strict
+        stages_lib.graft(fresh, [("stage a", src)], target="stage b")
+    with pytest.raises(ConfigError, match="warm_start_fit='loose'"):
+        stages_lib.graft(fresh, [("stage a", src)], fit="loose")
+
+
+def test_plan_checks_warm_start_fit(monkeypatch):
+    import ml_collections
+
+    recipe = [registry.Stage("a"), registry.Stage("b", warm_start=("a",), warm_start_fit="fitting")]
+    spec = registry.get("text_only")
+    monkeypatch.setattr(registry, "get", lambda name: dataclasses.replace(spec, stages=lambda config: recipe))
+    c = ml_collections.ConfigDict({"model_name": "text_only"})
+    assert [p.stage.warm_start_fit for p in stages_lib.plan(c, "/w")] == ["strict", "fitting"]
+    recipe[1] = registry.Stage("b", warm_start=("a",), warm_start_fit="loose")
+    with pytest.raises(ConfigError, match="warm_start_fit='loose'"):
+        stages_lib.plan(c, "/w")
