@@ -134,3 +134,16 @@ def test_frozen_gate_end_to_end_through_the_cli(tmp_path):
     with open(os.path.join(work, "frozen_gate", "eval_test.json")) as f:
         assert "acc" in json.load(f)["metrics"]
     assert not os.path.exists(os.path.join(work, "eval_test.json"))
+
+
+@pytest.mark.parametrize("preset", ["mosi", "mosei", "iemocap", "urfunny", "mustard", "demo"])
+def test_settings_equal_to_mult(preset):
+    """The shared fields of both models, the optimizer, batch and epochs are the same in every preset;
+    both read the memory depth as max(num_layers, mem_layers) and attention dropout by source modality."""
+    mult, hct = load_config("mult", preset), load_config("hct_dmg", preset)
+    shared = ("dim", "num_heads", "num_layers", "mem_layers", "conv_kernel", "attn_dropout", "attn_dropout_audio",
+              "attn_dropout_video", "relu_dropout", "res_dropout", "embed_dropout", "out_dropout", "use_future_mask")
+    assert {f: hct.model[f] for f in shared} == {f: mult.model[f] for f in shared}
+    assert hct.optimizer.to_dict() == mult.optimizer.to_dict()
+    assert [(c.batch_size, c.num_epochs, c.patience, c.early_stop_metric) for c in (hct, mult)] == [
+        (mult.batch_size, mult.num_epochs, mult.patience, mult.early_stop_metric)] * 2
