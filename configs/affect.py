@@ -67,9 +67,12 @@ def affect_config(model_name: str, arg: str | None) -> ml_collections.ConfigDict
     m.output = output_kind(c.dataset)
     m.dim = 40 if base not in ("demo", "tiny") else (32 if base == "demo" else 16)
     m.num_layers = 4 if base not in ("demo", "tiny") else (2 if base == "demo" else 1)
-    m.mem_layers = 3 if base not in ("demo", "tiny") else 1  # official get_network(layers=3)
+    # The memory/self-attention has max(num_layers, mem_layers) layers in both models: official
+    # get_network(layers=max(self.layers, 3)), so 4 at Table 5's 4 crossmodal layers.
+    m.mem_layers = 3 if base not in ("demo", "tiny") else 1
     m.num_heads, m.conv_kernel = t["num_heads"], t["conv_kernel"]
     m.embed_dropout, m.attn_dropout, m.out_dropout = t["embed_dropout"], t["attn_dropout"], t["out_dropout"]
+    m.attn_dropout_audio = m.attn_dropout_video = 0.0  # main.py --attn_dropout_a / --attn_dropout_v
     m.relu_dropout = m.res_dropout = 0.1 if base != "tiny" else 0.0  # main.py defaults
     m.use_future_mask = True                       # main.py --attn_mask (on by default)
     m.pretrained_bert = False                      # no BERT: text features (or learned id embeddings)

@@ -2,13 +2,21 @@
 
 Presets: mosi, mosei, iemocap (MulT pickles, GloVe text as in the paper; <name>_aligned for the
 aligned files), urfunny, mustard, demo (synthetic), tiny (tests). There is no official code and
-our notes hold no hyperparameter table of the paper: the sizes, dropouts and optimisation are
-MulT's Table 5 per dataset (configs/affect.py), so the two models are compared at
-equal settings. Ablation: --config.model.dynamic_gating=False --config.model.primary=text.
-Gate plot: python -m mmfuse_jax.models.hct_dmg_gates --workdir=<run> (needs one checkpoint per
+our notes hold no hyperparameter table of the paper: the sizes, dropouts (attention dropout by
+source modality) and memory depth are MulT's per dataset (configs/affect.py), as the paper reuses
+MulT's setup. The schedule is not: see configs/affect.py (linear decay for both, MulT's is
+ReduceLROnPlateau).
+Gate freezing (the paper's "modality gating freezing mechanism", models/hct_dmg.py `stages`): on by
+default; stage 1 (<workdir>/learn_gate) trains the gate until its early stop, stage 2
+(<workdir>/frozen_gate) continues from it with the gate frozen. Continuous gate (one stage in the
+workdir): --config.gate_freeze.enabled=False.
+Ablation: --config.model.dynamic_gating=False --config.model.primary=text.
+Gate plot: python -m mmfuse_jax.analysis.gates --workdir=<run>/learn_gate (needs one checkpoint per
 epoch: --config.keep_checkpoints=<num_epochs>; the demo/tiny presets keep them all).
 Usage: python train.py --config=configs/hct_dmg.py:mosi --workdir=runs/hct_mosi
 """
+import ml_collections
+
 from configs.affect import PRESETS, affect_config
 
 __all__ = ["PRESETS", "get_config"]
@@ -18,6 +26,11 @@ def get_config(arg: str | None = None):
     c = affect_config("hct_dmg", arg)
     c.model.dynamic_gating = True   # the paper's DMG; False = a fixed primary (ablation)
     c.model.primary = "text"        # the fixed primary of the ablation (the paper's language-first prior)
+    # The paper: gate weights frozen "after convergence"; it gives no criterion or epoch count, so
+    # ours: stage 1 ends at its own early stop ('early_stop'; or exactly `epoch` epochs: 'epoch'),
+    # stage 2 starts from stage 1's `select` checkpoint and trains `epochs` more (0: num_epochs).
+    c.gate_freeze = ml_collections.ConfigDict({"enabled": True, "criterion": "early_stop", "epoch": 0,
+                                               "select": "best", "epochs": 0})
     if c.preset in ("demo", "tiny"):
         c.keep_checkpoints = c.num_epochs + 1  # one checkpoint per epoch for the gate plot
     return c

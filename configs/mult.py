@@ -14,7 +14,5 @@ __all__ = ["PRESETS", "get_config"]
 
 def get_config(arg: str | None = None):
     c = affect_config("mult", arg)
-    c.model.attn_dropout_audio = 0.0   # main.py --attn_dropout_a
-    c.model.attn_dropout_video = 0.0   # main.py --attn_dropout_v
     c.model.targets = ("text", "audio", "video")  # all three (main.py without --lonly/--aonly/--vonly)
     return c
