@@ -3,10 +3,11 @@
 Presets: sims, simsv2, mosi, mosei (MMSA pickles, mmfuse_jax/data/formats/mmsa.py), bench (SIMS
 shapes with a 6-layer/384 BERT, for benchmarks/), demo and tiny (synthetic MMSA-layout data written
 on first use by mmfuse_jax/data/synthetic/mmsa.py; tiny is for tests).
-Train both stages (the recipe is `kuda.stages`): python train.py --config=configs/kuda.py:sims --workdir=runs/kuda,
-then python eval.py with the same flags (evaluates <workdir>/stage2).
+Train both stages (the recipe is `kuda_recipe.stages`):
+python train.py --config=configs/kuda.py:sims --workdir=runs/kuda, then eval.py with the same flags
+(it evaluates <workdir>/stage2).
 Stage 1 knowledge (config.stage1.dataset): mosi/mosei pretrain on CH-SIMSv2 with English text under
-data/CH-SIMSv2-en (obtain it first: `kuda.KNOWLEDGE_HELP`); demo/tiny on a second synthetic dataset
+data/CH-SIMSv2-en (obtain it first: `kuda_recipe.KNOWLEDGE_HELP`); demo/tiny on a second synthetic dataset
 (other seed, other audio/video sizes); sims/simsv2/bench on the target itself.
 
 Sources. The official repository (github:MKMaS-GUET/KuDA @ e60ef6b) ships one set of stage-2
@@ -64,7 +65,7 @@ def get_config(arg: str | None = None):
     # train.py has no early stopping (it logs every epoch); we keep the best dev MAE checkpoint.
     c.patience = c.num_epochs
     c.early_stop_metric, c.early_stop_mode = "mae", "min"
-    c.metric = ""  # '' = config.dataset.metric; stage-1 runs are scored on the unimodal labels (kuda.stages)
+    c.metric = ""  # '' = config.dataset.metric; stage-1 runs are scored on the unimodal labels (kuda_recipe.stages)
     c.seed = 1111  # opts.py / pretrain.py seed
     # Stage 1 (pretrain.py): each modality alone on its unimodal label, MSE; AdamW lr 1e-4, wd 1e-3,
     # batch 32, epochs T/V/A 100/100/50, same warmup + cosine; the last epoch's weights are saved
@@ -77,8 +78,8 @@ def get_config(arg: str | None = None):
         # MOSI/MOSEI have no unimodal labels: as pretrain.py, stage 1 learns each modality's sentiment on
         # CH-SIMSv2 (unimodal labels; English text for English targets, KuDA README). Its audio/video
         # feature sizes (25/177) differ from the target's, so stage 2 loads every stage-1 layer that fits:
-        # the text branch whole, audio/video all but their input projections (kuda.stages,
-        # warm_start_fit='fitting'). Obtain data/CH-SIMSv2-en (see `kuda.KNOWLEDGE_HELP`), or set
+        # the text branch whole, audio/video all but their input projections (kuda_recipe.stages,
+        # warm_start_fit='fitting'). Obtain data/CH-SIMSv2-en (see `kuda_recipe.KNOWLEDGE_HELP`), or set
         # --config.stage1.dataset.root='' --config.stage1.target=multimodal (stage 1 on the target's label).
         c.stage1.dataset = datasets.dataset(KNOWLEDGE[preset])
         c.stage1.dataset.num_buckets = 1  # one compiled shape per stage-1 run

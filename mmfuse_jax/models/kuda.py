@@ -47,9 +47,7 @@ width instead of the hard-coded 768; attention over an all-padding sequence is u
 """
 from __future__ import annotations
 
-import copy
 import functools
-import os
 import re
 from typing import Any
 
@@ -58,12 +56,12 @@ import jax
 import jax.numpy as jnp
 
 from mmfuse_jax import losses, registry
-from mmfuse_jax import metrics as metrics_lib
 from mmfuse_jax.encoders.bert import BertConfig, BertModel
 from mmfuse_jax.encoders.sequence import SequenceEncoder
-from mmfuse_jax.errors import ConfigError, DataError
+from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.layers.linear import Linear
 from mmfuse_jax.layers.transformer import layer_norm
+from mmfuse_jax.models import kuda_recipe
 from mmfuse_jax.models.kuda_layers import (
     CrossTransformer,
     Decoder,
@@ -75,7 +73,7 @@ from mmfuse_jax.models.kuda_layers import (
     sentiment_ratio,
 )
 
-MODALITIES = ("text", "video", "audio")  # the official order T, V, A
+MODALITIES = kuda_recipe.MODALITIES  # the official order T, V, A
 RATIO_MODES = ("official", "paper", "attention", "none")
 RATIO_INFERENCE = ("dynamic", "fixed")
 
@@ -342,85 +340,6 @@ def make_loss(config):
     return functools.partial(loss_fn, nce_weight=float(config.model.get("nce_weight", 0.1)))
 
 
-# ------------------------------------------------------------------------------------------- stages
-
-# OverallModal.preprocess_model: requires_grad=False for names containing 'adapter' or 'decoder'.
-FROZEN = (r"^(text|video|audio)_encoder/adapter_\d+/", r"^(text|video|audio)_decoder/")
-
-
-KNOWLEDGE_HELP = ("KuDA's stage 1 (pretrain.py) learns unimodal sentiment on CH-SIMSv2(s) (unimodal labels), "
-                  "with the text translated to English for MOSI/MOSEI (KuDA README). Put that release in the "
-                  "MMSA layout there: the CH-SIMSv2 pickle (Processed/sims_unaligned.pkl; audio 25 / vision 177 "
-                  "features, regression_labels_T/A/V) with raw_text in English and text_bert re-tokenised for "
-                  "the target's BERT (bert-base-uncased); or point --config.stage1.dataset.root at it; or set "
-                  "--config.stage1.dataset.root='' --config.stage1.target=multimodal to pretrain on the target")
-
-
-def knowledge_dataset(config):
-    """``config.stage1.dataset`` if stage 1 trains on a knowledge dataset (not the target), else None.
-
-    A real (non-synthetic) one must exist: checked when the recipe is planned, before any training."""
-    ds = config.stage1.get("dataset")
-    if not ds or not ds.get("root"):
-        return None
-    if not len(ds.get("synthetic", {})) and not os.path.exists(ds.root):
-        raise DataError(ds.root, "config.stage1.dataset", "the knowledge dataset of KuDA's stage 1",
-                        "no such file or folder", hint=KNOWLEDGE_HELP)
-    return ds
-
-
-def _stage1_config(config, m: str):
-    """pretrain.py for modality ``m``: its encoder + decoder alone, on its unimodal label (or the
-    multimodal one, ``stage1.target``), with stage 1's epochs, lr and weight decay, on the knowledge
-    dataset ``stage1.dataset`` if one is set (with its sizes and lengths; the whole text branch, BERT
-    included, transfers to stage 2, so its text is read with a BERT of the target's shape)."""
-    s1, c = config.stage1, copy.deepcopy(config)
-    knowledge = knowledge_dataset(config)
-    if knowledge is not None:
-        c.dataset = copy.deepcopy(knowledge)
-        # its text must be tokenised for the BERT stage 2 uses: the target's unless it names one
-        # (a synthetic one writes its own random BERT, same vocabulary and sizes as the target's)
-        c.dataset.bert_path = knowledge.get("bert_path") or config.dataset.bert_path
-        c.model.update({"text_len": c.dataset.max_len.text, "audio_len": c.dataset.max_len.audio,
-                        "video_len": c.dataset.max_len.video})
-    c.model.update({"stage": 1, "modality": m, "target": s1.target})
-    c.num_epochs = c.patience = int(s1.epochs[m])
-    c.optimizer.update({"lr": s1.lr, "weight_decay": s1.weight_decay})
-    unimodal_metric = f"{c.dataset.metric}_{m}"
-    if s1.target == "unimodal" and unimodal_metric in metrics_lib.SCORERS:
-        c.metric = unimodal_metric  # score u_m against label_<m>
-    return c
-
-
-def _stage2_config(config):
-    c = copy.deepcopy(config)
-    c.model.stage = 2
-    return c
-
-
-def stages(config) -> list[registry.Stage]:
-    """KuDA's recipe: ``stage1_text``, ``stage1_video``, ``stage1_audio`` (pretrain.py, T, V, A; if
-    ``stage1.enabled``), then ``stage2`` (train.py) initialised from them with the adapters and decoders
-    frozen (``stage1.freeze``). Stage-1 weights come from the last epoch (``stage1.select='last'``, what
-    pretrain.py saves) or the best dev epoch (``'best'``). ``stage1.enabled=False``: stage 2 alone from
-    scratch, nothing frozen (the "w/o knowledge injection" ablation). With a knowledge dataset
-    (``stage1.dataset``) stage 2 grafts what fits (``warm_start_fit='fitting'``): its feature sizes and
-    lengths are the target's, so the audio/video input projections (and position tables, if the
-    lengths differ) stay fresh and are reported."""
-    s1 = config.stage1
-    if s1.target not in ("unimodal", "multimodal"):
-        raise ConfigError(f"config.stage1.target={s1.target!r}: expected 'unimodal' or 'multimodal'")
-    if s1.select not in ("last", "best"):
-        raise ConfigError(f"config.stage1.select={s1.select!r}: expected 'last' or 'best'")
-    if not s1.enabled:
-        return [registry.Stage("stage2", _stage2_config)]
-    first = [registry.Stage(f"stage1_{m}", functools.partial(_stage1_config, m=m), select=s1.select)
-             for m in MODALITIES]
-    fit = "fitting" if knowledge_dataset(config) is not None else "strict"
-    return first + [registry.Stage("stage2", _stage2_config, warm_start=tuple(s.name for s in first),
-                                   frozen=FROZEN if s1.freeze else (), warm_start_fit=fit)]
-
-
 def build(cfg, info: dict) -> KuDA:
     bert = info["bert"]
     taps = tuple(cfg.get("taps") or default_taps(bert.num_hidden_layers))
@@ -438,5 +357,5 @@ def build(cfg, info: dict) -> KuDA:
 SPEC = registry.register(registry.ModelSpec(
     "kuda", build, make_loss, task="regression", eval_outputs=("ratio", "unimodal_prediction"),
     output_labels={"ratio": MODALITIES, "unimodal_prediction": MODALITIES}, result_keys={"ratio": "modality_weights"},
-    analyses=("ratios",), stages=stages))
+    analyses=("ratios",), stages=kuda_recipe.stages))
 

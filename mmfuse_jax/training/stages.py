@@ -104,12 +104,13 @@ def graft(params: dict, sources: list[tuple[str, dict]], *, target: str = "the m
             if name not in params:
                 raise ConfigError(f"{where} has parameters '{name}' that {target} lacks "
                                   f"(it has {sorted(params)})")
-            want = traverse_util.flatten_dict(params[name])
-            got = traverse_util.flatten_dict(tree)
+            # Wrapped in {name: ...}: a top-level entry may be a leaf (a model-level self.param).
+            want = traverse_util.flatten_dict({name: params[name]})
+            got = traverse_util.flatten_dict({name: tree})
             bad = sorted(set(want) ^ set(got)) or [k for k, v in want.items() if np.shape(got[k]) != np.shape(v)]
             if bad:
                 key = "/".join(map(str, bad[0]))
-                raise ConfigError(f"{where} parameters '{name}' do not match {target} at '{name}/{key}' "
+                raise ConfigError(f"{where} parameters '{name}' do not match {target} at '{key}' "
                                   "(different lengths, feature sizes or model config)")
             params[name] = jax.tree_util.tree_map(lambda new, old: jnp.asarray(new, old.dtype), tree, params[name])
     return params

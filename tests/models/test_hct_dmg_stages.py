@@ -110,8 +110,6 @@ def _cli(script, *args):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="training/stages.graft flattens each top-level param as a subtree; "
-                   "hct_dmg's gate_logits is a top-level leaf (fix: flatten {name: tree}; remove this mark)")
 def test_frozen_gate_end_to_end_through_the_cli(tmp_path):
     """train.py runs learn_gate then frozen_gate (1 epoch each, tiny); frozen_gate's final gate equals
     learn_gate's best checkpoint bit for bit while the other parameters moved; eval.py reads stage 2."""

@@ -1,4 +1,4 @@
-"""KuDA's recipe (`kuda.stages`): per-stage configs, warm starts and frozen parameters, and (slow) both
+"""KuDA's recipe (`kuda_recipe.stages`): per-stage configs, warm starts and frozen parameters, and (slow) both
 stages end to end through the generic stage runner (`loop.run`, `training/stages.py`).
 The runner itself, graft, the frozen-parameter optimizer and the schedule: tests/training/."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ from flax import traverse_util
 
 from mmfuse_jax import report
 from mmfuse_jax.errors import ConfigError, DataError
-from mmfuse_jax.models import kuda
+from mmfuse_jax.models import kuda_recipe
 from mmfuse_jax.training import experiment, loop
 from mmfuse_jax.training import stages as stages_lib
 from mmfuse_jax.training import state as state_lib
@@ -47,7 +47,7 @@ def test_recipe_follows_pretrain_and_train():
         assert stage.frozen == () and stage.warm_start == () and stage.select == "last"
     _, s2, stage2 = runs[-1]
     assert (s2.model.stage, s2.num_epochs, s2.optimizer.lr, s2.optimizer.weight_decay) == (2, 50, 3e-5, 1e-5)
-    assert stage2.frozen == kuda.FROZEN and s2.metric == ""
+    assert stage2.frozen == kuda_recipe.FROZEN and s2.metric == ""
     assert stage2.warm_start == ("stage1_text", "stage1_video", "stage1_audio")
     assert [p.run_dir for p in stages_lib.plan(kuda_config("sims"), "/w")] == [
         "/w/stage1_text", "/w/stage1_video", "/w/stage1_audio", "/w/stage2"]
