@@ -30,6 +30,7 @@ HISTORY_FILE = "config_history.jsonl"
 RESUMABLE = (
     "num_epochs", "patience", "log_every", "eval_batch_size", "checkpoint_every_steps", "keep_checkpoints",
     "num_threads", "loader_cache_mb", "nonfinite_policy", "preset",
+    "mesh",  # how params are laid out over devices (the same numbers on 1, 2 or 4 devices: tested)
 )
 
 

@@ -52,17 +52,24 @@ def poisoned_copy(bench, dst, value=3e38):
 
 
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(bench, tmp_path):
-    workdir = str(tmp_path / "run")
-    r = train(bench, workdir, "--config.num_epochs=1")
+    # The run's own data folder is poisoned in place (the same config: the run's identity allows it),
+    # then restored.
+    workdir, root, clean = str(tmp_path / "run"), str(tmp_path / "data"), str(tmp_path / "clean")
+    shutil.copytree(bench, root)
+    r = train(bench, workdir, "--config.num_epochs=1", root=root)
     assert r.returncode == 0, r.stderr[-2000:]
     good = steps(workdir)
     assert good == [2]
-    bad_root = poisoned_copy(bench, str(tmp_path / "poisoned"))
-    r = train(bench, workdir, "--config.num_epochs=3", root=bad_root)
+    shutil.copytree(root, clean)
+    shutil.rmtree(root)
+    poisoned_copy(clean, root)
+    r = train(bench, workdir, "--config.num_epochs=3", root=root)
     assert r.returncode == 3, r.stderr[-2000:]
     assert "non-finite loss or gradient" in r.stderr and "Traceback" not in r.stderr
     assert steps(workdir) == good  # nothing saved over the good checkpoint
-    r = train(bench, workdir, "--config.num_epochs=2")  # the clean data resumes from it
+    shutil.rmtree(root)
+    shutil.copytree(clean, root)
+    r = train(bench, workdir, "--config.num_epochs=2", root=root)  # the clean data resumes from it
     assert r.returncode == 0 and "resumed from step 2" in r.stdout, r.stderr[-2000:]
 
 

@@ -134,7 +134,7 @@ def test_cli_user_errors_are_one_clear_line(bench, tmp_path):
     assert "missing" in r.stderr and "Traceback" not in r.stderr
     r = _cli("eval.py", f"--config={REPO}/configs/early_fusion.py:tiny", f"--workdir={tmp_path}/empty",
              f"--config.dataset.root={bench}", f"--config.dataset.bert_path={bench}/bert")
-    assert r.returncode == 2 and "no best checkpoint" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "not a run folder" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_bfloat16_compute_still_learns(bench, tmp_path):
