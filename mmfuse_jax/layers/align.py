@@ -12,7 +12,7 @@
   ``np.interp`` per channel with the first and last token on the first and last frame. Padded tokens
   and a missing modality (n = 0) get zeros.
 
-`mmfuse_jax.models.mag_bert` has its own copy of the CTC module; it can import this one instead.
+Used by DyKen-Hyena (``align``) and MAG-BERT (its AlignSubNet).
 """
 from __future__ import annotations
 

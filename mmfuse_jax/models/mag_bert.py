@@ -32,8 +32,6 @@ zeros, so it shifts h only by its gate times b (zero at initialisation).
 """
 from __future__ import annotations
 
-import math
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -41,6 +39,7 @@ import jax.numpy as jnp
 from mmfuse_jax import losses, registry
 from mmfuse_jax.encoders.bert import BertConfig, BertModel
 from mmfuse_jax.errors import ConfigError
+from mmfuse_jax.layers.align import CTCAlign
 
 ALIGNMENTS = ("ctc", "mean")
 _BERT_INIT = nn.initializers.normal(0.02)  # BertPreTrainedModel._init_weights on MAG's Linear layers
@@ -76,31 +75,6 @@ class MultimodalAdaptationGate(nn.Module):
         self.sow("intermediates", "alpha", alpha)
         m = nn.LayerNorm(epsilon=1e-5, name="LayerNorm")(h_btd + alpha[..., None].astype(shift.dtype) * shift)
         return nn.Dropout(self.dropout)(m, deterministic=not train)
-
-
-def _pytorch_uniform(k: float):
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -k, k)
-    return init
-
-
-class CTCAlign(nn.Module):
-    """thuiar AlignSubNet 'ctc': x [B, S, D], mask [B, S] -> [B, out_len, D] (module docstring)."""
-
-    out_len: int
-    num_layers: int = 2
-
-    @nn.compact
-    def __call__(self, x_bsd, mask_bs):
-        width = self.out_len + 1  # + the blank position
-        init = _pytorch_uniform(1 / math.sqrt(width))  # torch.nn.LSTM's default U(-k, k)
-        logits = x_bsd
-        for i in range(self.num_layers):
-            cell = nn.OptimizedLSTMCell(width, kernel_init=init, recurrent_kernel_init=init, bias_init=init,
-                                        name=f"lstm_{i}")
-            logits = nn.RNN(cell)(logits)
-        p_bsl = jax.nn.softmax(logits.astype(jnp.float32), -1)[..., 1:] * mask_bs[..., None]
-        return jnp.einsum("bsl,bsd->bld", p_bsl.astype(x_bsd.dtype), x_bsd)
 
 
 def mean_align(x_bsd: jax.Array, mask_bs: jax.Array, out_len: int) -> jax.Array:

@@ -12,7 +12,8 @@ from models.test_models import BERT, C, Jitted, make_batch, model_config
 from mmfuse_jax import registry
 from mmfuse_jax.encoders.bert import BertModel
 from mmfuse_jax.errors import ConfigError
-from mmfuse_jax.models.mag_bert import CTCAlign, MultimodalAdaptationGate, mean_align
+from mmfuse_jax.layers.align import CTCAlign
+from mmfuse_jax.models.mag_bert import MultimodalAdaptationGate, mean_align
 
 T, H, DA, DV = 7, 12, 9, 6  # tokens, hidden, audio and video features (odd, distinct)
 
