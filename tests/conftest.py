@@ -91,10 +91,15 @@ def tiny_config(model: str, root: str, **overrides):
     c.dataset.bert_path = os.path.join(root, "bert")
     c.dataset.synthetic = {}
     c.dataset.prepared_dir = ""
+    return set_fields(c, **overrides)
+
+
+def set_fields(config, **overrides):
+    """``config`` with ``{'a.b': value}`` overrides applied in place (and returned)."""
     for k, v in overrides.items():
-        target = c
+        target = config
         *path, leaf = k.split(".")
         for p in path:
             target = target[p]
         target[leaf] = v
-    return c
+    return config

@@ -1,6 +1,7 @@
 """Config validation: every rule names the flag, the value and what is expected."""
 import ml_collections
 import pytest
+from conftest import set_fields
 
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.validation import did_you_mean, validate
@@ -17,13 +18,7 @@ def _config(**over):
         "dataset": {"format": "mintrec", "task": "classification", "nonfinite": "error", "num_buckets": 4,
                     "metric": "classification"},
     })
-    for k, v in over.items():
-        node = c
-        *path, last = k.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = v
-    return c
+    return set_fields(c, **over)
 
 
 def _check(c):

@@ -9,9 +9,11 @@ metrics are fetched only at log steps.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
+import threading
 import time
 from typing import Any
 
@@ -56,7 +58,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     (``'run'`` for the unnamed stage of a one-stage model)."""
     planned = stages_lib.plan(config, workdir)
     results = {}
-    with _lock(workdir) if len(planned) > 1 else _no_lock():  # stage folders are locked one by one
+    with _lock(workdir) if len(planned) > 1 else contextlib.nullcontext():  # stage folders are locked one by one
         for p in planned:
             if len(planned) > 1:
                 print(f"\n=== {config.model_name} {p.label} -> {p.run_dir}", flush=True)
@@ -68,15 +70,8 @@ def run(config, workdir: str) -> dict[str, Any]:
 def _lock(workdir: str):
     """The run folder's lock (process 0 only: the other hosts of a multi-host run share its folder)."""
     _check_workdir(workdir)
-    return RunLock(workdir) if distributed.is_primary() else _no_lock()
+    return RunLock(workdir) if distributed.is_primary() else contextlib.nullcontext()
 
-
-class _no_lock:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def run_evaluation(config, workdir: str) -> Evaluation:
@@ -188,8 +183,6 @@ class _Signals:
         print(f"\n{signal.Signals(signum).name}: stopping after this step (again to stop at once)", flush=True)
 
     def __enter__(self):
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
