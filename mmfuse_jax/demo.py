@@ -54,7 +54,7 @@ def _table(title: str, rows: dict, columns: list[tuple[str, str]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     from mmfuse_jax import cli, report
-    from mmfuse_jax.training import loop
+    from mmfuse_jax.training import identity, loop
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", default="runs/demo")
@@ -86,7 +86,11 @@ def main(argv: list[str] | None = None) -> None:
                          {n: results[n] for n, *_ in RUNS["open_intent"]},
                          [("test", "acc"), ("test", "f1")] + [("test (open intent)", m) for m in
                                                               ("acc", "f1", "f1_known", "f1_oos")]))
-        print(f"\ndemo finished in {time.perf_counter() - t_start:.0f} s; runs in {args.workdir}")
+        env = identity.environment()
+        print(f"\nenvironment: jax {env['jax']} (jaxlib {env['jaxlib']}), {env['backend']} {env['device_kind']}, "
+              f"{env['usable_cpus']} usable CPU cores, {env['machine']}: the same numbers come back on the same "
+              "environment; another core count or jax version shifts the last bits (README, Determinism)")
+        print(f"demo finished in {time.perf_counter() - t_start:.0f} s; runs in {args.workdir}")
 
     cli.run_user_facing(run)
 

@@ -10,12 +10,19 @@ the saved one before touching anything:
 * only fields that may change on resume differ (`RESUMABLE`: epochs, patience, logging, eval batch
   size, threads, ...): accepted, and the change is appended to ``config_history.jsonl``;
   ``config.json`` is never rewritten, so the folder keeps describing its model.
+
+``identity.json`` also records the software and hardware the run started on (`environment`). They
+are not part of the identity, but XLA's CPU backend splits reductions and long dot products over
+the usable cores, so the same seed and config give the same numbers only on the same jax/jaxlib
+versions, CPU and core count; a resume on a different environment says so in one ``note:`` line.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import platform
+import sys
 import time
 from typing import Any
 
@@ -65,6 +72,37 @@ def fingerprint(config) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# The environment fields that change floating-point results (summation order, kernels).
+NUMERIC_ENVIRONMENT = ("jax", "jaxlib", "backend", "device_kind", "device_count", "usable_cpus", "machine")
+
+
+def environment() -> dict[str, Any]:
+    """Software and hardware this process computes on (recorded with a new run)."""
+    import flax
+    import jax
+    import jaxlib
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
+            "python": platform.python_version(), "backend": jax.default_backend(),
+            "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(),
+            "usable_cpus": cpus, "machine": platform.machine()}
+
+
+def environment_note(workdir: str, now: dict[str, Any]) -> str | None:
+    """One line when the run's recorded environment differs from ``now`` where numbers depend on it."""
+    try:
+        with open(os.path.join(workdir, IDENTITY_FILE)) as f:
+            then = json.load(f).get("environment") or {}
+    except (OSError, ValueError):
+        return None
+    changed = [f"{k} {then[k]} -> {now.get(k)}" for k in NUMERIC_ENVIRONMENT if k in then and then[k] != now.get(k)]
+    if not changed:
+        return None
+    return (f"note: {workdir} was started on another environment ({', '.join(changed)}); resuming is "
+            "fine, but the numbers will not match a run done entirely on either one bit for bit")
+
+
 def saved_config(workdir: str) -> dict | None:
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
@@ -112,11 +150,15 @@ def record(workdir: str, config, *, primary: bool = True) -> str:
         if primary:
             _write_json(os.path.join(workdir, CONFIG_FILE), asked)
             _write_json(os.path.join(workdir, IDENTITY_FILE), {"fingerprint": fingerprint(config),
-                                                              "fields": identity_fields(config)})
+                                                              "fields": identity_fields(config),
+                                                              "environment": environment()})
         return fingerprint(config)
     bad, changed = differences(saved, asked)
     if bad:
         raise ConfigError(_mismatch_message(workdir, bad))
+    note = environment_note(workdir, environment()) if primary else None
+    if note:
+        print(note, file=sys.stderr, flush=True)
     if changed and primary:
         with open(os.path.join(workdir, HISTORY_FILE), "a") as f:
             f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -52,3 +52,16 @@ def test_check_on_a_folder_without_run(tmp_path):
     with pytest.raises(ConfigError, match="not a run folder"):
         identity.check(str(tmp_path), _config())
     assert os.listdir(tmp_path) == []
+
+
+def test_environment_is_recorded_and_a_changed_one_noted_on_resume(tmp_path, monkeypatch, capsys):
+    identity.record(str(tmp_path), _config())
+    env = json.load(open(tmp_path / "identity.json"))["environment"]
+    assert env == identity.environment() and env["usable_cpus"] >= 1 and env["backend"] == "cpu"
+    identity.record(str(tmp_path), _config())  # same environment: silent
+    assert "note:" not in capsys.readouterr().err
+    monkeypatch.setattr(identity, "environment", lambda: {**env, "usable_cpus": env["usable_cpus"] + 7})
+    identity.record(str(tmp_path), _config())
+    err = capsys.readouterr().err
+    assert f"usable_cpus {env['usable_cpus']} -> {env['usable_cpus'] + 7}" in err and "bit for bit" in err
+    assert json.load(open(tmp_path / "identity.json"))["environment"] == env  # the start is kept
