@@ -9,6 +9,7 @@ A spec is comma-separated parts, applied left to right; each part is ``<kind>:<m
     zero:<m>         features set to 0, masks kept (audio/video, or precomputed text features; not token ids)
     noise:<m>:<std>  Gaussian noise of standard deviation <std> added to the real frames (not the padding)
     shuffle:<m>      every real row gets the modality (features and mask) of another real row of the same batch
+                     (a random cycle over the batch's rows, so never its own; all parts touch real rows only)
 
 Randomness (noise, shuffle) is seeded: ``default_rng([seed, batch index, part index])``, so the same
 command gives the same numbers. `apply` is a pure function of the batch (a new dict; labels, ``valid``
@@ -155,6 +156,11 @@ def apply(batch: dict, spec: str | tuple[Perturbation, ...], *, seed: int = 0, i
     out = dict(batch)
     for i, p in enumerate(parts):
         _apply_one(out, p, np.random.default_rng([seed, index, i]))
+    pad = np.asarray(batch["valid"]) <= 0  # rows that only pad the batch stay as they were
+    if pad.any():
+        for k in out:
+            if out[k] is not batch[k]:
+                out[k] = np.where(pad.reshape((-1,) + (1,) * (np.ndim(out[k]) - 1)), batch[k], out[k])
     return out
 
 
