@@ -61,7 +61,7 @@ def test_seeds_train_and_a_failing_seed_does_not_stop_the_others(tiny_synthetic,
         return real_run(c, d)
 
     monkeypatch.setattr(sweep.loop, "run", flaky)
-    results = sweep.run_seeds(config, workdir, [0, 1, 2])
+    results = sweep.run_seeds(config, workdir, [0, 1, 2], perturbations=("drop:audio",))
     assert [(r.seed, r.ok) for r in results] == [(0, True), (1, False), (2, True)]
     assert "boom for the test" in results[1].reason
     with open(os.path.join(workdir, "aggregate.json")) as f:
@@ -74,7 +74,12 @@ def test_seeds_train_and_a_failing_seed_does_not_stop_the_others(tiny_synthetic,
         assert agg["splits"]["test"][name]["std"] == pytest.approx(np.std(vals, ddof=1))
     assert json.load(open(os.path.join(workdir, "seed_2", "config.json")))["seed"] == 2
     assert "seed 1" in open(os.path.join(workdir, "aggregate.md")).read()
+    # the perturbed evaluation sits beside the clean one, recorded, aggregated and in the report
+    rec = json.load(open(os.path.join(workdir, "seed_0", "eval_test__drop-audio.json")))
+    assert rec["perturb"]["spec"] == "drop:audio" and rec["metrics"].keys() == per_seed[0]["metrics"].keys()
+    assert agg["perturbations"]["drop-audio"]["test"]["acc"]["n"] == 2
+    assert "| drop-audio |" in open(os.path.join(workdir, "seed_0", "report.md")).read()
     # A rerun skips the finished seeds and retries the failed one (now succeeding).
     monkeypatch.setattr(sweep.loop, "run", real_run)
-    again = sweep.run_seeds(config, workdir, [0, 1, 2])
+    again = sweep.run_seeds(config, workdir, [0, 1, 2], perturbations=("drop:audio",))
     assert [(r.seed, r.ok, r.skipped) for r in again] == [(0, True, True), (1, True, False), (2, True, True)]

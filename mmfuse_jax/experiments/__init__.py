@@ -65,6 +65,7 @@ class RunResult:
     config: dict
     aggregate: dict
     seed_runs: dict[int, str]
+    seed_configs: dict[int, Any] = dataclasses.field(default_factory=dict)  # each seed's final-stage ConfigDict
 
     def summary(self, metric: str, split: str = "test", perturbation: str = "") -> dict | None:
         """``{"mean", "std", "n", "values"}`` of ``metric`` (``perturbation``: a spec or its slug)."""

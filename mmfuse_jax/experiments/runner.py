@@ -78,12 +78,13 @@ def build_config(run: Run, preset: str, out: str, sets: dict[str, Any]):
 def collect(run: Run, config, run_dir: str, seeds: list[int]) -> RunResult:
     path = os.path.join(run_dir, "aggregate.json")
     agg = json.load(open(path)) if os.path.exists(path) else {"splits": {}, "perturbations": {}}
-    seed_runs = {}
+    seed_runs, seed_configs = {}, {}
     for seed in seeds:
         d = aggregate.seed_dir(run_dir, seed)
         if os.path.isdir(d) and str(seed) not in agg.get("failed", {}):
-            seed_runs[seed] = stages_lib.final(sweep.with_seed(config, seed), d).run_dir
-    return RunResult(run, json.loads(config.to_json_best_effort()), agg, seed_runs)
+            last = stages_lib.final(sweep.with_seed(config, seed), d)
+            seed_runs[seed], seed_configs[seed] = last.run_dir, last.config
+    return RunResult(run, json.loads(config.to_json_best_effort()), agg, seed_runs, seed_configs)
 
 
 def run_experiment(exp: Experiment, *, preset: str, seeds: list[int], out: str,

@@ -13,8 +13,10 @@ from conftest import REPO
 from mmfuse_jax import experiments
 from mmfuse_jax.experiments import runner
 
-# Smallest settings per experiment (every run): one epoch; KuDA without stage 1 where the experiment
-# does not measure stage 1 (its three stage-1 runs would triple the time).
+# Smallest settings (every run): one epoch, one length bucket (one compiled shape per step function:
+# on 2 CPU cores compiling costs more than the steps); KuDA without stage 1 where the experiment does
+# not measure stage 1 (its three stage-1 runs would triple the time).
+COMMON = ["num_epochs=1", "dataset.num_buckets=1"]
 SMOKE = {"kuda_ratio_modes": ["stage1.enabled=False"], "kuda_no_nce": ["stage1.enabled=False"]}
 
 
@@ -30,7 +32,7 @@ def test_experiment_runs_end_to_end_on_tiny(name, workspace, monkeypatch):
     monkeypatch.chdir(workspace)  # the presets' data/ folders land here
     exp = experiments.get(name)
     out = str(workspace / name)
-    sets = runner.parse_sets(["num_epochs=1", *SMOKE.get(name, [])])
+    sets = runner.parse_sets([*COMMON, *SMOKE.get(name, [])])
     table, failures = runner.run_experiment(exp, preset="tiny", seeds=[0], out=out, sets=sets, argv=[name])
     assert not failures, failures
     with open(os.path.join(out, "results.json")) as f:
