@@ -95,6 +95,7 @@ class Results:
     runs: dict[str, RunResult]
     preset: str
     seeds: list[int]
+    out: str = ""  # the experiment's output folder (for extra plots)
 
     @property
     def names(self) -> list[str]:

@@ -65,7 +65,7 @@ def table(results):
         means, labels, token_var = capture_kernels(r.seed_configs[seed], run_dir)
         stats[seed] = kernel_stats(means, labels, token_var)
         if first is None:
-            first = (means, labels, run_dir)
+            first = (means, labels, results.out or run_dir)
     keys = ("eta2", "token_share", "total_var", "between_var", "within_var")
     rows = [[f"seed {s}", *(f"{v[k]:.4f}" for k in keys)] for s, v in stats.items()]
     rows.append(["mean ± std", *(mean_std_cell([v[k] for v in stats.values()], digits=4) for k in keys)])
@@ -73,19 +73,21 @@ def table(results):
     t.plot = {"labels": [f"seed {s}" for s in stats], "means": [v["eta2"] for v in stats.values()],
               "stds": [None] * len(stats), "ylabel": "eta^2 = between-intent / total kernel variance"}
     if first is not None:
-        t.notes.append(f"PCA of seed {min(stats)}'s per-example kernels by intent: " + _pca_plot(*first))
+        path = _pca_plot(*first)
+        t.notes.append(f"PCA of seed {min(stats)}'s per-example kernels by intent: ![kernels]"
+                       f"({os.path.relpath(path, results.out) if results.out else path})")
     t.notes.append("eta^2 near 0: the kernels do not depend on the intent; token share near 1: they vary along "
                    "the utterance far more than between utterances")
     return t
 
 
-def _pca_plot(means: np.ndarray, labels: np.ndarray, run_dir: str) -> str:
+def _pca_plot(means: np.ndarray, labels: np.ndarray, folder: str) -> str:
     from mmfuse_jax import plots
     from mmfuse_jax.analysis.embeddings import pca_2d
 
     coords, ratio = pca_2d(means.astype(np.float32))
-    path = os.path.join(run_dir, "plots", "kernels_pca.png")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "kernels_pca.png")
     names = [str(i) for i in range(int(labels.max()) + 1)]
     plots.class_scatter(coords, labels, names, path, "DyKen-Hyena kernels per test example (mean over tokens)",
                         xlabel=f"PC1 ({100 * ratio[0]:.0f} %)", ylabel=f"PC2 ({100 * ratio[1]:.0f} %)")

@@ -102,7 +102,7 @@ def run_experiment(exp: Experiment, *, preset: str, seeds: list[int], out: str,
         done = sweep.run_seeds(configs[r.name], run_dir, seeds, tuple(r.perturbations))
         failures += [f"{r.name} seed {s.seed}: {s.reason}" for s in done if not s.ok]
         results[r.name] = collect(r, configs[r.name], run_dir, seeds)
-    table = exp.table(Results(results, preset, seeds))
+    table = exp.table(Results(results, preset, seeds, out))
     write_results(exp, table, out, preset=preset, seeds=seeds, failures=failures,
                   seconds=time.time() - t0, argv=argv, runs=runs)
     return table, failures
