@@ -52,3 +52,16 @@ def test_check_on_a_folder_without_run(tmp_path):
     with pytest.raises(ConfigError, match="not a run folder"):
         identity.check(str(tmp_path), _config())
     assert os.listdir(tmp_path) == []
+
+
+def test_a_run_saved_before_the_synthetic_knobs_still_matches(tmp_path):
+    old = _config()
+    old.dataset.synthetic = {"generator": "mintrec", "train": 8}
+    identity.record(str(tmp_path), old)
+    new = _config()
+    new.dataset.synthetic = {"generator": "mintrec", "train": 8, "incongruity": 0.0, "audio_noise": 0.0,
+                             "video_noise": 0.0}
+    identity.check(str(tmp_path), new)  # the knobs at 0 are what the old run's data were
+    new.dataset.synthetic.incongruity = 0.3
+    with pytest.raises(ConfigError, match="incongruity"):
+        identity.check(str(tmp_path), new)
