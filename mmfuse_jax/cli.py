@@ -15,6 +15,10 @@ CONFIG = config_flags.DEFINE_config_file(
     "config", None, "configs/<model>.py:<preset>; override fields with --config.a.b=value", lock_config=True)
 WORKDIR = flags.DEFINE_string("workdir", None, "folder for checkpoints, metrics.jsonl and eval JSON")
 flags.mark_flags_as_required(["config", "workdir"])
+SEEDS = flags.DEFINE_string("seeds", "", "train.py/eval.py: one run per seed under <workdir>/seed_<k>, e.g. 0,1,2 "
+                            "or 0-4, then <workdir>/aggregate.{md,json} (mean ± sample std)")
+PERTURB = flags.DEFINE_string("perturb", "", "eval.py: evaluate with the inputs perturbed, e.g. drop:audio or "
+                              "noise:video:0.5,shuffle:audio (one evaluation; ';' separates several)")
 # Multi-host runs (training/distributed.py): the same command on every host, one process id each.
 DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "env", ["env", "auto", "off"],

@@ -1,5 +1,8 @@
 """Compare runs: python -m mmfuse_jax.compare runs/* [--split=test] [--metrics=acc,f1] [--out=table.md].
 
+The ``seed_<k>`` folders of one seed sweep (train.py --seeds; given as the sweep folder or as the seed
+folders themselves) make one row: each metric as mean ± sample std (ddof=1) over the evaluated seeds.
+
 One row per run folder (one with ``config.json``): model, dataset, the key metrics of
 ``eval_<split>.json`` (x100; ``mae`` and ``corr`` as they are, as the papers print them; open-intent
 metrics prefixed ``open_``), the parameter count (of the best checkpoint's arrays, read through
@@ -14,7 +17,7 @@ import os
 import sys
 from typing import Any
 
-from mmfuse_jax import runfiles
+from mmfuse_jax import aggregate, runfiles
 from mmfuse_jax.paper_results import format_metric
 
 # Which metrics a row shows by default, in this order (those that any run has).
@@ -79,10 +82,47 @@ def table(rows: list[dict], metrics: list[str] | None = None) -> tuple[list[str]
     header = ["run", "model", "dataset", *metrics, "params", "ms/step"]
     # A run whose eval files no longer match its best checkpoint or config is marked (run eval.py again).
     cells = [[r["run"] + (" (stale)" if r.get("stale") else ""), str(r["model"]), str(r["dataset"]),
-              *(format_metric(m, r["metrics"].get(m)) for m in metrics),
+              *(_metric_cell(r, m) for m in metrics),
               f"{r['params']:,}" if r["params"] is not None else "–",
               f"{1000 * r['step_s']:.1f}" if r["step_s"] is not None else "–"] for r in rows]
     return header, cells
+
+
+def _metric_cell(row: dict, name: str) -> str:
+    std = row.get("metrics_std", {}).get(name)
+    mean = format_metric(name, row["metrics"].get(name))
+    return mean if std is None else f"{mean} ± {format_metric(name, std)}"
+
+
+def seed_group_row(parent: str, split: str = "test") -> dict[str, Any] | None:
+    """One row for the seed folders under ``parent`` (mean ± std of each metric), or None without any."""
+    import numpy as np
+
+    rows = []
+    for folder in aggregate.seed_dirs(parent).values():
+        run = aggregate.evaluated_run(folder, split)
+        row = run_row(run, split) if run else None
+        if row is not None and row["metrics"]:
+            rows.append(row)
+    if not rows:
+        return None
+    summary = aggregate.aggregate_metrics({i: r["metrics"] for i, r in enumerate(rows)})
+    times = [r["step_s"] for r in rows if r["step_s"] is not None]
+    return {"run": f"{os.path.basename(os.path.normpath(parent))} ({len(rows)} seeds)", "model": rows[0]["model"],
+            "dataset": rows[0]["dataset"], "metrics": {m: v["mean"] for m, v in summary.items()},
+            "metrics_std": {m: v["std"] for m, v in summary.items()}, "stale": any(r["stale"] for r in rows),
+            "params": rows[0]["params"], "step_s": float(np.median(times)) if times else None}
+
+
+def _expand(workdirs: list[str]) -> list[tuple[str, bool]]:
+    """``[(folder, is a seed group)]``: seed folders of one parent become their parent, once."""
+    out: list[tuple[str, bool]] = []
+    for w in workdirs:
+        item = (os.path.dirname(os.path.normpath(w)), True) if aggregate.is_seed_dir(w) else \
+            (w, not os.path.exists(os.path.join(w, "config.json")) and bool(aggregate.seed_dirs(w)))
+        if item not in out:
+            out.append(item)
+    return out
 
 
 def to_markdown(header: list[str], cells: list[list[str]]) -> str:
@@ -103,8 +143,8 @@ def to_text(header: list[str], cells: list[list[str]]) -> str:
 def compare(workdirs: list[str], *, split: str = "test", metrics: list[str] | None = None
             ) -> tuple[list[str], list[list[str]]]:
     rows = []
-    for w in workdirs:
-        row = run_row(w, split)
+    for w, group in _expand(workdirs):
+        row = seed_group_row(w, split) if group else run_row(w, split)
         if row is None:
             print(f"skipping {w}: no config.json (not a run folder)", file=sys.stderr)
         else:

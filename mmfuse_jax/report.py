@@ -114,7 +114,8 @@ def task_plots(run_dir: str, config: dict, split: str, pred: dict[str, np.ndarra
 
 def _metrics_table(rows: dict[str, dict[str, float]]) -> list[str]:
     names = list(next(iter(rows.values())))
-    lines = ["| split | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    lines = ["| " + ("perturbation" if "none" in rows else "split") + " | " + " | ".join(names) + " |",
+             "|---|" + "---:|" * len(names)]
     for split, res in rows.items():
         lines.append(f"| {split} | " + " | ".join(format_metric(n, res.get(n)) for n in names) + " |")
     return lines
@@ -131,7 +132,17 @@ def _metrics_section(run_dir: str, config: dict, evals: dict[str, dict]) -> list
     if open_rows:
         lines += ["", "### Open intent: known intents + out-of-scope, DOC decisions (x100)", ""]
         lines += _metrics_table(open_rows)
-    return lines + ["", "## The paper's numbers", ""] + comparison_table(config, evals)
+    return lines + _robustness(run_dir, evals) + ["", "## The paper's numbers", ""] + comparison_table(config, evals)
+
+
+def _robustness(run_dir: str, evals: dict[str, dict]) -> list[str]:
+    """The test metrics under each evaluation perturbation (eval.py --perturb) beside the clean ones."""
+    perturbed = runfiles.perturbed_records(run_dir, "test")
+    if not perturbed or "test" not in evals:
+        return []
+    rows = {"none": evals["test"]["metrics"], **{p: r["metrics"] for p, r in perturbed.items()}}
+    lines = ["", "## Robustness: test metrics with inputs perturbed at evaluation (x100; eval.py --perturb)", ""]
+    return lines + _metrics_table(rows)
 
 
 def _sections(run_dir: str, config: dict, evals: dict[str, dict]) -> list[Section]:

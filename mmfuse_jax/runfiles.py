@@ -79,6 +79,15 @@ def eval_records(run_dir: str) -> dict[str, dict]:
     return out
 
 
+def perturbed_records(run_dir: str, split: str = "test") -> dict[str, dict]:
+    """{perturbation slug: the ``eval_<split>__<slug>.json`` record} (evaluations under
+    `mmfuse_jax.perturb`), sorted by slug."""
+    prefix = f"eval_{split}__"
+    names = sorted(n for n in os.listdir(run_dir) if n.startswith(prefix) and n.endswith(".json")) \
+        if os.path.isdir(run_dir) else []
+    return {n[len(prefix):-len(".json")]: read_json(os.path.join(run_dir, n)) for n in names}
+
+
 def stale_outputs(run_dir: str) -> list[str]:
     """Why the run's evaluation files no longer describe its model: an ``eval_<split>.json`` whose
     checkpoint step is not the newest best checkpoint, or whose config fingerprint is not the run's

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from mmfuse_jax import ood
+from mmfuse_jax import ood, perturb
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.training import distributed, identity
 from mmfuse_jax.training.checkpoint import Checkpoints
@@ -54,8 +54,14 @@ def restore_best(exp: Experiment, workdir: str) -> tuple[Any, dict]:
     return restored
 
 
-def evaluate(config, workdir: str, splits=("dev", "test")) -> Evaluation:
-    """Restore the best checkpoint of ``workdir`` and evaluate; writes ``eval_<split>.json``."""
+def evaluate(config, workdir: str, splits=("dev", "test"), perturb_spec: str = "") -> Evaluation:
+    """Restore the best checkpoint of ``workdir`` and evaluate; writes ``eval_<split>.json``.
+
+    ``perturb_spec`` (`mmfuse_jax.perturb`): the evaluated splits' batches are perturbed (seeded by
+    config.seed; the training split that fits DOC thresholds is not) and the files are
+    ``eval_<split>__<slug>.json``, recording the spec."""
+    transform = perturb.transform(perturb_spec, config.seed)
+    suffix = perturb.file_suffix(perturb_spec)
     exp = build(config)
     params, meta = restore_best(exp, workdir)
     eval_step = make_eval_step(exp)
@@ -64,19 +70,21 @@ def evaluate(config, workdir: str, splits=("dev", "test")) -> Evaluation:
     train = predict_split(exp, params, "train", eval_step) if oos_label is not None else None
     results, preds = {}, {}
     for split in splits:
-        pred = preds[split] = predict_split(exp, params, split, eval_step)
+        pred = preds[split] = predict_split(exp, params, split, eval_step, transform)
         res = score(exp, pred)
         results[split] = res
         # The checkpoint step and config fingerprint this file came from (the report and compare flag
         # outputs that no longer match the run's best checkpoint).
         record = {"model": config.model_name, "dataset": config.dataset.name, "split": split,
                   "checkpoint_step": meta["step"], "config_fingerprint": identity.fingerprint(config), "metrics": res}
+        if transform is not None:
+            record["perturb"] = {"spec": perturb_spec, "slug": perturb.slug(perturb_spec), "seed": config.seed}
         if train is not None:
             tables = ood.open_intent_scores(train["logits"], train["label"], pred["logits"], pred["label"],
                                             scale=config.dataset.get("doc_scale", 1.0))
             results[f"{split} (open intent)"] = record["open_intent"] = tables["open_intent"]
         if distributed.is_primary():  # multi-host: every process has every prediction; one writes
-            with open(os.path.join(workdir, f"eval_{split}.json"), "w") as f:
+            with open(os.path.join(workdir, f"eval_{split}{suffix}.json"), "w") as f:
                 json.dump(record, f, indent=2)
     return Evaluation(results, preds, train, int(meta["step"]), os.path.abspath(workdir), config)
 

@@ -106,14 +106,17 @@ def make_eval_step(exp: Experiment, **kwargs):
 
 # ------------------------------------------------------------------------------------- predictions
 
-def predict_split(exp: Experiment, params, split: str, eval_step) -> dict[str, np.ndarray]:
-    """Logits (or predictions), labels and embeddings of every example of ``split`` on this host."""
+def predict_split(exp: Experiment, params, split: str, eval_step, transform=None) -> dict[str, np.ndarray]:
+    """Logits (or predictions), labels and embeddings of every example of ``split`` on this host.
+    ``transform(batch, index) -> batch`` edits each host batch first (`mmfuse_jax.perturb.transform`)."""
     loader = exp.loader(split, train=False)
     outs: dict[str, list] = {}
     labels = []
     # disable=None: a bar on a terminal, none in logs/CI (tqdm checks isatty).
-    for batch in tqdm(loader.epoch(0), total=len(loader), desc=f"predict {split}", unit="batch", leave=False,
-                      dynamic_ncols=True, disable=None):
+    for i, batch in enumerate(tqdm(loader.epoch(0), total=len(loader), desc=f"predict {split}", unit="batch",
+                                   leave=False, dynamic_ncols=True, disable=None)):
+        if transform is not None:
+            batch = transform(batch, i)
         res = jax.device_get(eval_step(params, sharding.to_global(batch, exp.mesh)))
         batch = sharding.gather_rows(batch, exp.mesh, ("valid", "label", *UNIMODAL_LABELS))  # all hosts' rows
         keep = batch["valid"] > 0

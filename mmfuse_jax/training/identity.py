@@ -115,9 +115,17 @@ def saved_config(workdir: str) -> dict | None:
                           "use a new --workdir") from None
 
 
+# Fields added after run folders existed, by key suffix, with the value that reproduces a run saved
+# without them (the synthetic data knobs: 0 = the data as before), so an older run still resumes and
+# evaluates.
+ADDED_FIELDS = {".synthetic.incongruity": 0.0, ".synthetic.audio_noise": 0.0, ".synthetic.video_noise": 0.0}
+
+
 def differences(saved: dict, asked: dict) -> tuple[list[tuple[str, Any, Any]], list[tuple[str, Any, Any]]]:
     """(identity differences, resumable differences) as ``(key, saved, asked)`` rows."""
     a, b = flatten(saved), flatten(asked)
+    for key in set(b) - set(a):  # a field added later reads as its old behaviour in an older run
+        a.update({key: v for suffix, v in ADDED_FIELDS.items() if key.endswith(suffix)})
     rows = [(k, a.get(k, "<unset>"), b.get(k, "<unset>")) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     return [r for r in rows if not _resumable(r[0])], [r for r in rows if _resumable(r[0])]
 

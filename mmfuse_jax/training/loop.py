@@ -74,12 +74,13 @@ def _lock(workdir: str):
 
 
 
-def run_evaluation(config, workdir: str) -> Evaluation:
-    """What eval.py calls: `evaluate` of the final stage (its run folder and config)."""
+def run_evaluation(config, workdir: str, perturb: str = "") -> Evaluation:
+    """What eval.py calls: `evaluate` of the final stage (its run folder and config); ``perturb``: a
+    `mmfuse_jax.perturb` spec applied to the evaluated batches (files ``eval_<split>__<slug>.json``)."""
     last = stages_lib.final(config, workdir)
     identity.check(last.run_dir, last.config)  # before anything is created or written
     with _lock(last.run_dir):
-        return evaluate(last.config, last.run_dir)
+        return evaluate(last.config, last.run_dir, perturb_spec=perturb)
 
 
 # ------------------------------------------------------------------------------------- training

@@ -65,3 +65,16 @@ def test_environment_is_recorded_and_a_changed_one_noted_on_resume(tmp_path, mon
     err = capsys.readouterr().err
     assert f"usable_cpus {env['usable_cpus']} -> {env['usable_cpus'] + 7}" in err and "bit for bit" in err
     assert json.load(open(tmp_path / "identity.json"))["environment"] == env  # the start is kept
+
+
+def test_a_run_saved_before_the_synthetic_knobs_still_matches(tmp_path):
+    old = _config()
+    old.dataset.synthetic = {"generator": "mintrec", "train": 8}
+    identity.record(str(tmp_path), old)
+    new = _config()
+    new.dataset.synthetic = {"generator": "mintrec", "train": 8, "incongruity": 0.0, "audio_noise": 0.0,
+                             "video_noise": 0.0}
+    identity.check(str(tmp_path), new)  # the knobs at 0 are what the old run's data were
+    new.dataset.synthetic.incongruity = 0.3
+    with pytest.raises(ConfigError, match="incongruity"):
+        identity.check(str(tmp_path), new)

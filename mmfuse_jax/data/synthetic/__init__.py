@@ -18,7 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from mmfuse_jax.data.synthetic import mintrec, mintrec2, mmsa
-from mmfuse_jax.data.synthetic.common import SPECIAL_TOKENS, spec_from_fields, write_random_bert
+from mmfuse_jax.data.synthetic.common import KNOB_FIELDS, META_FILE, SPECIAL_TOKENS, spec_from_fields, write_random_bert
 from mmfuse_jax.data.synthetic.mintrec import SyntheticSpec, generate, vocabulary, write
 from mmfuse_jax.errors import ConfigError
 
@@ -50,9 +50,35 @@ def ensure(ds: Any) -> None:
     if not len(synthetic):
         return
     module = _generator(synthetic.get("generator"))
+    spec = spec_of(synthetic)
     if not os.path.exists(os.path.join(ds.root, module.COMPLETE)):
         print(f"generating the synthetic {module.NAME} benchmark in {ds.root} ...")
-        module.write(ds.root, spec_of(synthetic))
+        module.write(ds.root, spec)
+    else:
+        _check_written(ds.root, module, spec)
+
+
+def _check_written(root: str, module: ModuleType, spec: Any) -> None:
+    """A benchmark already under ``root`` must be the one asked for (a knob changed with the same root
+    would silently reuse the old data): compares the fields a preset stores with ``synthetic.json``
+    (a benchmark written before that file existed has every knob at 0)."""
+    import json
+
+    path = os.path.join(root, META_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            written = json.load(f).get("spec", {})
+    else:
+        written = dict.fromkeys(KNOB_FIELDS, 0.0)
+    for k in module.CONFIG_FIELDS:
+        if k in written and _plain(written[k]) != _plain(getattr(spec, k)):
+            raise ConfigError(f"{path}: the synthetic benchmark under {root} was written with {k}={written[k]!r}, "
+                              f"the config asks for {getattr(spec, k)!r}: set another --config.dataset.root "
+                              "(and --config.dataset.bert_path) or delete that folder")
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 def _generator(name: str | None) -> ModuleType:

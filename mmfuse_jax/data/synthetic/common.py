@@ -7,6 +7,8 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
@@ -50,3 +52,47 @@ def spec_cli(argv: list[str] | None, doc: str, spec_cls: type, write_fn: Callabl
     out = args.pop("out")
     write_fn(out, spec_cls(**args))
     print(f"wrote the {what} to {out}")
+
+
+# ------------------------------------------------------------------------- knobs (incongruity, noise)
+# Drawn from their own generators, never the benchmark's: with every knob at 0 a benchmark is
+# byte-identical to one written before the knobs existed.
+META_FILE = "synthetic.json"
+KNOB_FIELDS = ("incongruity", "audio_noise", "video_noise")
+
+
+def incongruent_rows(seed: int, split: str, candidates: int, fraction: float) -> list[int]:
+    """Which of ``candidates`` examples of ``split`` are incongruent: exactly ``round(fraction *
+    candidates)`` of them, drawn from ``default_rng([seed, 7919, split])`` (sorted positions)."""
+    if not 0.0 <= fraction <= 1.0:
+        from mmfuse_jax.errors import ConfigError
+
+        raise ConfigError(f"config.dataset.synthetic.incongruity={fraction}: expected a fraction in [0, 1]")
+    k = int(round(fraction * candidates))
+    if k == 0:
+        return []
+    rng = np.random.default_rng([seed, 7919, *split.encode()])
+    return sorted(int(i) for i in rng.choice(candidates, k, replace=False))
+
+
+def add_noise(frames: list[np.ndarray], std: float, seed: int, modality: str, split: str,
+              lengths: Sequence[int] | None = None) -> None:
+    """Add N(0, std^2) in place to each array of ``frames`` (its first ``lengths[i]`` rows; finite
+    entries only), from ``default_rng([seed, 104729, modality, split])``."""
+    if std <= 0:
+        return
+    rng = np.random.default_rng([seed, 104729, *modality.encode(), *split.encode()])
+    for i, x in enumerate(frames):
+        t = len(x) if lengths is None else int(lengths[i])
+        x[:t] += (rng.standard_normal(x[:t].shape) * std).astype(x.dtype)
+
+
+def write_meta(out: str, generator: str, spec: Any, incongruent: dict[str, list[str]]) -> None:
+    """``OUT/synthetic.json``: the generator, its spec and the ids of the incongruent examples per split."""
+    import json
+    import os
+
+    meta = {"generator": generator, "spec": dataclasses.asdict(spec), "incongruent": incongruent,
+            "incongruent_counts": {k: len(v) for k, v in incongruent.items()}}
+    with open(os.path.join(out, META_FILE), "w") as f:
+        json.dump(meta, f, indent=1)

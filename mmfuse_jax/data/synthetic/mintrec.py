@@ -26,7 +26,14 @@ import pickle
 import numpy as np
 
 from mmfuse_jax.data.formats import mintrec
-from mmfuse_jax.data.synthetic.common import SPECIAL_TOKENS, spec_cli, write_random_bert
+from mmfuse_jax.data.synthetic.common import (
+    SPECIAL_TOKENS,
+    add_noise,
+    incongruent_rows,
+    spec_cli,
+    write_meta,
+    write_random_bert,
+)
 
 _WORDS = ("you", "we", "they", "really", "just", "so", "that", "this", "it", "is", "was", "the",
           "a", "my", "your", "our", "today", "now", "again", "here", "there", "well", "oh", "okay")
@@ -44,7 +51,8 @@ _TOPICS = (
 )
 NAME = "mintrec"                    # config.dataset.synthetic.generator
 COMPLETE = "train.tsv"              # its presence under the root: the benchmark is there
-CONFIG_FIELDS = ("train", "dev", "test", "seed")  # what a preset stores in config.dataset.synthetic
+# What a preset stores in config.dataset.synthetic (the knobs: --config.dataset.synthetic.incongruity=0.3 ...).
+CONFIG_FIELDS = ("train", "dev", "test", "seed", "incongruity", "audio_noise", "video_noise")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +72,11 @@ class SyntheticSpec:
     bert_layers: int = 2
     bert_heads: int = 4
     seed: int = 0
+    # Knobs (ours, for the experiments; 0 = the benchmark as it always was, byte for byte):
+    incongruity: float = 0.0    # fraction of each split whose audio/video cue shows ANOTHER member of the
+    #                             text's pair than the label's (label and text unchanged); ids in synthetic.json
+    audio_noise: float = 0.0    # std of extra Gaussian noise on every audio frame
+    video_noise: float = 0.0    # the same for video
 
 
 SPEC = SyntheticSpec
@@ -95,21 +108,25 @@ def generate(spec: SyntheticSpec = SyntheticSpec()):
                 for m, d in (("audio", spec.audio_dim), ("video", spec.video_dim))}
     splits, clip = {}, 0
     for split, n in (("train", spec.train), ("dev", spec.dev), ("test", spec.test)):
-        rows = []
-        for _ in range(n):
+        rows, flip = [], set(incongruent_rows(spec.seed, split, n, spec.incongruity))
+        for i in range(n):
             label = int(rng.integers(len(mintrec.LABELS)))
             topic, member = label // 2, label % 2
+            cue_member = 1 - member if i in flip else member  # incongruent: the other member's cue
             where = rng.choice(["audio", "video", "both"])  # which stream(s) carry the cue
             clip += 1
             season, episode = f"S{1 + clip % 5:02d}", f"E{1 + clip % 23:02d}"
             ex = {"season": season, "episode": episode, "clip": str(clip),
-                  "key": f"{season}_{episode}_{clip}", "text": utterance(rng, topic), "label": label}
+                  "key": f"{season}_{episode}_{clip}", "text": utterance(rng, topic), "label": label,
+                  "incongruent": i in flip}
             for m, lens, dim in (("audio", spec.audio_len, spec.audio_dim),
                                  ("video", spec.video_len, spec.video_dim)):
-                pat = patterns[m][member] if where in (m, "both") else None
+                pat = patterns[m][cue_member] if where in (m, "both") else None
                 ex[m] = cued_frames(rng, lens, dim, pat, spec)
             rows.append(ex)
         splits[split] = rows
+        add_noise([ex["audio"] for ex in rows], spec.audio_noise, spec.seed, "audio", split)
+        add_noise([ex["video"] for ex in rows], spec.video_noise, spec.seed, "video", split)
     return splits
 
 
@@ -138,6 +155,7 @@ def write(out: str, spec: SyntheticSpec = SyntheticSpec()) -> str:
         pickle.dump(video, f, protocol=4)
     write_random_bert(os.path.join(out, "bert"), vocabulary(), hidden=spec.bert_hidden, layers=spec.bert_layers,
                       heads=spec.bert_heads, seed=spec.seed)
+    write_meta(out, NAME, spec, {s: [ex["key"] for ex in rows if ex["incongruent"]] for s, rows in splits.items()})
     return out
 
 

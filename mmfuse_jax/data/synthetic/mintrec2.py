@@ -33,7 +33,7 @@ import numpy as np
 
 from mmfuse_jax.data.formats import mintrec2
 from mmfuse_jax.data.synthetic import mintrec as mintrec_synth
-from mmfuse_jax.data.synthetic.common import spec_cli, write_random_bert
+from mmfuse_jax.data.synthetic.common import add_noise, incongruent_rows, spec_cli, write_meta, write_random_bert
 
 MEMBERS = 3                      # known intents per topic: 10 topics x 3 = 30 intents
 _SOURCES = ("Superstore", "The Big Bang Theory", "Friends")
@@ -57,7 +57,8 @@ class Mintrec2Spec(mintrec_synth.SyntheticSpec):
 TINY = Mintrec2Spec(train=360, dev=45, test=45, oos_train=36, oos_dev=15, oos_test=30)
 NAME = "mintrec2"                  # config.dataset.synthetic.generator
 COMPLETE = os.path.join("bert", "model.safetensors")  # `write` saves the BERT last
-CONFIG_FIELDS = ("train", "dev", "test", "oos_train", "oos_dev", "oos_test", "seed")
+CONFIG_FIELDS = ("train", "dev", "test", "oos_train", "oos_dev", "oos_test", "seed", "incongruity", "audio_noise",
+                 "video_noise")
 SPEC = Mintrec2Spec
 
 
@@ -82,6 +83,9 @@ def generate(spec: Mintrec2Spec = Mintrec2Spec()) -> dict[str, list[dict]]:
     for split in ("train", "dev", "test"):
         is_oos = np.array([False] * getattr(spec, split) + [True] * getattr(spec, f"oos_{split}"))
         rng.shuffle(is_oos)
+        # incongruity: a fraction of the in-scope examples carry the cue of another member of the topic
+        flip = set(np.flatnonzero(~is_oos)[incongruent_rows(spec.seed, split, int((~is_oos).sum()),
+                                                            spec.incongruity)].tolist())
         rows, i = [], 0
         while i < len(is_oos):
             n = int(rng.integers(spec.dialogue_len[0], spec.dialogue_len[1] + 1))
@@ -94,7 +98,9 @@ def generate(spec: Mintrec2Spec = Mintrec2Spec()) -> dict[str, list[dict]]:
                 else:
                     member = int(rng.integers(MEMBERS))
                     label = topic * MEMBERS + member
-                ex = _example(rng, spec, patterns, topic, member, label)
+                incongruent = (i + utt) in flip
+                ex = _example(rng, spec, patterns, topic, (member + 1) % MEMBERS if incongruent else member, label)
+                ex["incongruent"] = incongruent
                 duration = float(rng.uniform(1.0, 4.0))
                 ex.update(dialogue=dialogue, utterance=utt, key=f"dia{dialogue}_utt{utt}",
                           start=f"{clock:.3f}", end=f"{clock + duration:.3f}",
@@ -103,6 +109,8 @@ def generate(spec: Mintrec2Spec = Mintrec2Spec()) -> dict[str, list[dict]]:
                 rows.append(ex)
             i += n
         splits[split] = rows
+        add_noise([ex["audio"] for ex in rows], spec.audio_noise, spec.seed, "audio", split)
+        add_noise([ex["video"] for ex in rows], spec.video_noise, spec.seed, "video", split)
     return splits
 
 
@@ -134,6 +142,7 @@ def write(out: str, spec: Mintrec2Spec = Mintrec2Spec()) -> str:
     _write_part(os.path.join(out, mintrec2.OUT_OF_SCOPE), splits, oos=True)
     write_random_bert(os.path.join(out, "bert"), mintrec_synth.vocabulary(), hidden=spec.bert_hidden,
                       layers=spec.bert_layers, heads=spec.bert_heads, seed=spec.seed)
+    write_meta(out, NAME, spec, {s: [ex["key"] for ex in rows if ex["incongruent"]] for s, rows in splits.items()})
     return out
 
 

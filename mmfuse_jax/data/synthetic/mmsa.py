@@ -26,7 +26,7 @@ import pickle
 
 import numpy as np
 
-from mmfuse_jax.data.synthetic.common import SPECIAL_TOKENS, write_random_bert
+from mmfuse_jax.data.synthetic.common import SPECIAL_TOKENS, add_noise, incongruent_rows, write_meta, write_random_bert
 
 GRID = np.round(np.arange(-1.0, 1.01, 0.2), 1)   # 11 sentiment values
 SENTIMENT_WORDS = ("awful", "terrible", "bad", "poor", "meh", "okay", "fine", "good", "great", "superb",
@@ -56,6 +56,11 @@ class SyntheticMMSASpec:
     bert_intermediate: int = 0          # 0: 4 * hidden
     bert_dropout: float = 0.1
     seed: int = 0
+    # Knobs (ours, for the experiments; 0 = the benchmark as it always was, byte for byte):
+    incongruity: float = 0.0    # fraction of each split whose audio AND video carry the opposite of the text's
+    #                             sentiment (-y_T; their unimodal labels say so, the label y is unchanged)
+    audio_noise: float = 0.0    # std of extra Gaussian noise on every real audio frame
+    video_noise: float = 0.0    # the same for video
 
 
 SPEC = SyntheticMMSASpec
@@ -86,6 +91,8 @@ def _split(rng, n: int, spec: SyntheticMMSASpec, patterns: dict, vocab: list[str
     dominant = rng.integers(0, 3, n)  # 0 text, 1 audio, 2 video
     uni = np.stack([GRID[_grid_index(y + rng.normal(0, spec.noise, n))] for _ in range(3)], axis=1)
     uni[np.arange(n), dominant] = y
+    flip = incongruent_rows(spec.seed, name, n, spec.incongruity)
+    uni[flip, 1] = uni[flip, 2] = -uni[flip, 0]  # incongruent: audio and video contradict the text
     text_bert = np.zeros((n, 3, spec.text_len), np.float32)
     text = np.zeros((n, spec.text_len, spec.text_feat_dim), np.float32)
     audio = np.zeros((n, spec.audio_len[1], spec.audio_dim), np.float32)
@@ -107,6 +114,8 @@ def _split(rng, n: int, spec: SyntheticMMSASpec, patterns: dict, vocab: list[str
                                       uni[i, 2], 2.0 if dominant[i] == 2 else 0.7)
         if rng.random() < 0.02:  # MOSI-style -inf in a real frame
             audio[i, int(rng.integers(0, a_len[i])), int(rng.integers(0, spec.audio_dim))] = -np.inf
+    add_noise(audio, spec.audio_noise, spec.seed, "audio", name, a_len)
+    add_noise(vision, spec.video_noise, spec.seed, "video", name, v_len)
     return {"id": [f"{name}{i:05d}$_$0" for i in range(n)], "raw_text": raw, "text": text,
             "text_bert": text_bert, "audio": audio, "vision": vision, "audio_lengths": a_len,
             "vision_lengths": v_len, "regression_labels": y.astype(np.float32),
@@ -134,5 +143,8 @@ def write(out: str, spec: SyntheticMMSASpec = SyntheticMMSASpec()) -> str:
     write_random_bert(os.path.join(out, "bert"), vocabulary(), hidden=spec.bert_hidden, layers=spec.bert_layers,
                       heads=spec.bert_heads, seed=spec.seed, intermediate=spec.bert_intermediate,
                       max_positions=max(64, spec.text_len), dropout=spec.bert_dropout)
+    write_meta(out, NAME, spec, {split: [d["id"][i] for i in incongruent_rows(spec.seed, split, len(d["id"]),
+                                                                               spec.incongruity)]
+                                 for split, d in data.items()})
     os.replace(tmp, os.path.join(out, PICKLE))  # the pickle last: its presence means "complete"
     return out

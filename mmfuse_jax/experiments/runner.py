@@ -1,0 +1,152 @@
+"""Run one registered experiment: its runs' configs, one seed sweep per run, then its table.
+
+    OUT/runs/<run>/seed_<k>/...     ordinary run folders (resumable; finished seeds are reused)
+    OUT/runs/<run>/aggregate.*      mean ± std over the seeds (clean and perturbed evaluations)
+    OUT/data/<dataset>__<knobs>/    synthetic data written with an experiment's knobs
+    OUT/results.md, results.json    the experiment's table, notes and the command that made them
+    OUT/results.png                 its plot, when it declares one
+"""
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from mmfuse_jax import aggregate, sweep
+from mmfuse_jax.errors import ConfigError
+from mmfuse_jax.experiments import Experiment, Results, Run, RunResult, Table
+from mmfuse_jax.training import stages as stages_lib
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """``['num_epochs=1', 'model.x=True']`` -> ``{'num_epochs': 1, 'model.x': True}`` (Python literals,
+    else strings)."""
+    out = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--set={item!r}: expected <config field>=<value>, e.g. num_epochs=1")
+        try:
+            out[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[key] = text
+    return out
+
+
+def set_field(config, dotted: str, value: Any, where: str) -> None:
+    target, *path = [config, *dotted.split(".")]
+    *parents, leaf = path
+    for p in parents:
+        if p not in target:
+            raise ConfigError(f"{where}: config field {dotted!r} does not exist ({p!r} is not in its parent)")
+        target = target[p]
+    if leaf not in target:
+        raise ConfigError(f"{where}: config field {dotted!r} does not exist")
+    target[leaf] = tuple(value) if isinstance(value, list) else value
+
+
+def knob_slug(knobs: dict[str, float]) -> str:
+    return "+".join(f"{k}-{v:g}" for k, v in sorted(knobs.items()))
+
+
+def build_config(run: Run, preset: str, out: str, sets: dict[str, Any]):
+    """The run's config: ``configs/<model>.py`` at its preset, its overrides, its data knobs, then ``sets``."""
+    mod = importlib.import_module(f"configs.{run.model}")
+    c = mod.get_config(run.preset(preset))
+    where = f"run {run.name!r}"
+    for k, v in run.overrides.items():
+        set_field(c, k, v, where)
+    if run.synthetic:
+        if not len(c.dataset.get("synthetic", {})):
+            raise ConfigError(f"{where}: data knobs {dict(run.synthetic)} need a synthetic preset (demo, tiny), "
+                              f"not {run.preset(preset)!r}")
+        for k, v in run.synthetic.items():
+            set_field(c, f"dataset.synthetic.{k}", v, where)
+        c.dataset.root = os.path.join(out, "data", f"{c.dataset.name}__{knob_slug(dict(run.synthetic))}")
+        c.dataset.bert_path = os.path.join(c.dataset.root, "bert")
+    for k, v in sets.items():
+        set_field(c, k, v, "--set")
+    return c
+
+
+def collect(run: Run, config, run_dir: str, seeds: list[int]) -> RunResult:
+    path = os.path.join(run_dir, "aggregate.json")
+    agg = json.load(open(path)) if os.path.exists(path) else {"splits": {}, "perturbations": {}}
+    seed_runs, seed_configs = {}, {}
+    for seed in seeds:
+        d = aggregate.seed_dir(run_dir, seed)
+        if os.path.isdir(d) and str(seed) not in agg.get("failed", {}):
+            last = stages_lib.final(sweep.with_seed(config, seed), d)
+            seed_runs[seed], seed_configs[seed] = last.run_dir, last.config
+    return RunResult(run, json.loads(config.to_json_best_effort()), agg, seed_runs, seed_configs)
+
+
+def run_experiment(exp: Experiment, *, preset: str, seeds: list[int], out: str,
+                   sets: dict[str, Any] | None = None, argv: list[str] | None = None) -> tuple[Table, list[str]]:
+    """Train/evaluate what is missing, write OUT/results.{md,json}(, .png); returns the table and the
+    failures (``'<run> seed <k>: <reason>'``)."""
+    if preset not in exp.presets:
+        raise ConfigError(f"experiment {exp.name!r}: unknown preset {preset!r}: expected one of {list(exp.presets)}")
+    runs = exp.runs(preset)
+    configs = {r.name: build_config(r, preset, out, sets or {}) for r in runs}  # every config error first
+    t0, results, failures = time.time(), {}, []
+    for r in runs:
+        run_dir = os.path.join(out, "runs", r.name)
+        print(f"\n##### {exp.name}: run {r.name} ({r.model}, preset {r.preset(preset)}) -> {run_dir}", flush=True)
+        done = sweep.run_seeds(configs[r.name], run_dir, seeds, tuple(r.perturbations))
+        failures += [f"{r.name} seed {s.seed}: {s.reason}" for s in done if not s.ok]
+        results[r.name] = collect(r, configs[r.name], run_dir, seeds)
+    table = exp.table(Results(results, preset, seeds, out))
+    write_results(exp, table, out, preset=preset, seeds=seeds, failures=failures,
+                  seconds=time.time() - t0, argv=argv, runs=runs)
+    return table, failures
+
+
+def to_markdown(table: Table) -> list[str]:
+    lines = ["| " + " | ".join(table.header) + " |", "|---|" + "---:|" * (len(table.header) - 1)]
+    return lines + ["| " + " | ".join(map(str, row)) + " |" for row in table.rows]
+
+
+def write_results(exp: Experiment, table: Table, out: str, *, preset: str, seeds: list[int], failures: list[str],
+                  seconds: float, argv: list[str] | None, runs: list[Run]) -> None:
+    os.makedirs(out, exist_ok=True)
+    command = "python -m mmfuse_jax.experiments " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines = [f"# {exp.name}", "", exp.summary, "", f"Command: `{command}`  ", f"Preset {preset}; seeds {seeds} "
+             f"(mean ± sample std, ddof=1); wall time of this invocation {seconds:.0f} s (finished runs reused).", ""]
+    lines += to_markdown(table) + [""]
+    lines += [f"- {n}" for n in table.notes]
+    if failures:
+        lines += ["", "Failed:"] + [f"- {f}" for f in failures]
+    if table.plot:
+        lines += ["", f"![{exp.name}](results.png)"]
+        _plot(table.plot, os.path.join(out, "results.png"), f"{exp.name} ({preset}, {len(seeds)} seeds)")
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write("\n".join(lines).rstrip() + "\n")
+    record = {"experiment": exp.name, "preset": preset, "seeds": seeds, "command": command, "seconds": seconds,
+              "header": table.header, "rows": table.rows, "notes": table.notes, "failures": failures,
+              "data": table.data, "runs": {r.name: {"model": r.model, "preset": r.preset(preset),
+                                                    "overrides": dict(r.overrides), "synthetic": dict(r.synthetic),
+                                                    "perturbations": list(r.perturbations)} for r in runs}}
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(record, f, indent=2, default=str)
+
+
+def _plot(plot: dict, path: str, title: str) -> str:
+    from mmfuse_jax import plots
+
+    labels = plot["labels"]
+    fig = plots.figure(max(5.0, 0.9 * len(labels) + 2), 3.6)
+    ax = fig.add_subplot()
+    means = np.asarray([np.nan if m is None else m for m in plot["means"]], float)
+    stds = np.asarray([0.0 if s is None else s for s in plot.get("stds", [0.0] * len(labels))], float)
+    ax.bar(np.arange(len(labels)), means, yerr=stds, capsize=3, color="#4c72b0")
+    ax.set_xticks(np.arange(len(labels)), labels, rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel(plot.get("ylabel", ""))
+    ax.set_title(title, fontsize=9)
+    return plots.save(fig, path)
