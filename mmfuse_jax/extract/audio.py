@@ -1,0 +1,163 @@
+"""Frame-level audio features in numpy/scipy, with librosa's conventions (no librosa, no numba).
+
+Every function takes a mono float waveform ``y`` and returns ``[T, D]`` float32 with
+``T = 1 + len(y) // hop`` (librosa's ``center=True`` framing with zero padding), so features of
+one clip line up frame by frame and can be concatenated.
+
+* `log_mel`, `mfcc`: librosa ``melspectrogram`` (Hann window, power 2, Slaney mel scale and norm)
+  -> ``power_to_db`` (amin 1e-10, top_db 80) -> MFCC = orthonormal DCT-II (librosa ``mfcc``).
+* `rms`, `zcr`: librosa ``feature.rms`` / ``zero_crossing_rate`` on centred frames.
+* `log_f0`: YIN (de Cheveigné & Kawahara 2002; librosa ``yin``: cumulative mean normalised
+  difference, absolute threshold, parabolic refinement); unvoiced/silent frames are 0.
+* `chroma_cqt`: librosa ``chroma_cqt`` defaults (fmin C1, 7 octaves, 36 bins per octave, Hann
+  kernels with Q = 1 / (2^(1/36) - 1), 3 bins folded into each semitone, per-frame max norm);
+  computed octave by octave on a signal halved in rate each octave, as librosa's CQT does.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from scipy.fft import dct
+from scipy.signal import resample_poly
+
+
+def frames(y: np.ndarray, length: int, hop: int) -> np.ndarray:
+    """Centred frames ``[1 + len(y) // hop, length]`` (zero padding of ``length // 2`` each side)."""
+    y = np.pad(np.asarray(y, np.float64), (length // 2, length // 2))
+    n = 1 + (len(y) - length) // hop if len(y) >= length else 0
+    idx = np.arange(length)[None, :] + hop * np.arange(n)[:, None]
+    return y[idx]
+
+
+def power_spectrum(y: np.ndarray, n_fft: int, hop: int, win: int | None = None) -> np.ndarray:
+    """|STFT|^2 ``[T, n_fft // 2 + 1]`` with a periodic Hann window of ``win`` samples centred in ``n_fft``."""
+    win = win or n_fft
+    w = np.zeros(n_fft)
+    left = (n_fft - win) // 2
+    w[left:left + win] = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)
+    return np.abs(np.fft.rfft(frames(y, n_fft, hop) * w, axis=1)) ** 2
+
+
+def _hz_to_mel(f):
+    f = np.asarray(f, np.float64)
+    lin = f / (200.0 / 3)
+    return np.where(f >= 1000.0, 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0), lin)
+
+
+def _mel_to_hz(m):
+    m = np.asarray(m, np.float64)
+    return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), m * (200.0 / 3))
+
+
+@functools.cache
+def mel_filters(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+    """Slaney-style mel filterbank ``[n_mels, n_fft // 2 + 1]`` (librosa ``filters.mel`` defaults)."""
+    fmax = sr / 2 if fmax is None else fmax
+    fft_f = np.linspace(0, sr / 2, n_fft // 2 + 1)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
+    fdiff, ramps = np.diff(mel_f), mel_f[:, None] - fft_f[None, :]
+    lower, upper = -ramps[:-2] / fdiff[:-1, None], ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper))
+    return weights * (2.0 / (mel_f[2:n_mels + 2] - mel_f[:n_mels]))[:, None]
+
+
+def _db(s: np.ndarray, top_db: float = 80.0) -> np.ndarray:
+    db = 10.0 * np.log10(np.maximum(s, 1e-10))
+    return np.maximum(db, db.max() - top_db) if db.size else db
+
+
+def log_mel(y, sr: int, *, n_fft: int, hop: int, win: int | None = None, n_mels: int = 40) -> np.ndarray:
+    return _db(power_spectrum(y, n_fft, hop, win) @ mel_filters(sr, n_fft, n_mels).T).astype(np.float32)
+
+
+def mfcc(y, sr: int, *, n_fft: int, hop: int, win: int | None = None, n_mfcc: int = 20, n_mels: int = 128
+         ) -> np.ndarray:
+    """librosa ``feature.mfcc`` (128 mel bands by default, as librosa)."""
+    mel_db = log_mel(y, sr, n_fft=n_fft, hop=hop, win=win, n_mels=n_mels).astype(np.float64)
+    return dct(mel_db, type=2, norm="ortho", axis=1)[:, :n_mfcc].astype(np.float32)
+
+
+def rms(y, *, frame: int, hop: int) -> np.ndarray:
+    return np.sqrt(np.mean(frames(y, frame, hop) ** 2, axis=1, keepdims=True)).astype(np.float32)
+
+
+def zcr(y, *, frame: int, hop: int) -> np.ndarray:
+    f = frames(y, frame, hop)
+    crossings = np.abs(np.diff(np.signbit(f).astype(np.int8), axis=1))
+    return np.mean(np.pad(crossings, ((0, 0), (1, 0))), axis=1, keepdims=True).astype(np.float32)
+
+
+def yin_f0(y, sr: int, *, frame: int, hop: int, fmin: float = 65.4, fmax: float = 2093.0,
+           threshold: float = 0.1, silence: float = 1e-4) -> np.ndarray:
+    """F0 in Hz per frame ``[T]`` (0 where unvoiced: no dip under ``threshold`` or RMS under ``silence``)."""
+    x = frames(y, frame, hop)
+    win = frame // 2
+    max_lag = min(int(np.ceil(sr / fmin)), frame - win - 1)
+    min_lag = max(2, int(np.floor(sr / fmax)))
+    n = 1 << int(np.ceil(np.log2(2 * frame)))
+    acf = np.fft.irfft(np.fft.rfft(x, n) * np.conj(np.fft.rfft(x[:, :win], n)), n)[:, :max_lag + 1]
+    energy = np.cumsum(np.pad(x ** 2, ((0, 0), (1, 0))), axis=1)
+    e = energy[:, win:win + max_lag + 1] - energy[:, : max_lag + 1]      # sum_{j=tau}^{tau+win-1} x_j^2
+    d = np.maximum(e[:, :1] + e - 2 * acf, 0.0)
+    taus = np.arange(1, max_lag + 1)
+    cmnd = np.ones_like(d)
+    cmnd[:, 1:] = d[:, 1:] * taus / np.maximum(np.cumsum(d[:, 1:], axis=1), 1e-12)
+    search = cmnd[:, min_lag:max_lag]
+    is_min = (search[:, 1:-1] <= search[:, :-2]) & (search[:, 1:-1] <= search[:, 2:])
+    below = np.pad(is_min & (search[:, 1:-1] < threshold), ((0, 0), (1, 1)))
+    first = np.where(below.any(axis=1), below.argmax(axis=1), -1)
+    f0 = np.zeros(len(x))
+    for t in np.flatnonzero(first >= 0):
+        k = first[t] + min_lag
+        a, b, c = cmnd[t, k - 1], cmnd[t, k], cmnd[t, k + 1]
+        den = a - 2 * b + c
+        shift = 0.5 * (a - c) / den if abs(den) > 1e-12 else 0.0
+        f0[t] = sr / (k + np.clip(shift, -1, 1))
+    loud = np.sqrt(np.mean(x ** 2, axis=1)) >= silence
+    return np.where(loud, f0, 0.0)
+
+
+def log_f0(y, sr: int, *, frame: int, hop: int, fmin: float = 65.4, fmax: float = 2093.0,
+           threshold: float = 0.1) -> np.ndarray:
+    """``[T, 1]`` natural log of the YIN F0; 0 for unvoiced frames (MMSA zeroes log(0) = -inf)."""
+    f0 = yin_f0(y, sr, frame=frame, hop=hop, fmin=fmin, fmax=fmax, threshold=threshold)
+    return np.where(f0 > 0, np.log(np.maximum(f0, 1e-12)), 0.0)[:, None].astype(np.float32)
+
+
+@functools.cache
+def _cqt_kernels(sr: int, fmin_octave: float, bins: int, q: float) -> np.ndarray:
+    """Conjugated Hann-windowed complex kernels ``[L, bins]`` (centred, L1-normalised) of one octave."""
+    freqs = fmin_octave * 2.0 ** (np.arange(bins) / bins)
+    lengths = np.ceil(q * sr / freqs).astype(int)
+    size = int(lengths.max()) | 1
+    k = np.zeros((size, bins), np.complex128)
+    for i, (f, n) in enumerate(zip(freqs, lengths)):
+        t = np.arange(n) - (n - 1) / 2
+        w = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
+        start = (size - n) // 2
+        k[start:start + n, i] = np.conj(w * np.exp(2j * np.pi * f * t / sr) / w.sum())
+    return k
+
+
+def chroma_cqt(y, sr: int, *, hop: int, fmin: float = 32.703, n_octaves: int = 7, bins_per_octave: int = 36,
+               n_chroma: int = 12) -> np.ndarray:
+    """``[T, n_chroma]`` chromagram from a constant-Q transform (see the module docstring)."""
+    if hop % 2 ** (n_octaves - 1):
+        raise ValueError(f"hop {hop} must be divisible by 2^(n_octaves - 1) = {2 ** (n_octaves - 1)}")
+    q = 1.0 / (2.0 ** (1.0 / bins_per_octave) - 1.0)
+    n_frames = 1 + len(y) // hop
+    mags, sig, rate, h = [], np.asarray(y, np.float64), sr, hop
+    for octave in reversed(range(n_octaves)):  # top octave first, then halve the rate
+        kern = _cqt_kernels(rate, fmin * 2.0 ** octave, bins_per_octave, q)
+        fr = frames(sig, kern.shape[0], h)[:n_frames]
+        mags.append(np.abs(fr @ kern))
+        if octave:
+            sig, rate, h = resample_poly(sig, 1, 2), rate / 2, h // 2
+    cq = np.concatenate(mags[::-1], axis=1)       # [T, n_octaves * bins_per_octave], low to high
+    per_semitone = bins_per_octave // n_chroma
+    pitch_class = (np.rint(np.arange(cq.shape[1]) / per_semitone).astype(int)) % n_chroma
+    chroma = np.zeros((cq.shape[0], n_chroma))
+    np.add.at(chroma.T, pitch_class, cq.T)
+    peak = chroma.max(axis=1, keepdims=True)
+    return np.where(peak > 0, chroma / np.maximum(peak, 1e-30), 0.0).astype(np.float32)
