@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from mmfuse_jax.errors import ConfigError, DataError
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _go(args: argparse.Namespace) -> int:
+    vocab = os.path.join(args.bert_path, "vocab.txt")
+    if not os.path.isfile(vocab):
+        raise DataError(vocab, None, "the vocabulary of the BERT checkpoint your runs will use (--bert_path)",
+                        "no such file")
     s = settings.make_settings(args.audio, fps=args.fps, crop=args.crop)
     rows = run.read_transcripts(args.transcripts, args.media, need_label=True)
     summary, feats = run.extract_all(rows, args.out, s, workers=args.workers, progress=not args.no_progress)

@@ -67,6 +67,10 @@ def read_transcripts(path: str, media_dir: str, *, need_label: bool) -> list[dic
         raise DataError(path, None, "at least one row after the header", "none")
     for i, r in enumerate(rows):  # no split column: 5 train, 1 dev, 1 test of every 7 rows, in file order
         r["split"] = r["split"] or ("train", "train", "train", "train", "train", "dev", "test")[i % 7]
+    for split in ("train", "dev", "test"):
+        if not any(r["split"] == split for r in rows):
+            raise DataError(path, f"split {split!r}", "at least one clip per split (a 'split' column, or 7+ rows)",
+                            "none")
     return rows
 
 
