@@ -50,8 +50,9 @@ def _go(args: argparse.Namespace) -> int:
                         "no such file")
     s = settings.make_settings(args.audio, fps=args.fps, crop=args.crop)
     rows = run.read_transcripts(args.transcripts, args.media, need_label=True)
-    summary, feats = run.extract_all(rows, args.out, s, workers=args.workers, progress=not args.no_progress)
     labels = [x.strip() for x in args.labels.split(",") if x.strip()] or None
+    run.check_labels(rows, args.layout, labels, args.transcripts)   # before any time is spent extracting
+    summary, feats = run.extract_all(rows, args.out, s, workers=args.workers, progress=not args.no_progress)
     info = None
     if feats:
         info = run.write_release(args.out, args.layout, rows, feats, s, transcripts=args.transcripts,

@@ -21,22 +21,39 @@ import numpy as np
 from scipy.fft import dct
 from scipy.signal import resample_poly
 
-
-def frames(y: np.ndarray, length: int, hop: int) -> np.ndarray:
-    """Centred frames ``[1 + len(y) // hop, length]`` (zero padding of ``length // 2`` each side)."""
-    y = np.pad(np.asarray(y, np.float64), (length // 2, length // 2))
-    n = 1 + (len(y) - length) // hop if len(y) >= length else 0
-    idx = np.arange(length)[None, :] + hop * np.arange(n)[:, None]
-    return y[idx]
+BLOCK = 2048  # frames per block: memory stays bounded (~2048 x frame length) however long the clip
 
 
-def power_spectrum(y: np.ndarray, n_fft: int, hop: int, win: int | None = None) -> np.ndarray:
-    """|STFT|^2 ``[T, n_fft // 2 + 1]`` with a periodic Hann window of ``win`` samples centred in ``n_fft``."""
+def frames(y: np.ndarray, length: int, hop: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Centred frames ``[start:stop]`` of ``[1 + len(y) // hop, length]`` (zero padding of ``length // 2``
+    each side), float64."""
+    stop = 1 + len(y) // hop if stop is None else stop   # frames past the signal's end are zeros
+    if stop <= start or len(y) == 0:
+        return np.zeros((max(stop - start, 0), length))
+    idx = (np.arange(start, stop) * hop - length // 2)[:, None] + np.arange(length)[None, :]
+    inside = (idx >= 0) & (idx < len(y))
+    return np.where(inside, np.asarray(y)[np.clip(idx, 0, len(y) - 1)], 0.0).astype(np.float64)
+
+
+def blocked(fn, y: np.ndarray, length: int, hop: int, n_frames: int | None = None) -> np.ndarray:
+    """``fn(frames)`` over blocks of `BLOCK` frames, concatenated (``fn`` works frame by frame)."""
+    n = 1 + len(y) // hop if n_frames is None else n_frames
+    return np.concatenate([fn(frames(y, length, hop, s, min(s + BLOCK, n))) for s in range(0, max(n, 1), BLOCK)])
+
+
+def _hann_in(n_fft: int, win: int | None) -> np.ndarray:
+    """A periodic Hann window of ``win`` samples centred in ``n_fft`` (librosa's ``win_length``)."""
     win = win or n_fft
     w = np.zeros(n_fft)
     left = (n_fft - win) // 2
     w[left:left + win] = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)
-    return np.abs(np.fft.rfft(frames(y, n_fft, hop) * w, axis=1)) ** 2
+    return w
+
+
+def power_spectrum(y: np.ndarray, n_fft: int, hop: int, win: int | None = None) -> np.ndarray:
+    """|STFT|^2 ``[T, n_fft // 2 + 1]``."""
+    w = _hann_in(n_fft, win)
+    return blocked(lambda f: np.abs(np.fft.rfft(f * w, axis=1)) ** 2, y, n_fft, hop)
 
 
 def _hz_to_mel(f):
@@ -68,7 +85,9 @@ def _db(s: np.ndarray, top_db: float = 80.0) -> np.ndarray:
 
 
 def log_mel(y, sr: int, *, n_fft: int, hop: int, win: int | None = None, n_mels: int = 40) -> np.ndarray:
-    return _db(power_spectrum(y, n_fft, hop, win) @ mel_filters(sr, n_fft, n_mels).T).astype(np.float32)
+    w, m = _hann_in(n_fft, win), mel_filters(sr, n_fft, n_mels).T
+    mel = blocked(lambda f: (np.abs(np.fft.rfft(f * w, axis=1)) ** 2) @ m, y, n_fft, hop)
+    return _db(mel).astype(np.float32)
 
 
 def mfcc(y, sr: int, *, n_fft: int, hop: int, win: int | None = None, n_mfcc: int = 20, n_mels: int = 128
@@ -79,19 +98,28 @@ def mfcc(y, sr: int, *, n_fft: int, hop: int, win: int | None = None, n_mfcc: in
 
 
 def rms(y, *, frame: int, hop: int) -> np.ndarray:
-    return np.sqrt(np.mean(frames(y, frame, hop) ** 2, axis=1, keepdims=True)).astype(np.float32)
+    return blocked(lambda f: np.sqrt(np.mean(f ** 2, axis=1, keepdims=True)), y, frame, hop).astype(np.float32)
+
+
+def _zcr(f: np.ndarray) -> np.ndarray:
+    crossings = np.abs(np.diff(np.signbit(f).astype(np.int8), axis=1))
+    return np.mean(np.pad(crossings, ((0, 0), (1, 0))), axis=1, keepdims=True)
 
 
 def zcr(y, *, frame: int, hop: int) -> np.ndarray:
-    f = frames(y, frame, hop)
-    crossings = np.abs(np.diff(np.signbit(f).astype(np.int8), axis=1))
-    return np.mean(np.pad(crossings, ((0, 0), (1, 0))), axis=1, keepdims=True).astype(np.float32)
+    return blocked(_zcr, y, frame, hop).astype(np.float32)
 
 
 def yin_f0(y, sr: int, *, frame: int, hop: int, fmin: float = 65.4, fmax: float = 2093.0,
            threshold: float = 0.1, silence: float = 1e-4) -> np.ndarray:
     """F0 in Hz per frame ``[T]`` (0 where unvoiced: no dip under ``threshold`` or RMS under ``silence``)."""
-    x = frames(y, frame, hop)
+    fn = functools.partial(_yin_frames, sr=sr, fmin=fmin, fmax=fmax, threshold=threshold, silence=silence)
+    return blocked(fn, y, frame, hop)
+
+
+def _yin_frames(x: np.ndarray, *, sr: int, fmin: float, fmax: float, threshold: float, silence: float
+                ) -> np.ndarray:
+    frame = x.shape[1]
     win = frame // 2
     max_lag = min(int(np.ceil(sr / fmin)), frame - win - 1)
     min_lag = max(2, int(np.floor(sr / fmax)))
@@ -150,8 +178,7 @@ def chroma_cqt(y, sr: int, *, hop: int, fmin: float = 32.703, n_octaves: int = 7
     mags, sig, rate, h = [], np.asarray(y, np.float64), sr, hop
     for octave in reversed(range(n_octaves)):  # top octave first, then halve the rate
         kern = _cqt_kernels(rate, fmin * 2.0 ** octave, bins_per_octave, q)
-        fr = frames(sig, kern.shape[0], h)[:n_frames]
-        mags.append(np.abs(fr @ kern))
+        mags.append(blocked(lambda f, k=kern: np.abs(f @ k), sig, kern.shape[0], h, n_frames))
         if octave:
             sig, rate, h = resample_poly(sig, 1, 2), rate / 2, h // 2
     cq = np.concatenate(mags[::-1], axis=1)       # [T, n_octaves * bins_per_octave], low to high

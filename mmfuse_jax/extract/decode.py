@@ -1,11 +1,13 @@
 """Decoding with PyAV (its wheels bundle FFmpeg): any container FFmpeg reads.
 
 `audio` returns the first audio stream as mono float32 at a given rate (FFmpeg's resampler);
-`video_frames` returns grey frames sampled at ``fps`` (the first decoded frame at or after each
+`video_frames` yields grey frames sampled at ``fps`` (the first decoded frame at or after each
 instant k / fps), scaled so the width is at most ``max_width``. A file that cannot be read, or has no
 such stream, or nothing in it, is a `MediaError` saying which and why.
 """
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -44,17 +46,16 @@ def audio(path: str, rate: int) -> np.ndarray:
     return y
 
 
-def video_frames(path: str, fps: float, max_width: int) -> tuple[np.ndarray, float]:
-    """Grey frames ``[T, H, W]`` uint8 sampled at ``fps`` and the clip's duration in seconds."""
+def video_frames(path: str, fps: float, max_width: int) -> Iterator[np.ndarray]:
+    """Grey frames ``[H, W]`` uint8 sampled at ``fps``, one at a time (a long clip never sits in memory)."""
     import av
 
     with _open(path) as container:
         if not container.streams.video:
             raise MediaError("no video stream")
-        stream = container.streams.video[0]
-        out, next_t, last_t = [], 0.0, 0.0
+        n, next_t, last_t = 0, 0.0, 0.0
         try:
-            for frame in container.decode(stream):
+            for frame in container.decode(container.streams.video[0]):
                 t = float(frame.time) if frame.time is not None else last_t
                 last_t = t
                 if t + 1e-6 < next_t:
@@ -62,11 +63,11 @@ def video_frames(path: str, fps: float, max_width: int) -> tuple[np.ndarray, flo
                 w, h = frame.width, frame.height
                 if w > max_width:
                     w, h = max_width, max(2, round(frame.height * max_width / frame.width / 2) * 2)
-                out.append(frame.reformat(width=w, height=h, format="gray").to_ndarray())
+                n += 1
+                yield frame.reformat(width=w, height=h, format="gray").to_ndarray()
                 while next_t <= t + 1e-6:
                     next_t += 1.0 / fps
         except av.FFmpegError as e:
             raise MediaError(f"video stream cannot be decoded ({type(e).__name__}: {e})") from None
-    if not out:
+    if not n:
         raise MediaError("the video stream holds no frames")
-    return np.stack(out), last_t

@@ -24,6 +24,12 @@ MMSA_SPLITS = {"train": "train", "dev": "valid", "test": "test"}
 
 
 def atomic_write(path: str, data: bytes) -> None:
+    """Write ``data`` under a temporary name, then rename; an identical file is left untouched (so a
+    rerun that changed nothing keeps ``prepare``'s fingerprint of the folder, which reads mtimes)."""
+    if os.path.isfile(path) and os.path.getsize(path) == len(data):
+        with open(path, "rb") as f:
+            if f.read() == data:
+                return
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "wb") as f:

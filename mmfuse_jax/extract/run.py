@@ -93,22 +93,23 @@ def cached(cache_path: str, key: str) -> dict | None:
     return None
 
 
-def work(media: str, cache_path: str, settings: dict) -> tuple[str, str]:
-    """Extract one file into its cache entry: ('done' | 'skipped' | 'failed', reason)."""
+def work(media: str, cache_path: str, settings: dict) -> tuple[str, str, str]:
+    """Extract one file into its cache entry: ('done' | 'skipped' | 'failed', reason, cache key)."""
+    key = ""
     try:
         key = S.fingerprint(settings) + "-" + file_hash(media)
         if cached(cache_path, key) is not None:
-            return "skipped", ""
+            return "skipped", "", key
         feats = S.extract_file(media, settings)
         tmp = f"{cache_path}.tmp{os.getpid()}"
         with open(tmp, "wb") as f:
             np.savez(f, fingerprint=np.asarray(key), **feats)
         os.replace(tmp, cache_path)
-        return "done", ""
+        return "done", "", key
     except decode.MediaError as e:
-        return "failed", str(e)
+        return "failed", str(e), key
     except Exception as e:  # one bad file never stops the run; the summary names it
-        return "failed", f"{type(e).__name__}: {e}"
+        return "failed", f"{type(e).__name__}: {e}", key
 
 
 def extract_all(rows: list[dict], out: str, settings: dict, *, workers: int = 1, progress: bool = True
@@ -119,22 +120,21 @@ def extract_all(rows: list[dict], out: str, settings: dict, *, workers: int = 1,
     cache = os.path.join(out, CACHE)
     os.makedirs(cache, exist_ok=True)
     jobs = {r["name"]: (r["media"], os.path.join(cache, r["name"] + ".npz"), settings) for r in rows}
-    summary = Summary()
+    summary, keys = Summary(), {}
     bar = tqdm(total=len(jobs), desc="extracting", unit="file", disable=not progress, file=sys.stderr)
     if workers <= 1:
         results = ((name, work(*args)) for name, args in jobs.items())
-        for name, (status, reason) in results:
+        for name, (status, reason, key) in results:
+            keys[name] = key
             _record(summary, name, status, reason, bar)
     else:
         with cf.ProcessPoolExecutor(max_workers=workers) as pool:
             futures = {pool.submit(work, *args): name for name, args in jobs.items()}
             for fut in cf.as_completed(futures):
-                _record(summary, futures[fut], *fut.result(), bar)
+                status, reason, keys[futures[fut]] = fut.result()
+                _record(summary, futures[fut], status, reason, bar)
     bar.close()
-    feats = {}
-    for name, (media, cache_path, _) in jobs.items():
-        if name not in summary.failed:
-            feats[name] = cached(cache_path, S.fingerprint(settings) + "-" + file_hash(media))
+    feats = {name: cached(jobs[name][1], keys[name]) for name in jobs if name not in summary.failed}
     return summary, feats
 
 
@@ -147,7 +147,7 @@ def _record(summary: Summary, name: str, status: str, reason: str, bar) -> None:
     bar.update(1)
 
 
-def _labels(rows: list[dict], layout: str, labels: list[str] | None, path: str) -> list[str]:
+def check_labels(rows: list[dict], layout: str, labels: list[str] | None, path: str) -> list[str]:
     """Class names (mintrec: ``--labels`` order, else sorted) after checking every row's label."""
     if layout == "mmsa":
         for r in rows:
@@ -168,7 +168,7 @@ def write_release(out: str, layout: str, rows: list[dict], feats: dict[str, dict
                   transcripts: str, labels: list[str] | None, bert_path: str, max_text: int,
                   summary: Summary) -> dict:
     """The layout from the successful rows, and ``features.json`` (returned)."""
-    names = _labels(rows, layout, labels, transcripts)
+    names = check_labels(rows, layout, labels, transcripts)
     good = [r for r in rows if r["name"] in feats]
     for split in ("train", "dev", "test"):
         if not any(r["split"] == split for r in good):

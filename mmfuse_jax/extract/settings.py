@@ -86,7 +86,7 @@ def extract_file(path: str, settings: dict, *, silence: float = 1e-4) -> dict[st
     y = decode.audio(path, a["sample_rate"])
     if float(np.max(np.abs(y))) < silence:
         raise decode.MediaError(f"silent audio (peak amplitude {float(np.max(np.abs(y))):.2g} < {silence})")
-    frames, _ = decode.video_frames(path, float(v["fps"]), int(v["max_width"]))
+    frames = decode.video_frames(path, float(v["fps"]), int(v["max_width"]))
     out = {"audio": audio_features(y, a), "video": V.features(frames, crop=int(v["crop"]),
                                                               min_face=int(v["min_face"]))}
     for m, x in out.items():

@@ -22,6 +22,7 @@ Channels per frame (`CHANNELS`; the order is the feature order):
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -95,8 +96,8 @@ def frame_features(gray: np.ndarray, prev: np.ndarray | None, prev_face: np.ndar
     return out, small
 
 
-def features(frames: np.ndarray, *, crop: int = 8, min_face: int = 24) -> np.ndarray:
-    """``[T, 16 + crop^2]`` features of grey frames ``[T, H, W]`` (see the module docstring)."""
+def features(frames: Iterable[np.ndarray], *, crop: int = 8, min_face: int = 24) -> np.ndarray:
+    """``[T, 16 + crop^2]`` features of grey frames ``[H, W]`` (see the module docstring)."""
     rows, prev, prev_face = [], None, None
     for gray in frames:
         row, prev_face = frame_features(gray, prev, prev_face, crop=crop, min_face=min_face)

@@ -118,8 +118,10 @@ def test_mmsa_layout_is_read_unchanged(media, tmp_path):
 def test_rerun_skips_finished_files_and_redoes_a_changed_one(media, intent, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(intent[0], out)
+    before = {p: p.stat().st_mtime_ns for p in out.glob("**/*") if p.is_file()}
     r = _extract(media, out)
     assert "done 0, skipped 8 (already extracted), failed 1" in r.stderr
+    assert {p: p.stat().st_mtime_ns for p in out.glob("**/*") if p.is_file()} == before  # nothing rewritten
     mtime = (out / "audio_data" / "audio_feats.pkl").stat().st_mtime_ns
     copy = tmp_path / "m"
     shutil.copytree(media / "clips", copy / "clips")
@@ -128,7 +130,7 @@ def test_rerun_skips_finished_files_and_redoes_a_changed_one(media, intent, tmp_
     write_clip(str(copy / "clips" / "a3.mp4"), tone=300, seconds=0.9)   # new content: fingerprint differs
     r = _extract(copy, out)
     assert "done 1, skipped 7 (already extracted), failed 1" in r.stderr
-    assert (out / "audio_data" / "audio_feats.pkl").stat().st_mtime_ns >= mtime
+    assert (out / "audio_data" / "audio_feats.pkl").stat().st_mtime_ns > mtime   # rewritten: a3 changed
 
 
 def test_silent_or_streamless_media_is_a_clear_error(media, tmp_path):
@@ -156,3 +158,24 @@ def test_extracted_folder_trains_early_fusion_and_predict_takes_media(media, int
     assert pred["missing_modalities"] == []
     r = _cli("predict.py", f"--workdir={run}", f"--media={media / 'clips' / 'broken.mp4'}", "--text=hi")
     assert r.returncode != 0 and "broken.mp4" in r.stderr and "not a readable media file" in r.stderr
+
+
+def test_predict_refuses_runs_it_cannot_reproduce():
+    import ml_collections
+
+    from mmfuse_jax.errors import ConfigError
+    from mmfuse_jax.extract import media as M
+
+    s = S.make_settings("general")
+    ok = ml_collections.ConfigDict({"dataset": {"features": {"fingerprint": S.fingerprint(s), "settings": s}}})
+    assert M.run_settings(ok) == s
+    with pytest.raises(ConfigError, match="not trained on features"):
+        M.run_settings(ml_collections.ConfigDict({"dataset": {"format": "mintrec"}}))
+    edited = ml_collections.ConfigDict(ok.to_dict())
+    edited.dataset.features.settings.video.fps = 25.0   # media would be processed differently
+    with pytest.raises(ConfigError, match="no longer match their fingerprint"):
+        M.run_settings(edited)
+    old = dict(s, version=S.VERSION - 1)
+    with pytest.raises(ConfigError, match="extractor version"):
+        M.run_settings(ml_collections.ConfigDict({"dataset": {"features": {"fingerprint": S.fingerprint(old),
+                                                                           "settings": old}}}))
