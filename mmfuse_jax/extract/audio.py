@@ -7,11 +7,18 @@ one clip line up frame by frame and can be concatenated.
 * `log_mel`, `mfcc`: librosa ``melspectrogram`` (Hann window, power 2, Slaney mel scale and norm)
   -> ``power_to_db`` (amin 1e-10, top_db 80) -> MFCC = orthonormal DCT-II (librosa ``mfcc``).
 * `rms`, `zcr`: librosa ``feature.rms`` / ``zero_crossing_rate`` on centred frames.
-* `log_f0`: YIN (de Cheveigné & Kawahara 2002; librosa ``yin``: cumulative mean normalised
-  difference, absolute threshold, parabolic refinement); unvoiced/silent frames are 0.
+* `log_f0`: YIN (de Cheveigné & Kawahara 2002) as librosa 0.11 ``yin`` computes it (cumulative mean
+  normalised difference, absolute threshold 0.1, parabolic refinement, the global minimum where no
+  trough is under the threshold; ``fallback='unvoiced'`` gives 0 there instead); digitally silent
+  frames get log F0 = 0 (MMSA sets log(0) = -inf to 0).
 * `chroma_cqt`: librosa ``chroma_cqt`` defaults (fmin C1, 7 octaves, 36 bins per octave, Hann
   kernels with Q = 1 / (2^(1/36) - 1), 3 bins folded into each semitone, per-frame max norm);
-  computed octave by octave on a signal halved in rate each octave, as librosa's CQT does.
+  computed octave by octave on a signal halved in rate each octave, as librosa's CQT does. Close to
+  librosa, not identical (its filter scaling differs, and it estimates a tuning offset per clip:
+  correlation 0.99 with librosa's ``tuning=0`` on the golden test signal).
+
+MFCC, log-mel, RMS, ZCR and F0 equal librosa 0.11's to float precision
+(``tests/fixtures/extract_librosa_golden.npz``, made by ``tests/fixtures/make_extract_librosa_golden.py``).
 """
 from __future__ import annotations
 
@@ -111,45 +118,52 @@ def zcr(y, *, frame: int, hop: int) -> np.ndarray:
 
 
 def yin_f0(y, sr: int, *, frame: int, hop: int, fmin: float = 65.4, fmax: float = 2093.0,
-           threshold: float = 0.1, silence: float = 1e-4) -> np.ndarray:
-    """F0 in Hz per frame ``[T]`` (0 where unvoiced: no dip under ``threshold`` or RMS under ``silence``)."""
-    fn = functools.partial(_yin_frames, sr=sr, fmin=fmin, fmax=fmax, threshold=threshold, silence=silence)
+           threshold: float = 0.1, fallback: str = "global_min", silence: float = 1e-4) -> np.ndarray:
+    """F0 in Hz per frame ``[T]``; 0 on silent frames (RMS under ``silence``) and, with ``fallback='unvoiced'``,
+    on frames with no trough under ``threshold`` (``'global_min'``: librosa's choice, the deepest trough)."""
+    if fallback not in ("global_min", "unvoiced"):
+        raise ValueError(f"F0 fallback {fallback!r}: expected 'global_min' (librosa) or 'unvoiced'")
+    fn = functools.partial(_yin_frames, sr=sr, fmin=fmin, fmax=fmax, threshold=threshold, silence=silence,
+                           fallback=fallback)
     return blocked(fn, y, frame, hop)
 
 
-def _yin_frames(x: np.ndarray, *, sr: int, fmin: float, fmax: float, threshold: float, silence: float
-                ) -> np.ndarray:
+def _yin_frames(x: np.ndarray, *, sr: int, fmin: float, fmax: float, threshold: float, silence: float,
+                fallback: str) -> np.ndarray:
+    """librosa 0.11 ``yin`` on frames ``x`` [T, frame] (full-frame autocorrelation form of the difference
+    function); see `yin_f0` for ``fallback`` and ``silence``."""
     frame = x.shape[1]
-    win = frame // 2
-    max_lag = min(int(np.ceil(sr / fmin)), frame - win - 1)
-    min_lag = max(2, int(np.floor(sr / fmax)))
+    min_p, max_p = int(np.floor(sr / fmax)), min(int(np.ceil(sr / fmin)), frame - 1)
     n = 1 << int(np.ceil(np.log2(2 * frame)))
-    acf = np.fft.irfft(np.fft.rfft(x, n) * np.conj(np.fft.rfft(x[:, :win], n)), n)[:, :max_lag + 1]
-    energy = np.cumsum(np.pad(x ** 2, ((0, 0), (1, 0))), axis=1)
-    e = energy[:, win:win + max_lag + 1] - energy[:, : max_lag + 1]      # sum_{j=tau}^{tau+win-1} x_j^2
-    d = np.maximum(e[:, :1] + e - 2 * acf, 0.0)
-    taus = np.arange(1, max_lag + 1)
-    cmnd = np.ones_like(d)
-    cmnd[:, 1:] = d[:, 1:] * taus / np.maximum(np.cumsum(d[:, 1:], axis=1), 1e-12)
-    search = cmnd[:, min_lag:max_lag]
-    is_min = (search[:, 1:-1] <= search[:, :-2]) & (search[:, 1:-1] <= search[:, 2:])
-    below = np.pad(is_min & (search[:, 1:-1] < threshold), ((0, 0), (1, 1)))
-    first = np.where(below.any(axis=1), below.argmax(axis=1), -1)
+    acf = np.fft.irfft(np.abs(np.fft.rfft(x, n)) ** 2, n)[:, :max_p + 1]
+    energy = np.cumsum(x ** 2, axis=1)
+    d = np.zeros((len(x), max_p + 1))
+    d[:, 1:] = 2 * (acf[:, :1] - acf[:, 1:]) - energy[:, :max_p]    # d(k) = 2 (r(0) - r(k)) - sum_{m<k} x_m^2
+    mean = np.cumsum(d[:, 1:], axis=1) / np.arange(1, max_p + 1)
+    cmnd = d[:, min_p:] / (mean[:, min_p - 1:] + np.finfo(np.float64).tiny)   # lags min_p .. max_p
+    left = np.concatenate([np.full((len(x), 1), np.inf), cmnd[:, :-1]], axis=1)
+    right = np.concatenate([cmnd[:, 1:], cmnd[:, -1:]], axis=1)
+    trough = (left > cmnd) & (cmnd <= right)
+    trough[:, 0] = cmnd[:, 0] < cmnd[:, 1]
+    below = trough & (cmnd < threshold)
     f0 = np.zeros(len(x))
-    for t in np.flatnonzero(first >= 0):
-        k = first[t] + min_lag
-        a, b, c = cmnd[t, k - 1], cmnd[t, k], cmnd[t, k + 1]
-        den = a - 2 * b + c
-        shift = 0.5 * (a - c) / den if abs(den) > 1e-12 else 0.0
-        f0[t] = sr / (k + np.clip(shift, -1, 1))
+    found = below.any(axis=1)
+    for t in range(len(x)) if fallback == "global_min" else np.flatnonzero(found):
+        k = int(below[t].argmax()) if found[t] else int(cmnd[t].argmin())
+        shift = 0.0
+        if 0 < k < cmnd.shape[1] - 1:
+            a = cmnd[t, k + 1] + cmnd[t, k - 1] - 2 * cmnd[t, k]
+            b = (cmnd[t, k + 1] - cmnd[t, k - 1]) / 2
+            shift = -b / a if abs(b) < abs(a) else 0.0
+        f0[t] = sr / (min_p + k + shift)
     loud = np.sqrt(np.mean(x ** 2, axis=1)) >= silence
     return np.where(loud, f0, 0.0)
 
 
 def log_f0(y, sr: int, *, frame: int, hop: int, fmin: float = 65.4, fmax: float = 2093.0,
-           threshold: float = 0.1) -> np.ndarray:
-    """``[T, 1]`` natural log of the YIN F0; 0 for unvoiced frames (MMSA zeroes log(0) = -inf)."""
-    f0 = yin_f0(y, sr, frame=frame, hop=hop, fmin=fmin, fmax=fmax, threshold=threshold)
+           threshold: float = 0.1, fallback: str = "global_min") -> np.ndarray:
+    """``[T, 1]`` natural log of the YIN F0; 0 where F0 is 0 (MMSA zeroes log(0) = -inf)."""
+    f0 = yin_f0(y, sr, frame=frame, hop=hop, fmin=fmin, fmax=fmax, threshold=threshold, fallback=fallback)
     return np.where(f0 > 0, np.log(np.maximum(f0, 1e-12)), 0.0)[:, None].astype(np.float32)
 
 

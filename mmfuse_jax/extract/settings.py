@@ -4,7 +4,8 @@ Audio sets (``--audio``):
 
 * ``sims``: CH-SIMS's acoustic features as its paper describes them (Yu et al., ACL 2020, Sec. 4.2:
   librosa with default parameters at 22050 Hz; 1 log F0 + 20 MFCC + 12 constant-Q chroma = 33, the
-  audio size of ``unaligned_39.pkl``); librosa's default frame 2048 and hop 512.
+  audio size of ``unaligned_39.pkl``); librosa's default frame 2048 and hop 512, and its ``yin``
+  defaults for F0 (fmin C2, fmax C7, threshold 0.1; which F0 function CH-SIMS called is not stated).
 * ``general``: MMSA-FET's librosa example (``example_configs/librosa.json``: MFCC 20, RMS, ZCR) plus a
   log-mel spectrogram, at 16 kHz with 25 ms windows and a 20 ms hop (our choice: speech rates).
 
@@ -31,8 +32,8 @@ VERSION = 1  # bump when a change makes features differ for the same settings
 
 AUDIO_SETS: dict[str, dict[str, Any]] = {
     "sims": {"set": "sims", "sample_rate": 22050, "frame": 2048, "hop": 512, "n_mfcc": 20,
-             "f0": {"fmin": 65.4, "fmax": 2093.0, "threshold": 0.1}, "chroma": {"fmin": 32.703, "n_octaves": 7,
-                                                                               "bins_per_octave": 36}},
+             "f0": {"fmin": 65.4, "fmax": 2093.0, "threshold": 0.1, "fallback": "global_min"},
+             "chroma": {"fmin": 32.703, "n_octaves": 7, "bins_per_octave": 36}},
     "general": {"set": "general", "sample_rate": 16000, "frame": 512, "win": 400, "hop": 320, "n_mels": 40,
                 "n_mfcc": 20},
 }
