@@ -6,7 +6,7 @@ The argument is ``MODEL[,PRESET],FOLDER``: MODEL's config (``configs/<MODEL>.py`
 optimisation recipe (default ``mintrec``: the MIntRec baseline recipe for a pretrained BERT; ``tiny``
 or ``demo`` for quick runs), and ``config.dataset`` built from FOLDER's ``features.json``: its layout
 (``mintrec`` -> classification with the clips' own labels, ``mmsa`` -> regression), feature sizes,
-the longest sequences extracted (``max_len``; lower them with --config.dataset.max_len.audio=...),
+the longest sequences extracted up to `MAX_FRAMES` (``max_len``; change with --config.dataset.max_len.audio=...),
 the BERT it was tokenised for, and the extractor settings themselves (``config.dataset.features``,
 saved in the run's config.json, so ``predict.py --media`` extracts new clips exactly the same way).
 """
@@ -19,11 +19,17 @@ import ml_collections
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.extract.run import load_features_json
 
+# Longest sequences a run keeps by default (our choice; longer clips are cut, and `prepare` counts them):
+# ~23 s of audio at the sims hop (512 / 22050 Hz), 20 s at the general hop, 30 s of video at 10 fps.
+# MIntRec's own bounds are 480 audio / 230 video frames (configs/datasets.py).
+MAX_FRAMES = {"audio": 1000, "video": 300}
+
 
 def media_dataset(root: str) -> ml_collections.ConfigDict:
     info = load_features_json(root)
+    max_len = {m: min(n, MAX_FRAMES[m]) if m in MAX_FRAMES else n for m, n in info["max_len"].items()}
     ds = {"format": info["layout"], "name": "media", "root": root, "bert_path": info["bert_path"],
-          "feat_dims": dict(info["feat_dims"]), "max_len": dict(info["max_len"]), "task": info["task"],
+          "feat_dims": dict(info["feat_dims"]), "max_len": max_len, "task": info["task"],
           "metric": info["metric"], "nonfinite": "error", "prepared_dir": "", "synthetic": {},
           "num_buckets": 2,  # our choice: two compiled shapes for clips of mixed lengths
           "features": {"fingerprint": info["fingerprint"], "settings": info["settings"]}}
