@@ -7,10 +7,10 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: venv demo demo-all test test-fast bench lint clean report compare tensorboard notebook
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-extract.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt -r requirements-extract.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 

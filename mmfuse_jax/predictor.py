@@ -339,9 +339,9 @@ def read_jsonl(path: str) -> list[dict]:
                 raise DataError(path, f"line {n}", "one JSON object per line", str(e)) from None
             if not isinstance(ex, dict):
                 raise DataError(path, f"line {n}", "a JSON object", type(ex).__name__)
-            for m in ("text", "audio", "video"):
+            for m in ("text", "audio", "video", "media"):
                 v = ex.get(m)
-                if isinstance(v, str) and v.endswith(".npy") and not os.path.isabs(v):
+                if isinstance(v, str) and (v.endswith(".npy") or m == "media") and not os.path.isabs(v):
                     ex[m] = os.path.join(base, v)
             examples.append(ex)
     return examples
@@ -352,7 +352,10 @@ def main(argv: list[str] | None = None) -> None:
         prog="predict.py", description="Predict with a trained run's best checkpoint: one JSON object per "
         'input line ({"text": ..., "audio": "a.npy", "video": "v.npy", "id": ...}; audio/video optional).')
     p.add_argument("--workdir", required=True, help="the run folder (config.json, best/)")
-    p.add_argument("--input", required=True, help="JSON-lines file of examples")
+    p.add_argument("--input", default=None, help="JSON-lines file of examples (a 'media' path instead of "
+                   "audio/video: features extracted with the run's recorded settings)")
+    p.add_argument("--media", default=None, help="one media file (a run trained on `mmfuse_jax.extract` output)")
+    p.add_argument("--text", default="", help="the transcript of --media")
     p.add_argument("--output", default="-", help="JSON-lines file to write (default: standard output)")
     p.add_argument("--batch_size", type=int, default=None, help="rows per compiled call (default: eval_batch_size)")
     p.add_argument("--bert_path", default=None, help="BERT/tokenizer folder if it moved since training")
@@ -362,9 +365,15 @@ def main(argv: list[str] | None = None) -> None:
     def run():
         if args.output != "-" and os.path.isdir(args.output):
             raise ConfigError(f"--output={args.output} is a directory: give a file to write the JSON lines to")
-        examples = read_jsonl(args.input)
+        if (args.input is None) == (args.media is None):
+            raise ConfigError("give either --input=examples.jsonl or --media=clip.mp4 --text=...")
+        examples = read_jsonl(args.input) if args.input else [{"media": args.media, "text": args.text}]
         predictor = Predictor.from_workdir(args.workdir, batch_size=args.batch_size, bert_path=args.bert_path)
-        results = predictor.predict_batch(examples, where=f"{args.input} example")
+        if any("media" in ex for ex in examples):
+            from mmfuse_jax.extract import media
+
+            examples = media.media_examples(examples, media.run_settings(predictor.config))
+        results = predictor.predict_batch(examples, where=f"{args.input or args.media} example")
         lines = "".join(json.dumps(r) + "\n" for r in results)
         if args.output == "-":
             sys.stdout.write(lines)

@@ -71,7 +71,8 @@ def build(config, *, data: bool = True) -> Experiment:
         distributed.primary_first(lambda: ensure_dataset(config.dataset), "ensure_dataset")
     if config.dataset.format not in FORMATS:
         raise ConfigError(f"config.dataset.format={config.dataset.format!r}: expected one of {sorted(FORMATS)}")
-    labels = tuple(FORMATS[config.dataset.format].LABELS)
+    # A reader's `labels` read option (a MIntRec-layout folder with its own classes) overrides its LABELS.
+    labels = tuple(config.dataset.get("read_options", {}).get("labels", ()) or FORMATS[config.dataset.format].LABELS)
     prepared = distributed.primary_first(lambda: pipeline.Prepared.open(config.dataset), "prepare") \
         if data else None
     bert_cfg = bert_lib.BertConfig.from_json(os.path.join(config.dataset.bert_path, "config.json")) \
