@@ -23,6 +23,7 @@ def get_config(arg: str | None = None):
     if preset in MINTREC2_DATASETS:
         c.dataset.read_options.oos_splits = ("train", "dev", "test")  # outlier exposure (official *_ood)
     m = c.model
+    m.fusion = "dynamic_kernels"   # paper; 'concat_attention' = its next check 1 (cross-modal attention + concat)
     m.kernel_size = 3              # paper (Ks = 3; ablation {1, 3, 5})
     m.use_context = True           # paper: audio/video reach the model through the cross-modal context;
     #                                False = text only (no alignment, attention or audio/video at all)
