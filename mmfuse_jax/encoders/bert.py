@@ -98,14 +98,19 @@ class BertEmbeddings(nn.Module):
     cfg: BertConfig
 
     @nn.compact
-    def __call__(self, input_ids, token_type_ids, *, train: bool):
+    def __call__(self, input_ids, token_type_ids, *, train: bool, inputs_embeds=None):
+        """``inputs_embeds`` [B, L, H]: used instead of the word embeddings of ``input_ids`` (as HF's
+        argument; the word-embedding table is then not built)."""
         cfg, init = self.cfg, nn.initializers.normal(0.02)
         if cfg.model_type == "roberta":  # create_position_ids_from_input_ids: pads keep position pad_token_id
             real = (input_ids != cfg.pad_token_id).astype(jnp.int32)
             pos = jnp.cumsum(real, axis=1) * real + cfg.pad_token_id
         else:
             pos = jnp.arange(input_ids.shape[1])[None, :]
-        x = (nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=init, name="word_embeddings")(input_ids)
+        if inputs_embeds is None:
+            inputs_embeds = nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=init,
+                                     name="word_embeddings")(input_ids)
+        x = (inputs_embeds
              + nn.Embed(cfg.max_position_embeddings, cfg.hidden_size, embedding_init=init,
                         name="position_embeddings")(pos)
              + nn.Embed(cfg.type_vocab_size, cfg.hidden_size, embedding_init=init,
@@ -207,8 +212,8 @@ class BertModel(nn.Module):
         self.encoder = BertEncoder(self.cfg)
         self.pooler = BertPooler(self.cfg)
 
-    def embed(self, input_ids, token_type_ids, *, train: bool = False):
-        return self.embeddings(input_ids, token_type_ids, train=train)
+    def embed(self, input_ids, token_type_ids, *, train: bool = False, inputs_embeds=None):
+        return self.embeddings(input_ids, token_type_ids, train=train, inputs_embeds=inputs_embeds)
 
     def encode(self, x_btd, attention_mask, *, train: bool = False, return_all: bool = False,
                adapter: Callable[[jax.Array], jax.Array] | None = None, adapter_index: int = 0):
