@@ -90,6 +90,7 @@ def _mmsa(name: str) -> dict:
     return {"format": "mmsa", "name": name, "root": root, "bert_path": f"pretrained/{bert}",
             "feat_dims": {"audio": audio_dim, "video": video_dim}, "max_len": {"text": lt, "audio": la, "video": lv},
             "task": "regression", "metric": name,
+            "read_options": {"tokenize_raw_text": False},  # True: raw_text through bert_path's tokenizer (mmsa.py)
             "nonfinite": "zero"}  # MMSA data_loader.py: audio[audio == -inf] = 0 (KuDA: vision too)
 
 
@@ -99,6 +100,7 @@ def _synthetic_mmsa(name: str, spec) -> dict:
             "feat_dims": {"audio": spec.audio_dim, "video": spec.video_dim},
             "max_len": {"text": spec.text_len, "audio": spec.audio_len[1], "video": spec.video_len[1]},
             "task": "regression", "metric": "sims", "nonfinite": "zero", "num_buckets": 1,
+            "read_options": {"tokenize_raw_text": False},  # True: raw_text through bert_path's tokenizer (mmsa.py)
             "synthetic": synthetic.config_fields("mmsa", spec)}
 
 
