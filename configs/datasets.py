@@ -23,6 +23,7 @@ from mmfuse_jax.data import synthetic
 from mmfuse_jax.data.formats import mintrec2, mult, mustard
 from mmfuse_jax.data.synthetic import mintrec2 as synthetic_mintrec2
 from mmfuse_jax.data.synthetic import mmsa as synthetic_mmsa
+from mmfuse_jax.data.synthetic import mult as synthetic_mult
 from mmfuse_jax.errors import ConfigError
 
 DEFAULTS: dict[str, Any] = {
@@ -89,6 +90,7 @@ def _mmsa(name: str) -> dict:
     return {"format": "mmsa", "name": name, "root": root, "bert_path": f"pretrained/{bert}",
             "feat_dims": {"audio": audio_dim, "video": video_dim}, "max_len": {"text": lt, "audio": la, "video": lv},
             "task": "regression", "metric": name,
+            "read_options": {"tokenize_raw_text": False},  # True: raw_text through bert_path's tokenizer (mmsa.py)
             "nonfinite": "zero"}  # MMSA data_loader.py: audio[audio == -inf] = 0 (KuDA: vision too)
 
 
@@ -98,6 +100,7 @@ def _synthetic_mmsa(name: str, spec) -> dict:
             "feat_dims": {"audio": spec.audio_dim, "video": spec.video_dim},
             "max_len": {"text": spec.text_len, "audio": spec.audio_len[1], "video": spec.video_len[1]},
             "task": "regression", "metric": "sims", "nonfinite": "zero", "num_buckets": 1,
+            "read_options": {"tokenize_raw_text": False},  # True: raw_text through bert_path's tokenizer (mmsa.py)
             "synthetic": synthetic.config_fields("mmsa", spec)}
 
 
@@ -122,6 +125,22 @@ def _mult(name: str) -> dict:
             "nonfinite": "zero",                       # src/dataset.py: audio[audio == -inf] = 0
             "num_buckets": 1}                          # the pickles are padded to one length already
 
+
+def _synthetic_iemocap(name: str, spec) -> dict:
+    """A synthetic IEMOCAP in the MulT pickle layout under ``data/<name>`` (IEMOCAP metrics, four emotions),
+    with a random BERT (``bert/``) for the BERT models that read its word vectors."""
+    return {**_mult("iemocap"), "name": name, "root": f"data/{name}", "bert_path": f"data/{name}/bert",
+            "feat_dims": {"text": spec.text_dim, "audio": spec.audio_dim, "video": spec.video_dim},
+            "max_len": {"text": spec.text_len, "audio": spec.audio_len, "video": spec.video_len},
+            "synthetic": synthetic.config_fields("mult_iemocap", spec)}
+
+
+# Synthetic MulT-layout IEMOCAP sizes (ours): minutes (demo) or seconds (tiny) on 2 CPU cores.
+IEMOCAP_DEMO = synthetic_mult.SyntheticMulTSpec(train=400, dev=100, test=100, text_dim=32, audio_dim=12,
+                                                video_dim=10)
+IEMOCAP_TINY = synthetic_mult.SyntheticMulTSpec(train=64, dev=32, test=32, text_len=8, audio_len=12, video_len=10,
+                                                text_dim=16, audio_dim=6, video_dim=5, bert_hidden=16,
+                                                bert_dropout=0.0)
 
 _URFUNNY_LEN = 6 * 20  # 5 context sentences + the punchline, 20 words each (humor_dataloader.ipynb)
 _URFUNNY = {  # UR-FUNNY v2: binary humour, GloVe 300 / COVAREP 81 / OpenFace2 371
@@ -179,6 +198,8 @@ DATASETS: dict[str, dict[str, Any]] = {
     "simsv2_en": {**_mmsa("simsv2"), "name": "simsv2_en", "root": "data/CH-SIMSv2-en", "bert_path": ""},
     # MulT pickles (MulT, HCT-DMG): unaligned and word-aligned.
     **{f"mult_{n}{s}": _mult(n + s) for n in _MULT_DIMS for s in ("", "_aligned")},
+    "synthetic_iemocap_demo": _synthetic_iemocap("synthetic_iemocap_demo", IEMOCAP_DEMO),
+    "synthetic_iemocap_tiny": _synthetic_iemocap("synthetic_iemocap_tiny", IEMOCAP_TINY),
     "urfunny": _URFUNNY,
     "mustard": _MUSTARD,
 }

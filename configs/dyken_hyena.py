@@ -13,16 +13,24 @@ baselines do (thuiar/MIntRec2.0 methods/single_turn/*/manager_ood.py), and open-
 use DOC (`mmfuse_jax.ood`).
 Usage: python train.py --config=configs/dyken_hyena.py:mintrec2 --workdir=runs/dyken2
 """
-from configs.base import INTENT_PRESETS as PRESETS
-from configs.base import MINTREC2_DATASETS, intent_config, parse_preset
+from configs.base import INTENT_PRESETS, MINTREC2_DATASETS, base_config, intent_config, parse_preset
+
+# Emotion presets (paper next check 3: the same architecture on emotion recognition): the synthetic
+# IEMOCAP in the MulT pickle layout (configs/datasets.py synthetic_iemocap_*), which holds GloVe-style
+# word vectors, no tokens: text_input='features', output='emotion', no pretrained BERT (module docstring).
+EMOTION_DATASETS = {"demo_iemocap": "synthetic_iemocap_demo", "tiny_iemocap": "synthetic_iemocap_tiny"}
+PRESETS = INTENT_PRESETS + tuple(EMOTION_DATASETS)
 
 
 def get_config(arg: str | None = None):
     preset = parse_preset(arg, presets=PRESETS)
+    if preset in EMOTION_DATASETS:
+        return _emotion_config(preset)
     c = intent_config("dyken_hyena", preset)
     if preset in MINTREC2_DATASETS:
         c.dataset.read_options.oos_splits = ("train", "dev", "test")  # outlier exposure (official *_ood)
     m = c.model
+    m.fusion = "dynamic_kernels"   # paper; 'concat_attention' = its next check 1 (cross-modal attention + concat)
     m.kernel_size = 3              # paper (Ks = 3; ablation {1, 3, 5})
     m.use_context = True           # paper: audio/video reach the model through the cross-modal context;
     #                                False = text only (no alignment, attention or audio/video at all)
@@ -57,4 +65,19 @@ def get_config(arg: str | None = None):
         m.generator_width = 64
         m.context_heads = 4
         m.filter_width = 16
+    return c
+
+
+def _emotion_config(preset: str):
+    """The demo/tiny intent recipe (same architecture and optimisation) on the synthetic MulT IEMOCAP."""
+    recipe = preset.removesuffix("_iemocap")
+    tmp = get_config(recipe)  # every model field of the paper's model, as the intent preset sets it
+    c = base_config("dyken_hyena", recipe, EMOTION_DATASETS[preset])
+    c.preset = preset
+    c.model.update(tmp.model.to_dict())
+    c.model.text_input = "features"   # MulT pickles: word vectors, no tokens (models/dyken_hyena.py)
+    c.model.output = "emotion"        # MulT's IEMOCAP head: (no, yes) per emotion
+    c.model.pretrained_bert = False   # no BERT checkpoint reads GloVe vectors
+    c.model.text_len = c.dataset.max_len.text
+    c.early_stop_metric = "f1"        # mean weighted F1 over the 4 emotions (metrics.emotion); MulT: f1
     return c

@@ -51,6 +51,8 @@ def get_config(arg: str | None = None):
     m.fusion_dropout = 0.3      # DyRoutTrans_block: DyRout_block(opt, dropout=0.3) (opts.py dropout unused)
     m.ratio_mode = "official"   # 'official' (a no-op, as released) | 'paper' | 'attention' | 'none'
     m.ratio_inference = "dynamic"  # 'attention' at inference: 'dynamic' (from the unimodal predictions) | 'fixed'
+    m.fusion = "attention"      # paper + official: dynamic modality attention fusion (DyRout blocks); 'concat' |
+    #                             'add' replace that module (paper open question 3; models/kuda.py docstring)
     m.ratio_k = 0.1             # OverallModal.py: calculate_ratio_senti(..., k=0.1)
     m.nce_weight = 0.1          # train.py: loss_re + 0.1 * nce_loss
     m.clone_init = True         # _get_clones = copy.deepcopy: cloned blocks start identical

@@ -57,13 +57,15 @@ def prepared_dir(ds) -> str:
 
 
 def tokenize(texts: list[str], tokenizer, max_len: int) -> tuple[list[np.ndarray], int]:
-    """Official MIntRec convention: [CLS] + tokens[:max_len-2] + [SEP]; returns ids and #truncated."""
+    """Official MIntRec convention: [CLS] + tokens[:max_len-2] + [SEP] (the tokenizer's own cls/sep tokens:
+    <s> ... </s> for RoBERTa); returns ids and #truncated."""
     ids, truncated = [], 0
     for text in texts:
         toks = tokenizer.tokenize(text)
         if len(toks) > max_len - 2:
             toks, truncated = toks[: max_len - 2], truncated + 1
-        ids.append(np.asarray(tokenizer.convert_tokens_to_ids(["[CLS]", *toks, "[SEP]"]), np.int32))
+        ids.append(np.asarray(tokenizer.convert_tokens_to_ids([tokenizer.cls_token, *toks, tokenizer.sep_token]),
+                              np.int32))
     return ids, truncated
 
 

@@ -1,9 +1,19 @@
-"""A Linen BERT that loads (and saves) Hugging Face BERT checkpoint directories.
+"""A Linen BERT (and RoBERTa) that loads (and saves) Hugging Face BERT / RoBERTa checkpoint directories.
 
 transformers >= 5 ships no Flax models, so the module is ours; transformers is used for the
 tokenizer only. Parameter names mirror the Hugging Face state dict one-to-one
 (``encoder.layer.3.attention.self.query.weight`` <-> ``encoder/layer_3/attention/self/query/kernel``,
 Dense kernels transposed), so conversion is a name map, not a table.
+
+RoBERTa (``model_type: roberta`` in config.json; transformers' modeling_roberta) is the same body with
+three differences, all read from the checkpoint: positions are numbered from ``pad_token_id + 1`` over
+the non-pad tokens (cumsum(ids != pad) * (ids != pad) + pad, so max_position_embeddings = max length + 2),
+one token type (type_vocab_size 1), and LayerNorm eps 1e-5; weights may carry a ``roberta.`` prefix
+(RobertaFor*) and an ``lm_head``, which is skipped. Its tokenizer is byte-level BPE (vocab.json +
+merges.txt, `load_tokenizer`), with ``<s>``/``</s>`` where BERT has [CLS]/[SEP]. Any other
+``model_type`` is refused by `BertConfig.from_json`. Which encoder a model gets is therefore the
+checkpoint's: ``config.dataset.bert_path`` (a RoBERTa directory makes every BERT model's text branch a
+RoBERTa, KuDA's included); no other switch.
 
 Shapes: ``input_ids``/``attention_mask``/``token_type_ids`` int32 [B, L]; outputs
 ``sequence_output`` [B, L, H], ``pooled_output`` [B, H] (tanh(dense(h_CLS)) as in BertPooler).
@@ -25,6 +35,7 @@ from flax import traverse_util
 from mmfuse_jax.errors import DataError
 from mmfuse_jax.layers.attention import dot_product_attention
 
+MODEL_TYPES = ("bert", "roberta")
 _ACTIVATIONS = {"gelu": lambda x: nn.gelu(x, approximate=False), "gelu_new": nn.gelu,
                 "gelu_pytorch_tanh": nn.gelu, "relu": nn.relu}
 
@@ -45,6 +56,7 @@ class BertConfig:
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
+    model_type: str = "bert"  # 'bert' | 'roberta' (MODEL_TYPES; module docstring)
 
     @classmethod
     def from_json(cls, path: str) -> BertConfig:
@@ -57,6 +69,9 @@ class BertConfig:
             raise DataError(path, None, "valid JSON", str(e)) from None
         names = {f.name for f in dataclasses.fields(cls)}
         cfg = cls(**{k: v for k, v in raw.items() if k in names})
+        if cfg.model_type not in MODEL_TYPES:
+            raise DataError(path, "model_type", f"one of {list(MODEL_TYPES)} (the text encoders we implement)",
+                            repr(cfg.model_type))
         if cfg.hidden_act not in _ACTIVATIONS:
             raise DataError(path, "hidden_act", f"one of {sorted(_ACTIVATIONS)}", repr(cfg.hidden_act))
         if cfg.hidden_size % cfg.num_attention_heads:
@@ -66,8 +81,8 @@ class BertConfig:
 
     def to_hf_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d.update(model_type="bert", architectures=["BertModel"], position_embedding_type="absolute",
-                 initializer_range=0.02)
+        d.update(architectures=["RobertaModel" if self.model_type == "roberta" else "BertModel"],
+                 position_embedding_type="absolute", initializer_range=0.02)
         return d
 
 
@@ -83,10 +98,19 @@ class BertEmbeddings(nn.Module):
     cfg: BertConfig
 
     @nn.compact
-    def __call__(self, input_ids, token_type_ids, *, train: bool):
+    def __call__(self, input_ids, token_type_ids, *, train: bool, inputs_embeds=None):
+        """``inputs_embeds`` [B, L, H]: used instead of the word embeddings of ``input_ids`` (as HF's
+        argument; the word-embedding table is then not built)."""
         cfg, init = self.cfg, nn.initializers.normal(0.02)
-        pos = jnp.arange(input_ids.shape[1])[None, :]
-        x = (nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=init, name="word_embeddings")(input_ids)
+        if cfg.model_type == "roberta":  # create_position_ids_from_input_ids: pads keep position pad_token_id
+            real = (input_ids != cfg.pad_token_id).astype(jnp.int32)
+            pos = jnp.cumsum(real, axis=1) * real + cfg.pad_token_id
+        else:
+            pos = jnp.arange(input_ids.shape[1])[None, :]
+        if inputs_embeds is None:
+            inputs_embeds = nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=init,
+                                     name="word_embeddings")(input_ids)
+        x = (inputs_embeds
              + nn.Embed(cfg.max_position_embeddings, cfg.hidden_size, embedding_init=init,
                         name="position_embeddings")(pos)
              + nn.Embed(cfg.type_vocab_size, cfg.hidden_size, embedding_init=init,
@@ -188,8 +212,8 @@ class BertModel(nn.Module):
         self.encoder = BertEncoder(self.cfg)
         self.pooler = BertPooler(self.cfg)
 
-    def embed(self, input_ids, token_type_ids, *, train: bool = False):
-        return self.embeddings(input_ids, token_type_ids, train=train)
+    def embed(self, input_ids, token_type_ids, *, train: bool = False, inputs_embeds=None):
+        return self.embeddings(input_ids, token_type_ids, train=train, inputs_embeds=inputs_embeds)
 
     def encode(self, x_btd, attention_mask, *, train: bool = False, return_all: bool = False,
                adapter: Callable[[jax.Array], jax.Array] | None = None, adapter_index: int = 0):
@@ -219,7 +243,7 @@ class BertModel(nn.Module):
 
 def _hf_to_flax_path(name: str, ndim: int) -> tuple[str, ...]:
     parts = name.split(".")
-    if parts[0] == "bert":  # BertFor* checkpoints prefix the body
+    if parts[0] in MODEL_TYPES:  # BertFor* / RobertaFor* checkpoints prefix the body
         parts = parts[1:]
     out: list[str] = []
     for p in parts:
@@ -253,7 +277,7 @@ def params_from_state_dict(state: dict[str, np.ndarray], cfg: BertConfig, *, sou
     flat_expected = traverse_util.flatten_dict(expected)
     flat: dict[tuple[str, ...], np.ndarray] = {}
     for name, value in state.items():
-        if name.startswith(("cls.", "classifier.", "qa_outputs.")) or name.endswith("position_ids"):
+        if name.startswith(("cls.", "classifier.", "qa_outputs.", "lm_head.")) or name.endswith("position_ids"):
             continue  # heads of BertFor* models and buffers: not part of the body
         path = _hf_to_flax_path(name, np.ndim(value))
         value = np.asarray(value, np.float32)
@@ -272,7 +296,7 @@ def params_from_state_dict(state: dict[str, np.ndarray], cfg: BertConfig, *, sou
 
 
 def load_pretrained(path: str) -> tuple[BertModel, dict]:
-    """``(module, params)`` from a Hugging Face BERT directory (config.json + model.safetensors)."""
+    """``(module, params)`` from a Hugging Face BERT or RoBERTa directory (config.json + model.safetensors)."""
     from safetensors.numpy import load_file
 
     cfg = BertConfig.from_json(os.path.join(path, "config.json"))
@@ -305,7 +329,18 @@ def save_pretrained(path: str, cfg: BertConfig, params: dict, vocab: list[str] |
 
 
 def load_tokenizer(path: str):
-    """The BERT WordPiece tokenizer from the same checkpoint directory (no network)."""
+    """The checkpoint's tokenizer from its directory (no network): BERT WordPiece (vocab.txt) or, for
+    ``model_type: roberta``, byte-level BPE (vocab.json + merges.txt). Both have ``cls_token`` and
+    ``sep_token`` ([CLS]/[SEP] or <s>/</s>)."""
+    config = os.path.join(path, "config.json")
+    if os.path.exists(config) and BertConfig.from_json(config).model_type == "roberta":
+        from transformers import RobertaTokenizerFast
+
+        for name in ("vocab.json", "merges.txt"):
+            if not os.path.exists(os.path.join(path, name)):
+                raise DataError(os.path.join(path, name), None, "the RoBERTa BPE vocabulary next to the weights",
+                                "no such file")
+        return RobertaTokenizerFast.from_pretrained(path, local_files_only=True)
     from transformers import BertTokenizerFast
 
     if not os.path.exists(os.path.join(path, "vocab.txt")):

@@ -19,6 +19,13 @@
     ``head_dim`` (default features / heads).
 Projections that read the same input (self-attention; keys and values) run as one matmul.
 
+Attention maps: when the caller applies the model with ``mutable=[ATTENTION_COLLECTION]`` (the
+``'attention'`` collection, separate from ``'intermediates'`` so that code capturing intermediates
+never pays for it), every `MultiHeadAttention` sows its softmax probabilities [B, H, T, S] (before
+attention dropout, float32; masked keys 0) as ``cross_attention`` (keys from another input) or
+``self_attention``. Otherwise (and in ``init``, where every collection is mutable) nothing is
+computed: the check is made at trace time.
+
 `dot_product_attention` uses `jax.nn.dot_product_attention` (XLA's fused path) for float32 inputs
 without attention dropout, and an explicit float32 softmax otherwise (attention dropout, or
 bfloat16 compute). Tests check the two paths agree.
@@ -76,6 +83,17 @@ def masked_max(x_btd: jax.Array, mask_bt: jax.Array) -> jax.Array:
     return jnp.where(mask_bt.any(1)[:, None], out, 0.0)
 
 
+def attention_probs(q_bthd: jax.Array, k_bshd: jax.Array, key_mask: jax.Array | None) -> jax.Array:
+    """softmax(q k^T / sqrt(Dh)) over valid keys -> [B, H, T, S] float32 (the explicit path's weights)."""
+    logits = jnp.einsum("bthd,bshd->bhts", q_bthd, k_bshd, preferred_element_type=jnp.float32)
+    logits = logits * q_bthd.shape[-1] ** -0.5
+    if key_mask is not None:
+        mask = key_mask.astype(bool)[:, None] if key_mask.ndim == 3 else key_mask.astype(bool)[:, None, None]
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    return jax.nn.softmax(logits, axis=-1)
+
+
+ATTENTION_COLLECTION = "attention"
 LAYOUTS = ("flax", "fairseq", "torch", "to_qkv")
 IMPLEMENTATIONS = ("xla", "heads_first")
 _QKV = ("q", "k", "v")
@@ -158,6 +176,10 @@ class MultiHeadAttention(nn.Module):
         for names, x in zip(groups, (q_btd, kv_bsd)):
             proj.update(zip(names, project_heads(x, [qkv[n][0] for n in names], [qkv[n][1] for n in names],
                                                  self.num_heads, heads_first=heads_first)))
+        if self.is_mutable_collection(ATTENTION_COLLECTION) and not self.is_initializing():  # requested (docstring)
+            q, k = (jnp.swapaxes(proj[n], 1, 2) if heads_first else proj[n] for n in ("q", "k"))
+            self.sow(ATTENTION_COLLECTION, "self_attention" if q_btd is kv_bsd else "cross_attention",
+                     attention_probs(q, k, mask))
         if heads_first:
             if mask is not None and mask.ndim != 2:
                 raise ValueError(f"implementation='heads_first' takes a key mask [B,S], got shape {mask.shape}")

@@ -28,6 +28,20 @@ Switches (each default follows the paper's text; the other reading stays availab
       Both False: plain Hyena + BERT on the text.
   ``dynamic_kernels`` ('replace'): the generated kernels are the short conv kernels (paper); 'add':
       static Hyena kernels + generated ones.
+  ``fusion`` ('dynamic_kernels'): the paper's model above. 'concat_attention' is the paper's first
+      next check, standard cross-modal attention followed by feature concatenation: c_m as above (text
+      embeddings query the aligned audio/video), then logits = Linear([pool(BERT encoder(e));
+      masked mean_t c_audio; masked mean_t c_video]); no kernel generator and no Hyena (so
+      ``dynamic_short_conv``, ``dynamic_kernels``, ``kernel_*``, ``long_conv``, ``filter_width`` do not
+      apply); ``use_context`` must stay True. ``embedding`` is the concatenated feature.
+  ``text_input`` ('tokens'): BERT word embeddings of ``text_ids``. 'features': the batch's word
+      vectors ``text`` (e.g. GloVe in the MulT pickles, which hold no tokens) through a Linear to the
+      BERT width replace the word-embedding lookup (BERT's position/type embeddings and LayerNorm
+      stay); everything after the embeddings is unchanged. No pretrained BERT fits such inputs: the
+      presets using it set pretrained_bert=False.
+  ``output`` ('classification'): logits [B, C]; 'emotion': [B, C, 2] (no, yes) per emotion, MulT's
+      IEMOCAP head, trained with `losses.affect_loss` (per-emotion cross-entropy; on [B, C] logits it
+      is the plain cross-entropy, so the intent presets are unchanged).
   ``align`` ('interpolate'): see `DyKenHyena.align`. Also ``kernel_size`` (1, 3, 5), ``long_conv``,
   ``cross_modal`` ('audio', 'video', 'both').
 """
@@ -46,6 +60,9 @@ from mmfuse_jax.layers.hyena import DYNAMIC_KERNELS, HyenaOperator, conv_kernel_
 
 _MODALITIES = {"audio": ("audio",), "video": ("video",), "both": ("audio", "video")}
 GRANULARITIES = ("groups", "channel")
+FUSIONS = ("dynamic_kernels", "concat_attention")
+TEXT_INPUTS = ("tokens", "features")
+OUTPUTS = ("classification", "emotion")
 _BERT_INIT = nn.initializers.normal(0.02)
 
 
@@ -150,13 +167,21 @@ class DyKenHyena(nn.Module):
     context_heads: int = 8
     filter_width: int = 64
     dropout: float = 0.1
+    fusion: str = "dynamic_kernels"  # paper | 'concat_attention' (module docstring)
+    text_input: str = "tokens"       # 'tokens' (BERT word embeddings) | 'features' (word vectors -> Linear)
+    output: str = "classification"   # 'classification' [B, C] | 'emotion' [B, C, 2]
 
     @nn.compact
     def __call__(self, batch: dict, *, train: bool = False) -> dict:
         d = self.bert.hidden_size
         bert = BertModel(self.bert, name="bert")
         mask = batch["text_mask"]
-        e = bert.embed(batch["text_ids"], batch["text_type_ids"], train=train)
+        vectors = None
+        if self.text_input == "features":
+            vectors = nn.Dense(d, kernel_init=_BERT_INIT, name="text_projection")(batch["text"])
+        e = bert.embed(batch["text_ids"], batch["text_type_ids"], train=train, inputs_embeds=vectors)
+        if self.fusion == "concat_attention":
+            return self._concat_attention(bert, e, batch, train=train)
         ctx = None
         if self.use_context:
             ctx = CrossModalContext(d, self.context_heads, _MODALITIES[self.cross_modal], self.dropout,
@@ -175,7 +200,23 @@ class DyKenHyena(nn.Module):
         x = e + nn.Dropout(self.dropout)(h, deterministic=not train)
         pooled = bert.pool(bert.encode(x, mask, train=train))
         out = nn.Dropout(self.dropout)(pooled, deterministic=not train)
-        return {"logits": nn.Dense(self.num_classes, name="classifier")(out), "embedding": pooled}
+        return {"logits": self._classify(out), "embedding": pooled}
+
+    def _concat_attention(self, bert, e, batch: dict, *, train: bool) -> dict:
+        """``fusion='concat_attention'``: [pooled BERT text; token-mean of each cross-modal context] -> Linear."""
+        mask = batch["text_mask"]
+        ctx = CrossModalContext(self.bert.hidden_size, self.context_heads, _MODALITIES[self.cross_modal],
+                                self.dropout, self.align, self.text_len, name="context")(e, batch, train=train)
+        weight = mask[..., None].astype(ctx.dtype)
+        ctx_pooled = (ctx * weight).sum(axis=1) / jnp.maximum(weight.sum(axis=1), 1.0)
+        feats = jnp.concatenate([bert.pool(bert.encode(e, mask, train=train)), ctx_pooled], axis=-1)
+        out = nn.Dropout(self.dropout)(feats, deterministic=not train)
+        return {"logits": self._classify(out), "embedding": feats}
+
+    def _classify(self, x_bd):
+        if self.output == "emotion":  # MulT's IEMOCAP output: (no, yes) logits per emotion
+            return nn.Dense(2 * self.num_classes, name="classifier")(x_bd).reshape(-1, self.num_classes, 2)
+        return nn.Dense(self.num_classes, name="classifier")(x_bd)
 
 
 def _choice(cfg, name: str, default, choices):
@@ -189,6 +230,10 @@ def build(cfg, info: dict) -> DyKenHyena:
     hidden = info["bert"].hidden_size
     _choice(cfg, "cross_modal", "both", _MODALITIES)
     granularity = _choice(cfg, "kernel_granularity", "groups", GRANULARITIES)
+    fusion = _choice(cfg, "fusion", "dynamic_kernels", FUSIONS)
+    if fusion == "concat_attention" and not cfg.get("use_context", True):
+        raise ConfigError("config.model.fusion='concat_attention' fuses the cross-modal context: it needs "
+                          "config.model.use_context=True")
     if granularity == "groups" and (3 * hidden) % cfg.kernel_groups:
         raise ConfigError(f"config.model.kernel_groups={cfg.kernel_groups} must divide the 3·hidden = "
                           f"{3 * hidden} Hyena channels")
@@ -201,8 +246,10 @@ def build(cfg, info: dict) -> DyKenHyena:
                       align=_choice(cfg, "align", "interpolate", ALIGNMENTS),
                       text_len=int(cfg.get("text_len", info["bert"].max_position_embeddings)),
                       generator_depth=cfg.generator_depth, generator_width=cfg.generator_width,
-                      context_heads=cfg.context_heads, filter_width=cfg.filter_width, dropout=cfg.dropout)
+                      context_heads=cfg.context_heads, filter_width=cfg.filter_width, dropout=cfg.dropout,
+                      fusion=fusion, text_input=_choice(cfg, "text_input", "tokens", TEXT_INPUTS),
+                      output=_choice(cfg, "output", "classification", OUTPUTS))
 
 
-SPEC = registry.register(registry.ModelSpec("dyken_hyena", build, registry.fixed_loss(losses.classification_loss),
+SPEC = registry.register(registry.ModelSpec("dyken_hyena", build, registry.fixed_loss(losses.affect_loss),
                                             analyses=("embeddings",)))

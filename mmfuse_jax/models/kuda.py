@@ -37,6 +37,13 @@ Sentiment ratio (``ratio_mode``):
     Gradients flow through r_m into the unimodal encoders, as in the official code (nothing detached).
   * ``'none'``: the evaluation path at train and test (ablation: no ratio).
 
+Fusion (``fusion``, the paper's open question 3): ``'attention'`` (default, paper and official code) is
+the dynamic modality attention fusion above (the DyRout blocks); ``'concat'`` replaces the whole fusion
+module by src = Linear([h_T; h_V; h_A]) (width 3·hidden -> hidden, per text position), ``'add'`` by
+src = h_T + h_V + h_A (the blocks' own input). Everything else (encoders, decoders, length alignment,
+NCE(h_m, src), head) is unchanged; the sentiment ratio has nowhere to act, so ``ratio_mode`` must be
+'official' or 'none' (neither changes these variants) and no ratio is returned.
+
 Official weights: `params_from_official` / `params_to_official` (kuda_official.py) convert the official
 state_dict; tests/models/test_kuda_official.py checks this forward against the official PyTorch code.
 
@@ -76,6 +83,7 @@ from mmfuse_jax.models.kuda_layers import (
 MODALITIES = kuda_recipe.MODALITIES  # the official order T, V, A
 RATIO_MODES = ("official", "paper", "attention", "none")
 RATIO_INFERENCE = ("dynamic", "fixed")
+FUSIONS = ("attention", "concat", "add")
 
 
 def default_taps(num_layers: int) -> tuple[int, ...]:
@@ -187,6 +195,7 @@ class KuDA(nn.Module):
     ratio_k: float = 0.1            # OverallModal.py: calculate_ratio_senti(..., k=0.1)
     ratio_inference: str = "dynamic"  # 'attention' at inference: ratios from the unimodal predictions | 'fixed'
     clone_init: bool = True         # cloned blocks start identical (official deepcopy)
+    fusion: str = "attention"       # 'attention' (DyRout blocks, official) | 'concat' | 'add'
 
     # ------------------------------------------------------------------ unimodal encoders (+ decoders)
 
@@ -224,6 +233,11 @@ class KuDA(nn.Module):
         if self.ratio_inference not in RATIO_INFERENCE:
             raise ConfigError(f"config.model.ratio_inference={self.ratio_inference!r}: expected one of "
                               f"{list(RATIO_INFERENCE)}")
+        if self.fusion not in FUSIONS:
+            raise ConfigError(f"config.model.fusion={self.fusion!r}: expected one of {list(FUSIONS)}")
+        if self.fusion != "attention" and self.ratio_mode not in ("official", "none"):
+            raise ConfigError(f"config.model.fusion={self.fusion!r} has no modality attention for "
+                              f"ratio_mode={self.ratio_mode!r} to act on: use ratio_mode 'official' or 'none'")
         if self.stage == 1:
             return self._stage1(batch, train=train)
         feats, uni = {}, {}
@@ -233,19 +247,24 @@ class KuDA(nn.Module):
         for m in MODALITIES:  # h_m = len_m(dim_m(U_m)^T)^T: width, then time (over all L_m frames, pads too)
             x = Linear(self.hidden, name=f"dim_{m[0]}")(feats[m])
             h[m] = jnp.swapaxes(Linear(self.text_len, name=f"len_{m[0]}")(jnp.swapaxes(x, 1, 2)), 1, 2)
+        n_blocks = self.fusion_layers if self.fusion == "attention" else 0
         blocks = [DyRoutBlock(self.hidden, self.ffn, self.heads, self.head_dim, self.fusion_dropout, self.ratio_mode,
-                              name=f"block_{i}") for i in range(self.fusion_layers)]
+                              name=f"block_{i}") for i in range(n_blocks)]
         head = SentiHead(name="head")
         uni_bm = jnp.stack([uni[m] for m in MODALITIES], axis=-1)
 
         def fuse(ratio_bm):
+            if self.fusion == "concat":
+                return Linear(self.hidden, name="concat_fusion")(jnp.concatenate([h[m] for m in MODALITIES], -1))
             src = h["text"] + h["video"] + h["audio"]
             for block in blocks:
                 src = block(src, h, ratio_bm, train=train)
             return src
 
         out: dict[str, Any] = {}
-        if self.ratio_mode == "official" and (train or self.is_initializing()):
+        if self.fusion != "attention":
+            ratio = None
+        elif self.ratio_mode == "official" and (train or self.is_initializing()):
             ratio = sentiment_ratio(uni_bm, batch["label"].astype(uni_bm.dtype), self.ratio_k)  # ground truth
         elif self.ratio_mode == "paper":
             first = head(fuse(jnp.full_like(uni_bm, 1.0 / len(MODALITIES))))
@@ -347,7 +366,7 @@ def build(cfg, info: dict) -> KuDA:
         raise ConfigError(f"config.model.taps={taps}: the BERT has {bert.num_hidden_layers} layers")
     fields = ("stage", "modality", "target", "encoder_width", "encoder_layers", "encoder_heads", "encoder_dropout",
               "adapter_heads", "adapter_layers", "adapter_dropout", "hidden", "ffn", "fusion_layers", "heads",
-              "head_dim", "fusion_dropout", "ratio_mode", "ratio_k", "ratio_inference", "clone_init")
+              "head_dim", "fusion_dropout", "ratio_mode", "ratio_k", "ratio_inference", "clone_init", "fusion")
     return KuDA(bert=bert, text_len=cfg.text_len, video_len=cfg.video_len, audio_len=cfg.audio_len, taps=taps,
                 **{f: cfg[f] for f in fields if f in cfg})
 

@@ -18,6 +18,11 @@ attention mask) so the pipeline can re-pad to its buckets. Real MOSI audio holds
 those values to 0 (``audio[audio == -inf] = 0``) and KuDA does the same for vision: with
 ``nonfinite='zero'`` every NaN/inf is replaced by 0 and counted in the report, with ``'error'``
 the first one is a `DataError`. The pickle is read with the restricted unpickler.
+
+``text_bert`` holds the release's BERT WordPiece ids. With the read option ``tokenize_raw_text=True``
+(``config.dataset.read_options.tokenize_raw_text``) they are ignored and the pipeline tokenises
+``raw_text`` with the tokenizer of ``config.dataset.bert_path`` instead: what another text encoder
+(a RoBERTa checkpoint, byte-level BPE) needs.
 """
 from __future__ import annotations
 
@@ -125,7 +130,7 @@ def _strings(split: dict, key: str, path: str, where: str, n: int, default: list
 
 
 def _read_split(split: Any, path: str, name: str, *, feat_dims: dict, max_lens: dict, nonfinite: str,
-                report: common.ReadReport) -> list[dict]:
+                report: common.ReadReport, tokenize_raw_text: bool = False) -> list[dict]:
     if not isinstance(split, dict):
         raise DataError(path, f"split '{name}'", "a dict of arrays", type(split).__name__)
     labels = _array(split, "regression_labels", path, name, 1, None).astype(np.float32).reshape(-1)
@@ -145,8 +150,8 @@ def _read_split(split: Any, path: str, name: str, *, feat_dims: dict, max_lens: 
         lens = _lengths(split, f"{key}_lengths", path, name, n, x.shape[1])
         feats[modality] = (_finite(x.astype(np.float32), path, f"{name}: key '{key}'", nonfinite, report,
                                    modality), lens)
-    text_bert = _array(split, "text_bert", path, name, 3, n) if "text_bert" in split or "text" not in feat_dims \
-        else None
+    text_bert = _array(split, "text_bert", path, name, 3, n) if not tokenize_raw_text and (
+        "text_bert" in split or "text" not in feat_dims) else None
     if text_bert is not None and text_bert.shape[1] != 3:
         raise DataError(path, f"{name}: key 'text_bert'", "[N, 3, L] (ids, mask, segment)",
                         f"{list(text_bert.shape)}")
@@ -185,11 +190,16 @@ def _read_split(split: Any, path: str, name: str, *, feat_dims: dict, max_lens: 
 
 
 def read(root: str, *, feat_dims: dict, max_lens: dict, nonfinite: str = "error",
-         splits: Sequence[str] = tuple(SPLITS)) -> tuple[dict[str, list[dict]], common.ReadReport]:
+         splits: Sequence[str] = tuple(SPLITS), tokenize_raw_text: bool = False,
+         ) -> tuple[dict[str, list[dict]], common.ReadReport]:
     """Read the MMSA pickle under ``root``; returns ``({'train'|'dev'|'test': [example]}, ReadReport)``.
 
     ``feat_dims`` holds ``audio`` and ``video`` (and ``text`` to use the precomputed text features).
+    ``tokenize_raw_text``: ignore the release's ``text_bert`` ids (module docstring).
     """
+    if tokenize_raw_text and "text" in feat_dims:
+        raise ConfigError("config.dataset.read_options.tokenize_raw_text=True re-tokenises raw_text for a text "
+                          "encoder; it cannot be combined with precomputed text features (feat_dims.text)")
     if nonfinite not in ("error", "zero"):
         raise ConfigError(f"config.dataset.nonfinite={nonfinite!r}: expected 'error' or 'zero'")
     path = find_pickle(root)
@@ -202,5 +212,5 @@ def read(root: str, *, feat_dims: dict, max_lens: dict, nonfinite: str = "error"
         if name not in data:
             raise DataError(path, f"split '{name}'", f"splits {list(SPLITS)}", f"keys {sorted(map(str, data))}")
         out[SPLITS[name]] = _read_split(data[name], path, name, feat_dims=feat_dims, max_lens=max_lens,
-                                        nonfinite=nonfinite, report=report)
+                                        nonfinite=nonfinite, report=report, tokenize_raw_text=tokenize_raw_text)
     return out, report

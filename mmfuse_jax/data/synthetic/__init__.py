@@ -18,11 +18,12 @@ from types import ModuleType
 from typing import Any
 
 from mmfuse_jax.data.synthetic import mintrec, mintrec2, mmsa
+from mmfuse_jax.data.synthetic import mult as mult_iemocap
 from mmfuse_jax.data.synthetic.common import KNOB_FIELDS, META_FILE, SPECIAL_TOKENS, spec_from_fields, write_random_bert
 from mmfuse_jax.data.synthetic.mintrec import SyntheticSpec, generate, vocabulary, write
 from mmfuse_jax.errors import ConfigError
 
-GENERATORS: dict[str, ModuleType] = {m.NAME: m for m in (mintrec, mintrec2, mmsa)}
+GENERATORS: dict[str, ModuleType] = {m.NAME: m for m in (mintrec, mintrec2, mmsa, mult_iemocap)}
 
 __all__ = ["GENERATORS", "SPECIAL_TOKENS", "SyntheticSpec", "config_fields", "ensure", "generate", "spec_of",
            "vocabulary", "write", "write_random_bert"]
