@@ -56,3 +56,13 @@ def test_train_step_benchmark_over_models_writes_records_and_table(tiny_syntheti
     assert rec[0]["pipeline_examples_per_s"] > 0 and rec[0]["pipeline_first_epoch_examples_per_s"] > 0
     table = (tmp_path / "bench.md").read_text()
     assert table.startswith("| model |") and "| text_only | tiny | 8 |" in table
+
+
+def test_padding_benchmark_auto_buckets_waste_less(tmp_path):
+    from benchmarks import padding
+
+    records = padding.main(["--n=300", "--seeds=0", f"--out={tmp_path}/p.jsonl"])
+    by = {r["scheme"]: r for r in records if "scheme" in r}
+    assert by["auto"]["padded_fraction"] < by["fixed"]["padded_fraction"]
+    assert len(by["auto"]["shapes"]) <= 4 and by["auto"]["buckets"][-1] == 48
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 4
