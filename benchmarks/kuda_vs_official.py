@@ -101,6 +101,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--torch_malloc", default="tuned", choices=TORCH_MALLOC_CHOICES,
                    help="the torch worker's glibc malloc: tuned = kept off mmap (MALLOC_MMAP_MAX_=0 ...), "
                    "plain = glibc's defaults")
+    p.add_argument("--batch_size", type=int, default=0, help="override config.batch_size (both sides)")
+    p.add_argument("--compute_dtype", default="", help="override config.compute_dtype; bfloat16 = torch autocast")
+    p.add_argument("--torch_device", default="cpu", choices=("cpu", "cuda"), help="where the official code runs")
     p.add_argument("--out", default=DEFAULT_OUT, help="JSON lines appended here ('' = stdout only)")
     return p.parse_args(argv)
 
@@ -168,6 +171,8 @@ def _summary_record(args, config, times: dict, cpu: dict, flops_xla: dict, peaks
 def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
 
+    import jax.numpy as jnp
+
     from benchmarks.common import emit
     from benchmarks.kuda_vs_official_jax import OursStepper, ours_setup, worker_config
     from benchmarks.train_step import load_config, matmul_peak_flops
@@ -181,16 +186,21 @@ def main(argv: list[str] | None = None) -> None:
         records.append(rec)
 
     ncpu = os.cpu_count()
-    if args.threads != ncpu:  # XLA's CPU client uses every core; torch gets --threads
+    if args.threads != ncpu and args.torch_device == "cpu":  # XLA's CPU client uses every core; torch gets --threads
         print(f"warning: --threads={args.threads} but the machine has {ncpu} cores (XLA uses all of them)",
               file=sys.stderr)
     config = load_config(args.config)
+    if args.batch_size:
+        config.batch_size = args.batch_size
+    if args.compute_dtype:
+        config.compute_dtype = args.compute_dtype
+    dtype = {"bfloat16": jnp.bfloat16}.get(config.compute_dtype, jnp.float32)  # the MFU's matmul
     t_start = time.perf_counter()
     exp, st, train_step, counter, batches, flops_xla, n_params = ours_setup(config, args.warmup + args.steps)
     log_path = os.path.join(tempfile.gettempdir(), "kuda_vs_official_worker.log")
     worker = TorchWorker(args.torch_python, worker_config(config, exp, args), log_path, args.torch_malloc)
     ready = worker.reply()
-    peak_start = matmul_peak_flops()
+    peak_start = matmul_peak_flops(dtype)
     out(_setup_record(args, config, ready, flops_xla, n_params, peak_start, log_path))
 
     ours = OursStepper(st, train_step, batches)
@@ -200,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     out({"event": "warmup", "ours_s": warm_ours, "official_s": warm_official, "loadavg": os.getloadavg()})
 
     times, cpu = _interleaved(args, ours, worker, out)
-    peak_end = matmul_peak_flops()
+    peak_end = matmul_peak_flops(dtype)
     official_peak = worker.call(cmd="matmul_peak")["matmul_peak_flops_per_s"]
     worker.close()
     out(_summary_record(args, config, times, cpu, flops_xla, (peak_start, peak_end), official_peak,

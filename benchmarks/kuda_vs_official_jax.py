@@ -83,7 +83,8 @@ def worker_config(config, exp, args) -> dict:
             "min_lens": [4, (syn.get("video_len") or [m.video_len])[0], (syn.get("audio_len") or [m.audio_len])[0]],
             "feat_dims": [ds.feat_dims.video, ds.feat_dims.audio], "hidden": m.hidden, "ffn": m.ffn,
             "lr": config.optimizer.lr, "weight_decay": config.optimizer.weight_decay,
-            "freeze": bool(exp.spec.stages(config)[-1].frozen), "batch_size": config.batch_size}
+            "freeze": bool(exp.spec.stages(config)[-1].frozen), "batch_size": config.batch_size,
+            "device": getattr(args, "torch_device", "cpu"), "bf16": config.compute_dtype == "bfloat16"}
 
 
 class OursStepper:

@@ -23,13 +23,13 @@ TORCH_MALLOC_CHOICES = ("tuned", "plain")
 
 
 # (official file, old, new): literal edits of the official sources, applied in memory (see `kuda_vs_official`).
-def official_patches(bert_hidden: int, taps: list[int]) -> list[tuple[str, str, str]]:
+def official_patches(bert_hidden: int, taps: list[int], device: str = "cpu") -> list[tuple[str, str, str]]:
     return [
         ("models/Encoder_KIAdapter.py", "proj_fea_dim = 768", f"proj_fea_dim = {bert_hidden}"),
         ("models/Encoder_KIAdapter.py", "proj_fea_dim=768", f"proj_fea_dim={bert_hidden}"),
         ("models/Encoder_KIAdapter.py", "zip([3, 6, 9, 11], self.adapters)", f"zip({list(taps)}, self.adapters)"),
         ("models/Encoder_KIAdapter.py", "if n == 3:", f"if n == {taps[0]}:"),
-        ("models/Encoder_KIAdapter.py", ".cuda()", ""),
+        ("models/Encoder_KIAdapter.py", ".cuda()", "" if device == "cpu" else ".cuda()"),
         ("models/DyRoutFusion_CLS.py", "768*2", f"{bert_hidden}*2"),
     ]
 
@@ -88,7 +88,8 @@ class _OfficialStep:
         torch.manual_seed(cfg["seed"])
         self.torch = torch
         bert_cfg = cfg["bert"]
-        overall = _load_official(cfg["official_dir"], official_patches(bert_cfg["hidden_size"], cfg["taps"]))
+        overall = _load_official(cfg["official_dir"], official_patches(bert_cfg["hidden_size"], cfg["taps"],
+                                                                       cfg.get("device", "cpu")))
         lt, lv, la = cfg["lens"]
         with tempfile.TemporaryDirectory() as bert_dir:
             BertModel(BertConfig(**bert_cfg)).save_pretrained(bert_dir)
@@ -121,6 +122,11 @@ class _OfficialStep:
                 "mask_A": torch.from_numpy(np.arange(la)[None] >= n_a[:, None]),
                 "label": torch.from_numpy(rng.uniform(-1, 1, (b, 1)).astype(np.float32))})
         self.i = 0
+        self.device = torch.device(cfg.get("device", "cpu"))  # cuda: model and batches on the GPU
+        self.bf16 = bool(cfg.get("bf16"))  # torch.autocast to bfloat16 (forward and loss), AdamW in float32
+        self.model.to(self.device)
+        self.batches = [{k: v.to(self.device) for k, v in b.items()} for b in self.batches]
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
         self.n_params = sum(p.numel() for p in self.model.parameters())
         self.n_trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
@@ -132,19 +138,25 @@ class _OfficialStep:
         inputs = {"V": data["V"], "A": data["A"], "T": data["T"],
                   "mask": {"V": data["mask_V"], "A": data["mask_A"], "T": []}}  # train.py builds it per batch
         label = data["label"]
-        output, nce_loss = self.model(inputs, label.clone().detach())
-        loss = self.loss_fn(output, label) + 0.1 * nce_loss
+        with self.torch.autocast(self.device.type, dtype=self.torch.bfloat16, enabled=self.bf16):
+            output, nce_loss = self.model(inputs, label.clone().detach())
+            loss = self.loss_fn(output.float(), label) + 0.1 * nce_loss
         loss.item()  # train.py: losses.update(loss.item(), batchsize)
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad()
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize()
         return time.perf_counter() - t0, time.process_time() - c0
 
     def matmul_peak(self, n: int = 2048) -> float:
-        a = self.torch.ones((n, n))
+        dtype = self.torch.bfloat16 if self.bf16 else self.torch.float32
+        a = self.torch.ones((n, n), dtype=dtype, device=self.device)
+        sync = self.torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         for _ in range(2):
             a @ a
-        best = min(_timed(lambda: a @ a) for _ in range(5))
+        sync()
+        best = min(_timed(lambda: (a @ a, sync())) for _ in range(5))
         return 2 * n ** 3 / best
 
 
@@ -194,10 +206,12 @@ def worker_env(threads: int, torch_malloc: str) -> dict[str, str]:
 class TorchWorker:
     """The torch worker subprocess: one JSON command per line in, one JSON reply per line out."""
 
-    def __init__(self, torch_python: str, cfg: dict, log_path: str, torch_malloc: str = "tuned"):
+    def __init__(self, torch_python: str, cfg: dict, log_path: str, torch_malloc: str = "tuned",
+                 script: str = __file__):
+        """``script``: the worker's file (this one; `benchmarks.text_vs_transformers_torch` for text)."""
         self.log = open(log_path, "w")  # noqa: SIM115  (the worker's stderr, open while it lives)
         env = worker_env(cfg["threads"], torch_malloc)
-        self.proc = subprocess.Popen([torch_python, os.path.abspath(__file__), "--worker"], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([torch_python, os.path.abspath(script), "--worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
         self.proc.stdin.write(json.dumps(cfg) + "\n")
         self.proc.stdin.flush()

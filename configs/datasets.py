@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "task": "classification",    # or 'regression' (float labels)
     "metric": "classification",  # a metrics.SCORERS entry: the benchmark's official metrics
     "num_buckets": 4,            # <= 4 compiled shapes per step function (foundation issue)
+    "buckets": "fixed",          # or 'auto': train-histogram lengths, batches by bucket (ours, data/buckets.py)
     "nonfinite": "error",        # or 'zero': replace NaN/inf by 0 and report the count
     "prepared_dir": "",          # default: <root>/prepared
     "synthetic": {},             # empty: a real release (nothing to generate)

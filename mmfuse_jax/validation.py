@@ -60,6 +60,7 @@ _CHOICES = (
     ("early_stop_mode", ("max", "min")),
     ("dataset.task", ("classification", "regression")),
     ("dataset.nonfinite", ("error", "zero")),
+    ("dataset.buckets", ("fixed", "auto")),
 )
 
 

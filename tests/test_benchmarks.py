@@ -7,6 +7,7 @@ import sys
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from conftest import REPO
 
 from benchmarks.hyena import direct_causal_conv, unfold_einsum_dynamic_conv
@@ -56,3 +57,36 @@ def test_train_step_benchmark_over_models_writes_records_and_table(tiny_syntheti
     assert rec[0]["pipeline_examples_per_s"] > 0 and rec[0]["pipeline_first_epoch_examples_per_s"] > 0
     table = (tmp_path / "bench.md").read_text()
     assert table.startswith("| model |") and "| text_only | tiny | 8 |" in table
+
+
+def test_padding_benchmark_auto_buckets_waste_less(tmp_path):
+    from benchmarks import padding
+
+    records = padding.main(["--n=300", "--seeds=0", f"--out={tmp_path}/p.jsonl"])
+    by = {r["scheme"]: r for r in records if "scheme" in r}
+    assert by["auto"]["padded_fraction"] < by["fixed"]["padded_fraction"]
+    assert len(by["auto"]["shapes"]) <= 4 and by["auto"]["buckets"][-1] == 48
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 4
+
+
+@pytest.mark.slow
+def test_device_suite_smoke_runs_every_part(tiny_synthetic, tmp_path):
+    """benchmarks/device_suite.sh --smoke: every part runs (KuDA recorded as skipped) into one JSON file."""
+    import os
+
+    out = tmp_path / "device.jsonl"
+    r = subprocess.run(["bash", "benchmarks/device_suite.sh", "--smoke", f"--out={out}",
+                        f"--set=dataset.root={tiny_synthetic}", f"--set=dataset.bert_path={tiny_synthetic}/bert",
+                        "--set=dataset.synthetic={}", f"--set=dataset.prepared_dir={tmp_path}/prepared"],
+                       cwd=REPO, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHON": sys.executable})
+    assert r.returncode == 0, r.stderr[-2000:]
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    parts = {(rec["part"], rec.get("name")): rec for rec in recs}
+    assert "skipped" in parts[("kuda", None)]
+    for key in [("train_step", "text_only/float32"), ("train_step", "text_only/bfloat16"),
+                ("hyena", "fft_vs_direct"), ("equality", "1_vs_n_devices")]:
+        assert parts[key]["rc"] == 0, parts[key]
+    step = parts[("train_step", "text_only/bfloat16")]["results"][-1]
+    assert step["compute_dtype"] == "bfloat16" and 0 < step["mfu"]
+    assert parts[("hyena", "fft_vs_direct")]["results"][-1]["summary"]

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from mmfuse_jax.batch import UNIMODAL_LABELS
+from mmfuse_jax.data import buckets as buckets_lib
 from mmfuse_jax.data.formats import get_format
 from mmfuse_jax.errors import ConfigError, DataError
 
@@ -40,8 +41,9 @@ _BUILDER = "mmfuse_prepared"
 
 def _fingerprint(ds) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps(ds.to_dict() if hasattr(ds, "to_dict") else dict(ds), sort_keys=True,
-                        default=str).encode())
+    fields = ds.to_dict() if hasattr(ds, "to_dict") else dict(ds)
+    fields.pop("buckets", None)  # how batches are padded, not what is prepared (auto lengths are stored anyway)
+    h.update(json.dumps(fields, sort_keys=True, default=str).encode())
     root = ds.root
     for dirpath, _, files in sorted(os.walk(root)):
         if os.path.basename(dirpath).startswith("prepared") or "/prepared" in dirpath:
@@ -185,6 +187,8 @@ def prepare(ds, *, verbose: bool = True) -> str:
     meta = {"fingerprint": fp, "builder_dir": os.path.relpath(builder.data_dir, out),
             "sizes": {k: len(v) for k, v in splits.items()}, "lengths": lengths,
             "extra_labels": list(extra_labels), "label_shape": list(label_shape),
+            "buckets": buckets_lib.auto_buckets(lengths["train"], max_lens, ds.num_buckets)
+            if "train" in lengths else None,
             "report": report.lines() + ([f"truncated text: {n_trunc} utterances"] if n_trunc else [])}
     tmp = meta_path + ".tmp"
     with open(tmp, "w") as f:
@@ -228,12 +232,7 @@ class Prepared:
         return {m: np.asarray(v, np.int64) for m, v in self.meta["lengths"][split].items()}
 
 
-def bucket_lengths(max_len: dict[str, int], num_buckets: int) -> list[dict[str, int]]:
-    """``num_buckets`` length sets, the k-th at k/num_buckets of every maximum (the last is the max)."""
-    if num_buckets < 1:
-        raise ConfigError(f"config.dataset.num_buckets={num_buckets}: expected at least 1")
-    return [{m: max(1, math.ceil(n * (k + 1) / num_buckets)) for m, n in max_len.items()}
-            for k in range(num_buckets)]
+bucket_lengths = buckets_lib.fixed_buckets  # the 'fixed' scheme's lengths (also the last = every maximum)
 
 
 def choose_bucket(buckets: list[dict[str, int]], lengths: dict[str, np.ndarray]) -> int:
@@ -286,14 +285,19 @@ class Loader:
 
     def __init__(self, prepared: Prepared, split: str, *, batch_size: int, max_len: dict, dims: dict,
                  num_buckets: int, shuffle: bool, seed: int = 0, label_dtype=np.int32,
-                 process_index: int = 0, process_count: int = 1, num_threads: int = 2, cache_mb: float = 0):
+                 process_index: int = 0, process_count: int = 1, num_threads: int = 2, cache_mb: float = 0,
+                 buckets: str = "fixed"):
         if batch_size % process_count:
             raise ConfigError(f"batch_size {batch_size} must be divisible by the {process_count} hosts")
         self.source = prepared.source(split)
         self.lengths = prepared.lengths(split)
         self.n = len(self.source)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.buckets = bucket_lengths(dict(max_len), num_buckets)
+        self.scheme = buckets_lib.check_scheme(buckets)  # see data/buckets.py
+        self.buckets = bucket_lengths(dict(max_len), num_buckets) if buckets == "fixed" else \
+            prepared.meta.get("buckets") or buckets_lib.auto_buckets(prepared.meta["lengths"]["train"],
+                                                                     dict(max_len), num_buckets)
+        self._grouped = None  # 'auto' training batches: (epoch, [(rows, bucket), ...])
         self.dims, self.label_dtype = dict(dims), label_dtype
         self.extra_labels = tuple(prepared.meta.get("extra_labels", ()))
         self.label_shape = tuple(prepared.meta.get("label_shape", ()))
@@ -305,7 +309,23 @@ class Loader:
         self._cache_left = int(cache_mb * 2 ** 20)
 
     def __len__(self) -> int:
+        if self.scheme == "auto" and self.shuffle:  # one short batch per bucket at most: epoch-independent
+            return len(self._grouped_batches(0))
         return math.ceil(self.n / self.batch_size)
+
+    def _grouped_batches(self, epoch: int) -> list[tuple[np.ndarray, int]]:
+        cached = self._grouped
+        if cached is None or cached[0] != epoch:
+            rows = buckets_lib.bucket_of(self.buckets, self.lengths)
+            cached = (epoch, buckets_lib.group_batches(self.order(epoch), rows, self.batch_size,
+                                                       np.random.default_rng([self.seed, epoch, 1])))
+            self._grouped = cached
+        return cached[1]
+
+    def padded_fraction(self, epoch: int = 0) -> dict[str, float]:
+        """Per modality, the share of padded positions in ``epoch``'s batch tensors (`buckets.padded_fraction`)."""
+        plans = [self._global_batch(epoch, b) for b in range(len(self))]
+        return buckets_lib.padded_fraction(plans, self.buckets, self.lengths, self.batch_size)
 
     def order(self, epoch: int) -> np.ndarray:
         """Example indices of ``epoch`` (computed once per epoch, not once per batch)."""
@@ -316,10 +336,16 @@ class Loader:
         self._order = (epoch, order)  # one tuple assignment: threads see the old or the new pair
         return order
 
+    def _global_batch(self, epoch: int, b: int) -> tuple[np.ndarray, int]:
+        """Indices of every row of global batch ``b`` and its bucket."""
+        if self.scheme == "auto" and self.shuffle:
+            return self._grouped_batches(epoch)[b]
+        idx = self.order(epoch)[b * self.batch_size:(b + 1) * self.batch_size]
+        return idx, choose_bucket(self.buckets, {m: v[idx] for m, v in self.lengths.items()})
+
     def plan(self, epoch: int, b: int) -> tuple[np.ndarray, int]:
         """Indices of this host's rows in global batch ``b`` and the bucket of the whole batch."""
-        idx = self.order(epoch)[b * self.batch_size:(b + 1) * self.batch_size]
-        bucket = choose_bucket(self.buckets, {m: v[idx] for m, v in self.lengths.items()})
+        idx, bucket = self._global_batch(epoch, b)
         per_host = self.batch_size // self.process_count
         return idx[self.process_index * per_host:(self.process_index + 1) * per_host], bucket
 

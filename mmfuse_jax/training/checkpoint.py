@@ -5,6 +5,11 @@ item with the loop position (epoch, next batch of that epoch) and early-stopping
 resumed run continues exactly where the saved one was. Orbax writes each step to a temporary
 folder and renames it when complete, so a run killed while saving leaves the previous step
 intact; a step that cannot be read is reported and the one before it is used.
+
+``async_save=True`` (what training uses): a save returns once the arrays are copied to host memory
+and the files are written in the background while training goes on; the next save, `close` and
+`wait` wait for it, so a step is never read before it is whole, and a process killed mid-write
+leaves only Orbax's temporary folder (ignored on restore) beside the previous complete step.
 """
 from __future__ import annotations
 
@@ -23,10 +28,10 @@ log = logging.getLogger(__name__)
 
 
 class Checkpoints:
-    def __init__(self, workdir: str, *, keep: int = 2):
+    def __init__(self, workdir: str, *, keep: int = 2, async_save: bool = False):
         self.workdir = os.path.abspath(workdir)
         self._closed, self._keep = False, keep
-        opts = {"create": True, "enable_async_checkpointing": False}
+        opts = {"create": True, "enable_async_checkpointing": async_save}
         self.latest = ocp.CheckpointManager(os.path.join(self.workdir, "checkpoints"),
                                             options=ocp.CheckpointManagerOptions(max_to_keep=keep, **opts))
         self.best = ocp.CheckpointManager(os.path.join(self.workdir, "best"),
@@ -35,6 +40,7 @@ class Checkpoints:
     @staticmethod
     def _replace(manager, step: int) -> None:
         # A resumed run recomputes the same step deterministically: the new save replaces the old.
+        manager.wait_until_finished()  # the previous save is whole before the folder is changed
         if step in manager.all_steps():
             manager.delete(step)
 
@@ -79,12 +85,16 @@ class Checkpoints:
             params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore()))
         return None if r is None else (r["params"], r["meta"])
 
+    def wait(self) -> None:
+        """Until every save started so far is completely on disk."""
+        self.latest.wait_until_finished()
+        self.best.wait_until_finished()
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self.latest.wait_until_finished()
-        self.best.wait_until_finished()
+        self.wait()
         self.latest.close()
         self.best.close()
 

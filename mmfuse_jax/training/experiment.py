@@ -44,7 +44,8 @@ class Experiment:
                                max_len=ds.max_len, dims=ds.feat_dims, num_buckets=ds.num_buckets,
                                shuffle=train, seed=c.seed, label_dtype=self.label_dtype,
                                process_index=host, process_count=hosts,
-                               num_threads=c.num_threads, cache_mb=c.get("loader_cache_mb", 0))
+                               num_threads=c.num_threads, cache_mb=c.get("loader_cache_mb", 0),
+                               buckets=ds.get("buckets", "fixed"))
 
     def shardings(self, tree: Any) -> Any:
         """The layout of params / a TrainState (or their shapes) on the mesh: replicated, or split

@@ -4,8 +4,11 @@
 stage, in ``workdir`` itself, for most models) and `run_evaluation(config, workdir)` evaluates the
 final stage. `train_and_evaluate(config, run_dir)` is one stage: it resumes from ``run_dir`` if a
 checkpoint is there, and a finished run is not trained again. The hot loop keeps the host out:
-the step number is counted on the host (read once from the restored state), and the summed train
-metrics are fetched only at log steps.
+the step number is counted on the host (read once from the restored state), the summed train
+metrics are fetched only at log steps (the places that read the devices on purpose are marked with
+`prefetch.host_sync`), the next batches are already on the devices while a step runs
+(`prefetch.to_device`), and checkpoints are written in the background (`Checkpoints`, waited for
+before the process ends, on interruption and before anything reads them).
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mmfuse_jax.errors import ConfigError
-from mmfuse_jax.training import distributed, identity, sharding
+from mmfuse_jax.training import distributed, identity, prefetch
 from mmfuse_jax.training import stages as stages_lib
 from mmfuse_jax.training import state as state_lib
 from mmfuse_jax.training import step as step_lib
@@ -112,6 +115,9 @@ def _setup(config, workdir: str, init_fn, frozen, counter) -> _Run:
     identity.record(workdir, config, primary=distributed.is_primary())
     exp = build(config)
     loader = exp.loader("train", train=True)
+    if distributed.is_primary():  # once per run: how much of each batch tensor is padding (data/buckets.py)
+        print(f"padding ({loader.scheme} buckets {[b['text'] for b in loader.buckets]} text): " + ", ".join(
+            f"{m} {v:.1%}" for m, v in loader.padded_fraction().items()), flush=True)
     total_steps = len(loader) * config.num_epochs
     tx = state_lib.make_optimizer(config.optimizer, total_steps, tuple(frozen))
     params = init_params(exp)
@@ -121,7 +127,7 @@ def _setup(config, workdir: str, init_fn, frozen, counter) -> _Run:
     state_sharding = exp.shardings(jax.eval_shape(create, params))
     state = jax.jit(create, out_shardings=state_sharding)(params)
     del params
-    ckpt = Checkpoints(workdir, keep=config.keep_checkpoints)
+    ckpt = Checkpoints(workdir, keep=config.keep_checkpoints, async_save=config.get("async_checkpoints", True))
     meta = {"epoch": 0, "next_batch": 0, "best": None, "bad_epochs": 0, "done": False}
     restored = ckpt.restore_latest(jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state))
@@ -155,17 +161,19 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
     are (a stage's `registry.Stage.frozen`).
     """
     with _lock(workdir), _Signals() as signals:
-        r = _setup(config, workdir, init_fn, frozen, counter)
+        with prefetch.host_sync("setup"):
+            r = _setup(config, workdir, init_fn, frozen, counter)
         budget = [stop_after_steps]
         try:
             while not r.meta["done"] and r.meta["epoch"] < config.num_epochs:
                 if not _train_epoch(r, budget, signals):
                     return {"interrupted": True, "step": r.step}
-                _end_epoch(r)
+                with prefetch.host_sync("epoch end"):
+                    _end_epoch(r)
                 if signals.caught:  # after the epoch's checkpoint: nothing more to save
                     raise Interrupted(r.step, workdir)
         finally:
-            r.ckpt.close()
+            r.ckpt.close()  # waits for a save still being written
     return {"interrupted": False, "step": r.step, "best": r.meta["best"], "compiles": r.counter.count,
             "epochs": r.meta["epoch"]}
 
@@ -207,25 +215,24 @@ def _train_epoch(r: _Run, budget: list, signals: _Signals) -> bool:
     # with its checkpoint, so it logs the same records as an uninterrupted run.
     acc, since_log = _restore_log_window(meta) if start else (None, 0)
     t0, seen = time.perf_counter(), 0
+    batches = prefetch.to_device(r.loader.epoch(epoch, start), r.exp.mesh, config.get("prefetch_batches", 2))
     try:
-        for b, batch in enumerate(r.loader.epoch(epoch, start), start=start):
-            r.state, m = r.train_step(r.state, sharding.to_global(batch, r.exp.mesh))
+        for b, batch in enumerate(batches, start=start):
+            r.state, m = r.train_step(r.state, batch)
             r.step += 1
             acc = m if acc is None else jax.tree_util.tree_map(jnp.add, acc, m)
             seen, since_log = seen + config.batch_size, since_log + 1
             bar.update(1)
             # Log at global step multiples: a resumed run logs at the same steps as an uninterrupted one.
             if r.step % config.log_every == 0:
-                rec = _train_record(jax.device_get(acc), since_log, step=r.step, epoch=epoch + 1,
-                                    lr=float(r.schedule(r.step)), eps=seen / (time.perf_counter() - t0))
-                r.writer.write(rec)
-                bar.set_postfix(loss=f"{rec['train_loss']:.4f}", ex_s=f"{rec['examples_per_sec']:.0f}")
-                _check_nonfinite(config, r.state, r.ckpt, r.workdir)
+                with prefetch.host_sync("log"):
+                    _log_train(r, acc, since_log, epoch, seen / (time.perf_counter() - t0), bar)
                 acc, t0, seen, since_log = None, time.perf_counter(), 0, 0
             every = config.checkpoint_every_steps
             if (signals.caught or (every and r.step % every == 0)) and b + 1 < steps_per_epoch:
-                r.ckpt.save_latest(r.state, {**meta, "epoch": epoch, "next_batch": b + 1,
-                                             "log_window": _save_log_window(acc, since_log)})
+                with prefetch.host_sync("checkpoint"):
+                    r.ckpt.save_latest(r.state, {**meta, "epoch": epoch, "next_batch": b + 1,
+                                                 "log_window": _save_log_window(acc, since_log)})
             if signals.caught and b + 1 < steps_per_epoch:
                 raise Interrupted(r.step, r.workdir)
             if budget[0] is not None:
@@ -235,6 +242,15 @@ def _train_epoch(r: _Run, budget: list, signals: _Signals) -> bool:
     finally:
         bar.close()
     return True
+
+
+def _log_train(r: _Run, acc: dict, since_log: int, epoch: int, eps: float, bar) -> None:
+    """A log step: the train record of the window's summed metrics, and the non-finite check."""
+    rec = _train_record(jax.device_get(acc), since_log, step=r.step, epoch=epoch + 1,
+                        lr=float(r.schedule(r.step)), eps=eps)
+    r.writer.write(rec)
+    bar.set_postfix(loss=f"{rec['train_loss']:.4f}", ex_s=f"{rec['examples_per_sec']:.0f}")
+    _check_nonfinite(r.config, r.state, r.ckpt, r.workdir)
 
 
 def _end_epoch(r: _Run) -> None:
