@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mmfuse_jax.errors import ConfigError
-from mmfuse_jax.training import distributed, identity, sharding
+from mmfuse_jax.training import distributed, identity, plateau, sharding
 from mmfuse_jax.training import stages as stages_lib
 from mmfuse_jax.training import state as state_lib
 from mmfuse_jax.training import step as step_lib
@@ -139,6 +139,7 @@ def _setup(config, workdir: str, init_fn, frozen, counter) -> _Run:
     if config.early_stop_metric not in metric_names(exp):
         raise ConfigError(f"config.early_stop_metric={config.early_stop_metric!r}: expected one of "
                           f"{metric_names(exp)}")
+    plateau.check_config(config.optimizer, metric_names(exp))
     return _Run(config, workdir, exp, loader, state_lib.learning_rate_schedule(config.optimizer, total_steps),
                 state, meta, step, ckpt, writer, train_step, eval_step, counter)
 
@@ -216,7 +217,8 @@ def _train_epoch(r: _Run, budget: list, signals: _Signals) -> bool:
             # Log at global step multiples: a resumed run logs at the same steps as an uninterrupted one.
             if r.step % config.log_every == 0:
                 rec = _train_record(jax.device_get(acc), since_log, step=r.step, epoch=epoch + 1,
-                                    lr=float(r.schedule(r.step)), eps=seen / (time.perf_counter() - t0))
+                                    lr=state_lib.current_lr(r.schedule, r.state, r.step),
+                                    eps=seen / (time.perf_counter() - t0))
                 r.writer.write(rec)
                 bar.set_postfix(loss=f"{rec['train_loss']:.4f}", ex_s=f"{rec['examples_per_sec']:.0f}")
                 _check_nonfinite(config, r.state, r.ckpt, r.workdir)
@@ -243,6 +245,7 @@ def _end_epoch(r: _Run) -> None:
     dev = score(r.exp, predict_split(r.exp, r.state.params, "dev", r.eval_step))
     epoch, name = meta["epoch"], config.early_stop_metric
     r.writer.write({"step": r.step, "epoch": epoch + 1, "split": "dev", **dev})
+    r.state = plateau.after_validation(r.state, dev, config.optimizer)  # before the checkpoints below
     improved = _better(dev[name], meta["best"], config.get("early_stop_mode", "max"))
     meta = r.meta = {**meta, "epoch": epoch + 1, "next_batch": 0, "log_window": None,
                      "best": dev[name] if improved else meta["best"],
