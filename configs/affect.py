@@ -11,7 +11,8 @@ temporal conv kernels L/V/A (1 or 3)/3/3, (1 or 3)/3/3, 3/3/5, textual embedding
 0.3 / 0.2 / 0.3, crossmodal attention block dropout 0.1 / 0.2 / 0.25, output dropout 0.1,
 gradient clip 1.0 / 0.8 / 0.8, epochs 20 / 100 / 30. Not in the table, from the official
 main.py defaults: attention dropout of audio/video sources 0, ReLU and residual dropout 0.1, the
-future attention mask on. The aligned presets reuse the unaligned numbers.
+future attention mask on; from src/train.py: ReduceLROnPlateau on the validation loss (factor 0.1,
+patience --when 20). The aligned presets reuse the unaligned numbers.
 """
 from __future__ import annotations
 
@@ -50,6 +51,12 @@ TABLE5["tiny"] = dict(TABLE5["demo"], num_heads=2, lr=3e-3, num_epochs=12, embed
 _MONITOR = {"mosi": ("mae", "min"), "mosei": ("mae", "min"), "iemocap": ("f1", "max"),
             "urfunny": ("acc", "max"), "mustard": ("f1", "max"), "demo": ("acc", "max"), "tiny": ("acc", "max")}
 
+# The value the plateau schedule watches: MulT's validation loss is L1 on MOSI/MOSEI (= dev mae) and the
+# 2-way cross-entropy on IEMOCAP (= dev ce) (main.py criterion_dict). UR-FUNNY, MUStARD, demo, tiny
+# (not MulT's datasets): ours, the early-stopping metric.
+_PLATEAU_METRIC = {"mosi": ("mae", "min"), "mosei": ("mae", "min"), "iemocap": ("ce", "min"),
+                   **{k: _MONITOR[k] for k in ("urfunny", "mustard", "demo", "tiny")}}
+
 
 def output_kind(ds) -> str:
     if ds.task == "regression":
@@ -80,10 +87,17 @@ def affect_config(model_name: str, arg: str | None) -> ml_collections.ConfigDict
         m.text_vocab_size, m.text_embed_dim = len(synthetic.vocabulary()), m.dim
     else:
         m.text_vocab_size, m.text_embed_dim = 0, c.dataset.feat_dims.text
-    # Adam without weight decay and without warmup (MulT: Adam + ReduceLROnPlateau on dev loss; our
-    # loop has linear decay, the nearest schedule it offers).
+    # Adam without weight decay and without warmup (MulT main.py --optim Adam), and MulT's schedule:
+    # src/train.py ReduceLROnPlateau(mode='min', patience=hyp_params.when, factor=0.1), stepped once per
+    # epoch on the validation loss (training/plateau.py).
     c.optimizer.lr, c.optimizer.grad_clip = t["lr"], t["grad_clip"]
     c.optimizer.weight_decay, c.optimizer.warmup_ratio = 0.0, 0.0
+    c.optimizer.schedule = "plateau"
+    c.optimizer.plateau = ml_collections.ConfigDict({
+        "metric": _PLATEAU_METRIC[base][0], "mode": _PLATEAU_METRIC[base][1],
+        "factor": 0.1,      # src/train.py
+        "patience": 20 if base not in ("demo", "tiny") else 2,  # main.py --when 20; demo/tiny (12 epochs): ours
+        "threshold": 1e-4, "cooldown": 0})  # torch ReduceLROnPlateau defaults (src/train.py sets neither)
     c.batch_size = c.eval_batch_size = t["batch_size"]
     c.num_epochs = t["num_epochs"]
     c.patience = c.num_epochs if base not in ("demo", "tiny") else c.patience

@@ -3,9 +3,9 @@
 Presets: mosi, mosei, iemocap (MulT pickles, GloVe text as in the paper; <name>_aligned for the
 aligned files), urfunny, mustard, demo (synthetic), tiny (tests). There is no official code and
 our notes hold no hyperparameter table of the paper: the sizes, dropouts (attention dropout by
-source modality) and memory depth are MulT's per dataset (configs/affect.py), as the paper reuses
-MulT's setup. The schedule is not: see configs/affect.py (linear decay for both, MulT's is
-ReduceLROnPlateau).
+source modality), memory depth and schedule (ReduceLROnPlateau on the dev loss) are MulT's per
+dataset (configs/affect.py), as the paper reuses MulT's setup. With gate freezing, stage 2 starts a
+fresh optimizer (Adam moments and the plateau factor; our choice, the paper is silent).
 Gate freezing (the paper's "modality gating freezing mechanism", models/hct_dmg.py `stages`): on by
 default; stage 1 (<workdir>/learn_gate) trains the gate until its early stop, stage 2
 (<workdir>/frozen_gate) continues from it with the gate frozen. Continuous gate (one stage in the

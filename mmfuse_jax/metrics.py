@@ -229,7 +229,9 @@ def regression(y_true, y_pred, dataset: str) -> dict[str, float]:
 def emotion(logits, labels) -> dict[str, float]:
     """IEMOCAP as MulT ``eval_iemocap``: per emotion, argmax over its 2 logits vs the 0/1 label;
     accuracy and weighted F1 (``{emotion}_acc``, ``{emotion}_f1``), plus their means ``acc``/``f1``
-    (ours, for early stopping). logits [N, 4, 2], labels [N, 4]."""
+    (ours, for early stopping), and ``ce``: the mean 2-way cross-entropy over every (example,
+    emotion), MulT's IEMOCAP validation loss (src/train.py ``CrossEntropyLoss`` on
+    ``preds.view(-1, 2)``), which its learning-rate schedule watches. logits [N, 4, 2], labels [N, 4]."""
     logits, labels = np.asarray(logits), np.asarray(labels)
     if logits.ndim != 3 or logits.shape[1:] != (len(EMOTIONS), 2) or labels.shape != logits.shape[:2]:
         raise ValueError(f"emotion metrics need logits [N, 4, 2] and labels [N, 4], got {list(logits.shape)} "
@@ -240,6 +242,9 @@ def emotion(logits, labels) -> dict[str, float]:
         out[f"{name}_acc"], out[f"{name}_f1"] = res["acc"], res["weighted_f1"]
     out["acc"] = float(np.mean([out[f"{e}_acc"] for e in EMOTIONS]))
     out["f1"] = float(np.mean([out[f"{e}_f1"] for e in EMOTIONS]))
+    z = logits.astype(np.float64)
+    log_p = z - np.logaddexp(z[..., 0], z[..., 1])[..., None]
+    out["ce"] = float(-np.mean(np.take_along_axis(log_p, labels.astype(np.int64)[..., None], -1)))
     return out
 
 
@@ -264,5 +269,5 @@ def _regression_scorer(dataset: str):
 for _name in ("mosi", "mosei"):
     SCORERS[_name] = (_regression_scorer(_name), REGRESSION_NAMES)
 SCORERS["iemocap"] = (lambda pred: emotion(pred["logits"], pred["label"]),
-                      tuple(f"{e}_{m}" for e in EMOTIONS for m in ("acc", "f1")) + ("acc", "f1"))
+                      tuple(f"{e}_{m}" for e in EMOTIONS for m in ("acc", "f1")) + ("acc", "f1", "ce"))
 SCORERS["binary"] = (lambda pred: binary(pred["label"], pred["logits"].argmax(-1)), ("acc", "f1", "binary_f1"))

@@ -90,6 +90,8 @@ def test_emotion_hand_case_and_shape_errors():
     logits[:, :, 0] = 1.0        # predicts "no" everywhere
     got = metrics.emotion(logits, labels)
     assert got["neutral_acc"] == 0.5 and got["sad_acc"] == 1.0 and got["sad_f1"] == 1.0
+    # MulT's validation loss: 6 of the 8 (example, emotion) labels are 0, predicted with p = e/(e + 1).
+    assert got["ce"] == pytest.approx((6 * np.log1p(np.exp(-1.0)) + 2 * np.log1p(np.exp(1.0))) / 8)
     with pytest.raises(ValueError, match=r"logits \[N, 4, 2\] and labels \[N, 4\]"):
         metrics.emotion(np.zeros((2, 8)), labels)
 

@@ -27,14 +27,16 @@ KNOWLEDGE_HELP = ("KuDA's stage 1 (pretrain.py) learns unimodal sentiment on CH-
                   "--config.stage1.dataset.root='' --config.stage1.target=multimodal to pretrain on the target")
 
 
-def knowledge_dataset(config):
+def knowledge_dataset(config, *, check: bool = True):
     """``config.stage1.dataset`` if stage 1 trains on a knowledge dataset (not the target), else None.
 
-    A real (non-synthetic) one must exist: checked when the recipe is planned, before any training."""
+    A real (non-synthetic) one must exist: checked (``check``) when a stage-1 config is made, i.e. when
+    training plans its stages, before any training; evaluation configures the final stage only and
+    never needs it."""
     ds = config.stage1.get("dataset")
     if not ds or not ds.get("root"):
         return None
-    if not len(ds.get("synthetic", {})) and not os.path.exists(ds.root):
+    if check and not len(ds.get("synthetic", {})) and not os.path.exists(ds.root):
         raise DataError(ds.root, "config.stage1.dataset", "the knowledge dataset of KuDA's stage 1",
                         "no such file or folder", hint=KNOWLEDGE_HELP)
     return ds
@@ -87,6 +89,6 @@ def stages(config) -> list[registry.Stage]:
         return [registry.Stage("stage2", _stage2_config)]
     first = [registry.Stage(f"stage1_{m}", functools.partial(_stage1_config, m=m), select=s1.select)
              for m in MODALITIES]
-    fit = "fitting" if knowledge_dataset(config) is not None else "strict"
+    fit = "fitting" if knowledge_dataset(config, check=False) is not None else "strict"
     return first + [registry.Stage("stage2", _stage2_config, warm_start=tuple(s.name for s in first),
                                    frozen=FROZEN if s1.freeze else (), warm_start_fit=fit)]

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mmfuse_jax.errors import ConfigError
-from mmfuse_jax.training import distributed, identity, prefetch
+from mmfuse_jax.training import distributed, identity, plateau, prefetch
 from mmfuse_jax.training import stages as stages_lib
 from mmfuse_jax.training import state as state_lib
 from mmfuse_jax.training import step as step_lib
@@ -146,6 +146,7 @@ def _setup(config, workdir: str, init_fn, frozen, counter) -> _Run:
     if config.early_stop_metric not in metric_names(exp):
         raise ConfigError(f"config.early_stop_metric={config.early_stop_metric!r}: expected one of "
                           f"{metric_names(exp)}")
+    plateau.check_config(config.optimizer, metric_names(exp))
     return _Run(config, workdir, exp, loader, state_lib.learning_rate_schedule(config.optimizer, total_steps),
                 state, meta, step, ckpt, writer, train_step, eval_step, counter)
 
@@ -247,7 +248,7 @@ def _train_epoch(r: _Run, budget: list, signals: _Signals) -> bool:
 def _log_train(r: _Run, acc: dict, since_log: int, epoch: int, eps: float, bar) -> None:
     """A log step: the train record of the window's summed metrics, and the non-finite check."""
     rec = _train_record(jax.device_get(acc), since_log, step=r.step, epoch=epoch + 1,
-                        lr=float(r.schedule(r.step)), eps=eps)
+                        lr=state_lib.current_lr(r.schedule, r.state, r.step), eps=eps)
     r.writer.write(rec)
     bar.set_postfix(loss=f"{rec['train_loss']:.4f}", ex_s=f"{rec['examples_per_sec']:.0f}")
     _check_nonfinite(r.config, r.state, r.ckpt, r.workdir)
@@ -260,6 +261,7 @@ def _end_epoch(r: _Run) -> None:
     dev = score(r.exp, predict_split(r.exp, r.state.params, "dev", r.eval_step))
     epoch, name = meta["epoch"], config.early_stop_metric
     r.writer.write({"step": r.step, "epoch": epoch + 1, "split": "dev", **dev})
+    r.state = plateau.after_validation(r.state, dev, config.optimizer)  # before the checkpoints below
     improved = _better(dev[name], meta["best"], config.get("early_stop_mode", "max"))
     meta = r.meta = {**meta, "epoch": epoch + 1, "next_batch": 0, "log_window": None,
                      "best": dev[name] if improved else meta["best"],

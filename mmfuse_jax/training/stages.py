@@ -39,7 +39,22 @@ class PlannedStage:
 
 def plan(config, workdir: str) -> list[PlannedStage]:
     """The stages of ``config``'s model (`ModelSpec.stages`), in training order, checked: unique
-    names, warm starts from earlier stages only, known checkpoint selections."""
+    names, warm starts from earlier stages only, known checkpoint selections; each configured (what
+    training needs: e.g. KuDA's stage-1 configs check that their knowledge dataset exists)."""
+    return [_planned(s, config, workdir) for s in _recipe(config)]
+
+
+def final(config, workdir: str) -> PlannedStage:
+    """The last stage: the one evaluation, prediction and the report use. Only it is configured, so
+    evaluating a finished run never needs what the earlier stages trained on."""
+    return _planned(_recipe(config)[-1], config, workdir)
+
+
+def _planned(s: registry.Stage, config, workdir: str) -> PlannedStage:
+    return PlannedStage(s, s.configure(config), os.path.join(workdir, s.name) if s.name else workdir)
+
+
+def _recipe(config) -> list[registry.Stage]:
     recipe = registry.get(config.model_name).stages(config)
     if not recipe:
         raise ConfigError(f"model {config.model_name!r} declares no training stage")
@@ -58,13 +73,7 @@ def plan(config, workdir: str) -> list[PlannedStage]:
             raise ConfigError(f"model {config.model_name!r}: stage {s.name!r} warm_start_fit={s.warm_start_fit!r}: "
                               f"expected one of {list(registry.WARM_START_FITS)}")
         seen.add(s.name)
-    return [PlannedStage(s, s.configure(config), os.path.join(workdir, s.name) if s.name else workdir)
-            for s in recipe]
-
-
-def final(config, workdir: str) -> PlannedStage:
-    """The last stage: the one evaluation, prediction and the report use."""
-    return plan(config, workdir)[-1]
+    return recipe
 
 
 def warm_start_fn(planned: PlannedStage, stages: list[PlannedStage]):

@@ -1,4 +1,6 @@
-"""Train state and optimizer (AdamW, linear warmup + linear decay, global-norm clipping)."""
+"""Train state and optimizer (AdamW, global-norm clipping) and its learning-rate schedules:
+``optimizer.schedule`` 'linear' (warmup + linear decay, the default), 'warmup_cosine_epochs' (KuDA)
+or 'plateau' (warmup, then constant times a reduce-on-plateau factor: `training/plateau.py`)."""
 from __future__ import annotations
 
 import re
@@ -9,6 +11,11 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import traverse_util
+
+from mmfuse_jax.errors import ConfigError
+from mmfuse_jax.training import plateau
+
+SCHEDULES = ("linear", "warmup_cosine_epochs", "plateau")
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -32,11 +39,19 @@ def learning_rate_schedule(opt, total_steps: int) -> optax.Schedule:
 
     ``opt.schedule='warmup_cosine_epochs'`` (with ``opt.epochs``, the number of epochs of the run)
     is the per-epoch GradualWarmupScheduler(multiplier 1) + CosineAnnealingLR of KuDA's
-    core/scheduler.py instead.
+    core/scheduler.py instead. ``'plateau'``: the linear warmup, then ``opt.lr`` constant; the
+    optimizer multiplies it by the reduce-on-plateau factor (`plateau.scale_by_plateau`).
     """
-    if opt.get("schedule", "linear") == "warmup_cosine_epochs":
+    name = opt.get("schedule", "linear")
+    if name not in SCHEDULES:
+        raise ConfigError(f"config.optimizer.schedule={name!r}: expected one of {list(SCHEDULES)}")
+    if name == "warmup_cosine_epochs":
         return warmup_cosine_epochs(opt.lr, opt.warmup_ratio, opt.epochs, total_steps)
     warmup = int(total_steps * opt.warmup_ratio)
+    if name == "plateau":
+        return optax.join_schedules([optax.linear_schedule(0.0, opt.lr, max(warmup, 1)),
+                                     optax.constant_schedule(opt.lr)], [max(warmup, 1)]) if warmup else \
+            optax.constant_schedule(opt.lr)
     return optax.join_schedules(
         [optax.linear_schedule(0.0, opt.lr, max(warmup, 1)),
          optax.linear_schedule(opt.lr, 0.0, max(total_steps - warmup, 1))], [max(warmup, 1)])
@@ -75,13 +90,22 @@ def make_optimizer(opt, total_steps: int, frozen: tuple[str, ...] = ()) -> optax
     """AdamW with the schedule; parameters whose '/'-joined path matches a regex in ``frozen`` (a
     stage's `registry.Stage.frozen`) get no update at all (no gradient step, no weight decay)."""
     schedule = learning_rate_schedule(opt, total_steps)
-    tx = optax.chain(
-        optax.clip_by_global_norm(opt.grad_clip) if opt.grad_clip > 0 else optax.identity(),
-        optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
-                    mask=_decay_mask))
+    plateau.check_config(opt)
+    parts = [optax.clip_by_global_norm(opt.grad_clip) if opt.grad_clip > 0 else optax.identity(),
+             optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
+                         mask=_decay_mask)]
+    if opt.get("schedule") == "plateau":  # (only then: the other schedules keep their state layout)
+        # The reduce-on-plateau factor scales the whole AdamW update, as a lower lr does in torch.
+        parts.append(plateau.scale_by_plateau(opt.plateau.mode))
+    tx = optax.chain(*parts)
     if frozen:
         tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, _frozen_labels(tuple(frozen)))
     return tx
+
+
+def current_lr(schedule: optax.Schedule, state: TrainState, step: int) -> float:
+    """The learning rate of ``step`` as applied (the schedule times any reduce-on-plateau factor)."""
+    return float(schedule(step)) * plateau.scale_of(state.opt_state)
 
 
 def create(params, tx: optax.GradientTransformation, seed: int) -> TrainState:

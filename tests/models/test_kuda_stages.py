@@ -86,6 +86,11 @@ def test_mosi_pretrains_on_the_english_simsv2_knowledge_dataset(tmp_path):
         assert s2.dataset.name == c.dataset.name and s2.dataset.feat_dims.audio == c.dataset.feat_dims.audio
         assert (s2.model.audio_len, s2.model.video_len) == (c.dataset.max_len.audio, c.dataset.max_len.video)
         assert stage2.warm_start_fit == "fitting"
+        # Evaluation and prediction configure the final stage only: no knowledge dataset needed.
+        c.stage1.dataset.root = str(tmp_path / "nowhere")
+        last = stages_lib.final(c, "/w")
+        assert (last.stage.name, last.run_dir, last.config.model.stage) == ("stage2", "/w/stage2", 2)
+        assert last.stage.warm_start_fit == "fitting" and last.config.dataset.name == c.dataset.name
     c.stage1.dataset.root, c.stage1.target = "", "multimodal"  # switch: stage 1 on the target's label
     runs = _recipe(c)
     assert runs[0][1].dataset.name == c.dataset.name and runs[-1][2].warm_start_fit == "strict"
@@ -188,3 +193,27 @@ def test_both_stages_end_to_end(tmp_path):
     with open(os.path.join(work, "stage2", "report.md")) as f:
         assert "(plots/ratios_test.png)" in f.read()
     assert os.path.getsize(os.path.join(work, "stage2", "plots", "ratios_test.png")) > 5000
+
+
+@pytest.mark.slow
+def test_a_finished_run_evaluates_and_predicts_without_its_knowledge_dataset(tmp_path):
+    """A run whose knowledge dataset (a real release: not synthetic) is gone: training stops at planning
+    (DataError), but eval and predict need only the final stage's folder and work. The finished run is
+    made by training its final stage alone (what `loop.run` does last; the stage-1 runs only feed its
+    warm start, which evaluation never reads)."""
+    c = kuda_config("tiny")
+    c.num_epochs = c.patience = 1
+    c.dataset.root, c.dataset.bert_path = str(tmp_path / "data"), str(tmp_path / "data" / "bert")
+    c.stage1.dataset.root = str(tmp_path / "knowledge_gone")
+    c.stage1.dataset.synthetic = ml_collections.ConfigDict()  # a real release, expected at its root
+    work = str(tmp_path / "run")
+    with pytest.raises(DataError, match="knowledge dataset"):
+        stages_lib.plan(c, work)
+    last = stages_lib.final(c, work)
+    loop.train_and_evaluate(last.config, last.run_dir)
+    ev = loop.run_evaluation(c, work)
+    assert ev.run_dir == os.path.join(work, "stage2") and np.isfinite(ev.results["test"]["mae"])
+    from mmfuse_jax.predictor import Predictor
+
+    out = Predictor.from_workdir(ev.run_dir).predict("a fine day", np.zeros((5, c.dataset.feat_dims.audio)))
+    assert np.isfinite(out["score"]) and out["missing_modalities"] == ["video"]

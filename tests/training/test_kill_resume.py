@@ -68,8 +68,8 @@ def env(tmp_path_factory):
             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
 
-def train_args(bench, workdir, prepared, *extra):
-    return ["train.py", f"--config={REPO}/configs/early_fusion.py:tiny", f"--workdir={workdir}",
+def train_args(bench, workdir, prepared, *extra, config="early_fusion.py:tiny"):
+    return ["train.py", f"--config={REPO}/configs/{config}", f"--workdir={workdir}",
             f"--config.dataset.root={bench}", f"--config.dataset.bert_path={bench}/bert",
             f"--config.dataset.prepared_dir={prepared}", f"--config.num_epochs={EPOCHS}",
             f"--config.batch_size={BATCH}", f"--config.eval_batch_size={BATCH}",
@@ -245,3 +245,24 @@ def test_sigint_mid_epoch_saves_exits_130_and_resumes_exactly(bench, prepared, e
     last = steps_in(os.path.join(ref, "checkpoints"))[-1]
     assert_trees_equal(restore_tree(os.path.join(ref, "checkpoints", str(last), "state")),
                        restore_tree(os.path.join(cut, "checkpoints", str(last), "state")))
+
+
+def test_plateau_schedule_resumes_exactly(bench, prepared, env, tmp_path):
+    """MulT's reduce-on-plateau schedule (patience 0; a 99 % relative threshold makes every epoch after
+    the first a bad one, so epoch 2's dev score cuts the lr 10x): a run resumed from the mid-epoch
+    checkpoint of epoch 3 continues at the cut lr and logs the same numbers and final state as the full run."""
+    full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
+    args = lambda wd: train_args(bench, wd, prepared, "--config.optimizer.plateau.patience=0",
+                                 "--config.optimizer.plateau.threshold=0.99", "--config.optimizer.plateau.mode=min",
+                                 "--config.optimizer.plateau.metric=acc", config="mult.py:tiny")
+    finish(start(args(full), str(tmp_path / "full.log"), env))
+    lr_by_epoch = {r["epoch"]: r["lr"] for r in read_metrics(full) if "train_loss" in r}
+    base = lr_by_epoch[1]
+    assert [lr_by_epoch[e] / base for e in (1, 2, 3)] == pytest.approx([1.0, 1.0, 0.1])
+    assert steps_in(os.path.join(full, "checkpoints")) == [FINAL - 2, FINAL]
+    shutil.copytree(full, cut)
+    shutil.rmtree(os.path.join(cut, "checkpoints", str(FINAL)))
+    assert f"resumed from step {FINAL - 2}" in finish(start(args(cut), str(tmp_path / "cut.log"), env))
+    assert numbers(cut) == numbers(full)
+    assert_trees_equal(restore_tree(os.path.join(full, "checkpoints", str(FINAL), "state")),
+                       restore_tree(os.path.join(cut, "checkpoints", str(FINAL), "state")))
