@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, synthetic_dataset
 from flax import traverse_util
 
 from mmfuse_jax import report
@@ -151,6 +151,7 @@ def test_both_stages_end_to_end(tmp_path):
     c.dataset.bert_path = str(tmp_path / "data" / "bert")
     c.stage1.dataset.root = str(tmp_path / "knowledge")
     c.stage1.dataset.bert_path = str(tmp_path / "knowledge" / "bert")
+    synthetic_dataset(c.dataset)  # the target from the session's copy; the knowledge data stage 1 writes
     work = str(tmp_path / "run")
     results = loop.run(c, work)
     assert list(results) == ["stage1_text", "stage1_video", "stage1_audio", "stage2"]
