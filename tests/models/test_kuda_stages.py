@@ -123,9 +123,14 @@ def test_frozen_parameters_get_no_update_at_all():
     tx = state_lib.make_optimizer(opt, 10, stages_lib.plan(kuda_config("sims"), "/w")[-1].stage.frozen)
     state = tx.init(params)
     new = params
-    for _ in range(3):
+
+    @jax.jit  # one compile instead of an eager dispatch (and compile) per optimizer op
+    def step(new, state):
         updates, state = tx.update(jax.tree_util.tree_map(jnp.ones_like, new), state, new)
-        new = jax.tree_util.tree_map(lambda p, u: p + u, new, updates)
+        return jax.tree_util.tree_map(lambda p, u: p + u, new, updates), state
+
+    for _ in range(3):
+        new, state = step(new, state)
     frozen = {"/".join(k): bool(np.array_equal(v, traverse_util.flatten_dict(params)[k]))
               for k, v in traverse_util.flatten_dict(new).items()}
     assert frozen == {"text_encoder/adapter_0/down_project/kernel": True,
