@@ -42,10 +42,10 @@ notebook: $(STAMP)
 	$(BIN)/python -m pytest -q tests/test_notebook.py
 
 test: lint
-	$(BIN)/python -m pytest -q -n 2 --durations=15 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15 tests
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow" tests
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.all_models --steps=10

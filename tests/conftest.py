@@ -4,9 +4,24 @@ from __future__ import annotations
 import csv
 import os
 import pickle
+import shutil
 import sys
+import tempfile
 
-import jax
+# One folder per test session, shared by both xdist workers and every train.py/eval.py subprocess they
+# start (they inherit the environment): a persistent XLA compilation cache (the suite compiles the same
+# tiny models many times, and on 2 CPU cores compiling is most of its time) and the synthetic datasets
+# `synthetic_copy` writes once. Fresh each session and removed at its end, so a run from a clean clone
+# pays what a clean clone pays. Set before jax is imported: jax reads these at import.
+_OWN_SHARED = "MMFUSE_TESTS_SHARED" not in os.environ
+if _OWN_SHARED:
+    os.environ["MMFUSE_TESTS_SHARED"] = tempfile.mkdtemp(prefix="mmfuse-tests-")
+SHARED = os.environ["MMFUSE_TESTS_SHARED"]
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(SHARED, "xla"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 4)  # before any backend starts
 
@@ -16,6 +31,44 @@ import pytest  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
+
+
+def pytest_unconfigure(config):
+    if _OWN_SHARED:  # the process that made the folder (the xdist controller) removes it
+        shutil.rmtree(SHARED, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The end-to-end (`slow`) tests first, so that xdist hands them out at the start rather than
+    leaving one to run alone at the end (a stable sort: the same order in every worker)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def synthetic_copy(dest: str, generator: str, spec) -> str:
+    """``synthetic.GENERATORS[generator].write(dest, spec)``, written once per session (shared by the
+    workers under a file lock) and copied: most of a write is initialising its random BERT."""
+    import fcntl
+    import hashlib
+
+    from mmfuse_jax.data import synthetic
+
+    src = os.path.join(SHARED, "data", hashlib.sha256(repr((generator, spec)).encode()).hexdigest()[:20])
+    os.makedirs(os.path.dirname(src), exist_ok=True)
+    with open(src + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(src + ".done"):
+            shutil.rmtree(src, ignore_errors=True)
+            synthetic.GENERATORS[generator].write(src, spec)
+            open(src + ".done", "w").close()
+    shutil.copytree(src, dest, dirs_exist_ok=True)
+    return dest
+
+
+def synthetic_dataset(ds) -> str:
+    """`synthetic_copy` of the benchmark a dataset config's ``synthetic`` field names, at its root."""
+    from mmfuse_jax.data import synthetic
+
+    return synthetic_copy(ds.root, ds.synthetic.generator, synthetic.spec_of(ds.synthetic))
 
 
 def write_mintrec(root, rows, *, audio_dim=6, video_dim=5, extra_keys=0, seed=0, audio=None, video=None):
@@ -73,8 +126,8 @@ def tiny_synthetic(tmp_path_factory):
     from mmfuse_jax.data import synthetic
 
     root = str(tmp_path_factory.mktemp("synthetic") / "bench")
-    synthetic.write(root, synthetic.SyntheticSpec(train=96, dev=40, test=40, bert_hidden=24, bert_heads=2))
-    return root
+    return synthetic_copy(root, "mintrec", synthetic.SyntheticSpec(train=96, dev=40, test=40, bert_hidden=24,
+                                                                   bert_heads=2))
 
 
 def tiny_config(model: str, root: str, **overrides):

@@ -17,6 +17,7 @@ import pytest
 from conftest import REPO
 
 CONFIG = f"{REPO}/configs/early_fusion.py:tiny"
+pytestmark = pytest.mark.xdist_group("finished_run")  # one worker trains the module's run (--dist loadgroup)
 
 
 def _cli(*args, timeout=600, **kw):
@@ -37,7 +38,7 @@ def checksums(folder: str) -> dict[str, str]:
 def data_flags(root: str) -> list[str]:
     return [f"--config.dataset.root={root}", f"--config.dataset.bert_path={root}/bert",
             "--config.dataset.synthetic={}", "--config.num_epochs=1", "--config.batch_size=16",
-            "--config.eval_batch_size=16"]
+            "--config.eval_batch_size=16", "--config.dataset.num_buckets=1"]  # one shape: one compile
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import chex
 import jax
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, synthetic_dataset
 from flax import traverse_util
 from mult_fixtures import feature_batch, load_config
 
@@ -116,7 +116,10 @@ def test_frozen_gate_end_to_end_through_the_cli(tmp_path):
     work, bench = str(tmp_path / "run"), str(tmp_path / "bench")
     flags = [f"--config={REPO}/configs/hct_dmg.py:tiny", f"--workdir={work}", f"--config.dataset.root={bench}",
              f"--config.dataset.bert_path={bench}/bert"]
-    flags += ["--config.num_epochs=1", "--config.gate_freeze.epochs=1"]
+    flags += ["--config.num_epochs=1", "--config.gate_freeze.epochs=1", "--config.dataset.num_buckets=1"]
+    ds = load_config("hct_dmg", "tiny").dataset
+    ds.root = bench
+    synthetic_dataset(ds)  # the session's copy of the preset's benchmark (train.py finds it complete)
     r = _cli("train.py", *flags)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     learned = _flat(read_checkpoint(os.path.join(work, "learn_gate"), "best")[0])

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, synthetic_copy
 
 pytestmark = pytest.mark.slow
 
@@ -19,8 +19,8 @@ def bench(tmp_path_factory):
     from mmfuse_jax.data import synthetic
 
     root = str(tmp_path_factory.mktemp("faults") / "bench")
-    synthetic.write(root, synthetic.SyntheticSpec(train=64, dev=32, test=32, bert_hidden=24, bert_heads=2))
-    return root
+    return synthetic_copy(root, "mintrec", synthetic.SyntheticSpec(train=64, dev=32, test=32, bert_hidden=24,
+                                                                   bert_heads=2))
 
 
 def train(bench, workdir, *extra, root=None):

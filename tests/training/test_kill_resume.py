@@ -33,7 +33,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, synthetic_copy
 
 from mmfuse_jax.training.logging import read_metrics
 
@@ -50,8 +50,8 @@ def bench(tmp_path_factory):
     from mmfuse_jax.data import synthetic
 
     root = str(tmp_path_factory.mktemp("kill_resume") / "bench")
-    synthetic.write(root, synthetic.SyntheticSpec(train=TRAIN, dev=32, test=32, bert_hidden=24, bert_heads=2))
-    return root
+    return synthetic_copy(root, "mintrec", synthetic.SyntheticSpec(train=TRAIN, dev=32, test=32, bert_hidden=24,
+                                                                   bert_heads=2))
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +61,9 @@ def prepared(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    cache = str(tmp_path_factory.mktemp("jax_cache"))
-    return {**os.environ, "PYTHONUNBUFFERED": "1",  # a killed run's log is whole
-            "JAX_COMPILATION_CACHE_DIR": cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+def env():
+    # os.environ carries the session's persistent compilation cache (conftest)
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}  # a killed run's log is whole
 
 
 def train_args(bench, workdir, prepared, *extra, config="early_fusion.py:tiny"):

@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, tiny_config
+from conftest import REPO, synthetic_copy, synthetic_dataset, tiny_config
 
 from mmfuse_jax.training import loop
 from mmfuse_jax.training.logging import read_metrics
@@ -23,22 +23,31 @@ def bench(tmp_path_factory):
     from mmfuse_jax.data import synthetic
 
     root = str(tmp_path_factory.mktemp("e2e") / "bench")
-    synthetic.write(root, synthetic.SyntheticSpec(train=320, dev=96, test=96))
-    return root
+    return synthetic_copy(root, "mintrec", synthetic.SyntheticSpec(train=320, dev=96, test=96))
 
 
-def test_fusion_beats_text_only(bench, tmp_path):
-    results = {}
-    for name in ("text_only", "early_fusion"):
-        workdir = str(tmp_path / name)
-        summary = loop.train_and_evaluate(tiny_config(name, bench), workdir)
-        assert summary["compiles"] <= 4  # at most one compilation per length bucket
-        results[name] = loop.evaluate(tiny_config(name, bench), workdir).results
-        assert os.path.exists(os.path.join(workdir, "eval_test.json"))
-        assert os.listdir(os.path.join(workdir, "best")) and os.listdir(os.path.join(workdir, "checkpoints"))
-        records = read_metrics(workdir)
-        train = [r["train_loss"] for r in records if "train_loss" in r]
-        assert train[-1] < train[0]  # the loss falls
+def _train_and_evaluate(name: str, bench: str, workdir: str, **overrides) -> dict:
+    """Train and evaluate the tiny preset of ``name``: the test results (checking what every run leaves)."""
+    summary = loop.train_and_evaluate(tiny_config(name, bench, **overrides), workdir)
+    assert summary["compiles"] <= tiny_config(name, bench, **overrides).dataset.num_buckets  # one per length bucket
+    results = loop.evaluate(tiny_config(name, bench, **overrides), workdir).results
+    assert os.path.exists(os.path.join(workdir, "eval_test.json"))
+    assert os.listdir(os.path.join(workdir, "best")) and os.listdir(os.path.join(workdir, "checkpoints"))
+    records = read_metrics(workdir)
+    train = [r["train_loss"] for r in records if "train_loss" in r]
+    assert train[-1] < train[0]  # the loss falls
+    return results
+
+
+@pytest.fixture(scope="module")
+def text_only(bench, tmp_path_factory):
+    """The text_only baseline every fusion model here is compared with, trained once for the module."""
+    return _train_and_evaluate("text_only", bench, str(tmp_path_factory.mktemp("text_only")))
+
+
+@pytest.mark.xdist_group("text_only_baseline")  # one worker trains the shared baseline (--dist loadgroup)
+def test_fusion_beats_text_only(bench, text_only, tmp_path):
+    results = {"text_only": text_only, "early_fusion": _train_and_evaluate("early_fusion", bench, str(tmp_path))}
     text = results["text_only"]["test"]["acc"]
     assert text <= 0.7, results  # text alone cannot tell the two intents of a pair apart
     assert results["early_fusion"]["test"]["acc"] >= 0.85, results
@@ -50,7 +59,7 @@ def test_dyken_hyena_beats_text_only(bench, tmp_path_factory):
     from mmfuse_jax.data import synthetic
 
     root = str(tmp_path_factory.mktemp("e2e_dyken") / "bench")
-    synthetic.write(root, synthetic.SyntheticSpec(train=800, dev=96, test=96))
+    synthetic_copy(root, "mintrec", synthetic.SyntheticSpec(train=800, dev=96, test=96))
     workdir = str(tmp_path_factory.mktemp("dyken_run"))
     config = tiny_config("dyken_hyena", root, **{"optimizer.lr": 1e-3, "num_epochs": 8})
     loop.train_and_evaluate(config, workdir)
@@ -70,6 +79,7 @@ def test_open_intent_on_the_synthetic_mintrec2_variant(tmp_path):
     config = mod.get_config("tiny_mintrec2")
     config.dataset.root = str(tmp_path / "bench2")
     config.dataset.bert_path = str(tmp_path / "bench2" / "bert")
+    synthetic_dataset(config.dataset)
     workdir = str(tmp_path / "run")
     loop.train_and_evaluate(config, workdir)
     res = loop.evaluate(config, workdir).results
@@ -138,20 +148,17 @@ def test_cli_user_errors_are_one_clear_line(bench, tmp_path):
 
 
 def test_bfloat16_compute_still_learns(bench, tmp_path):
-    config = tiny_config("early_fusion", bench, compute_dtype="bfloat16")
+    config = tiny_config("early_fusion", bench, compute_dtype="bfloat16", **{"dataset.num_buckets": 1})
     workdir = str(tmp_path / "bf16")
     loop.train_and_evaluate(config, workdir)
     res = loop.evaluate(config, workdir).results
     assert res["test"]["acc"] >= 0.85, res
 
 
-def test_mvcl_daf_beats_text_only(bench, tmp_path):
+@pytest.mark.xdist_group("text_only_baseline")
+def test_mvcl_daf_beats_text_only(bench, text_only, tmp_path):
     """MVCL-DAF++ (coarse-to-fine fusion + prototype and multi-view losses) on the tiny benchmark."""
-    results = {}
-    for name in ("text_only", "mvcl_daf"):
-        workdir = str(tmp_path / name)
-        summary = loop.train_and_evaluate(tiny_config(name, bench), workdir)
-        assert summary["compiles"] <= 4
-        results[name] = loop.evaluate(tiny_config(name, bench), workdir).results
+    mvcl = _train_and_evaluate("mvcl_daf", bench, str(tmp_path), **{"dataset.num_buckets": 1})  # one compile
+    results = {"text_only": text_only, "mvcl_daf": mvcl}
     text, mvcl = results["text_only"]["test"]["acc"], results["mvcl_daf"]["test"]["acc"]
     assert mvcl >= 0.85 and mvcl - text >= 0.2, results
