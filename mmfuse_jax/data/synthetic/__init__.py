@@ -60,8 +60,8 @@ def ensure(ds: Any) -> None:
 
 
 def _check_written(root: str, module: ModuleType, spec: Any) -> None:
-    """A benchmark already under ``root`` must be the one asked for (a knob changed with the same root
-    would silently reuse the old data): compares the fields a preset stores with ``synthetic.json``
+    """A benchmark already under ``root`` must have the knobs asked for (a knob changed with the same
+    root would silently reuse the old data): compares the knob fields with ``synthetic.json``
     (a benchmark written before that file existed has every knob at 0)."""
     import json
 
@@ -72,7 +72,9 @@ def _check_written(root: str, module: ModuleType, spec: Any) -> None:
     else:
         written = dict.fromkeys(KNOB_FIELDS, 0.0)
     for k in module.CONFIG_FIELDS:
-        if k in written and _plain(written[k]) != _plain(getattr(spec, k)):
+        # Only the knobs: a test or a user may point a preset at a root written with other sizes on
+        # purpose, but a changed incongruity/noise level reusing old data would fake an experiment.
+        if k in KNOB_FIELDS and k in written and _plain(written[k]) != _plain(getattr(spec, k)):
             raise ConfigError(f"{path}: the synthetic benchmark under {root} was written with {k}={written[k]!r}, "
                               f"the config asks for {getattr(spec, k)!r}: set another --config.dataset.root "
                               "(and --config.dataset.bert_path) or delete that folder")
