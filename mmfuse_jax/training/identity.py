@@ -87,7 +87,9 @@ def differences(saved: dict, asked: dict) -> tuple[list[tuple[str, Any, Any]], l
     """(identity differences, resumable differences) as ``(key, saved, asked)`` rows."""
     a, b = flatten(saved), flatten(asked)
     for key in set(b) - set(a):  # a field added later reads as its old behaviour in an older run
-        a.update({key: v for suffix, v in ADDED_FIELDS.items() if key.endswith(suffix)})
+        for suffix, old in ADDED_FIELDS.items():
+            if key.endswith(suffix):
+                a[key] = old
     rows = [(k, a.get(k, "<unset>"), b.get(k, "<unset>")) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     return [r for r in rows if not _resumable(r[0])], [r for r in rows if _resumable(r[0])]
 
