@@ -112,11 +112,12 @@ class Ours:
         self.jax.block_until_ready(self.state.params)
         return {"epoch_s": time.perf_counter() - t0, "examples": len(self.rows)}
 
-    def warm_up(self) -> None:  # one step of every bucket shape compiles it
+    def warm_up(self) -> None:  # one step of every bucket shape compiles it (inputs placed as in training)
+        from mmfuse_jax.training import sharding
+
         for k in sorted({k for _, k in self.plan(0)}):
             idx = next(i for i, b in self.plan(0) if b == k)
-            batch = {key: self.jax.numpy.asarray(v) for key, v in self.collate(idx, k).items()}
-            self.state, m = self.train_step(self.state, batch)
+            self.state, m = self.train_step(self.state, sharding.to_global(self.collate(idx, k), self.mesh))
         self.jax.block_until_ready(m["loss"])
 
 
@@ -162,9 +163,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     run = {"bench": "text_vs_transformers", "run": time.strftime("%Y-%m-%dT%H:%M:%S"), "torch_malloc": a.torch_malloc}
     records: list[dict] = []
 
-    def out(rec: dict) -> None:
+    def out(rec: dict) -> None:  # appended to --out at once: an interrupted run keeps its records
         records.append({**run, **rec})
         emit(records[-1])
+        if a.out:
+            os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
+            with open(a.out, "a") as f:
+                f.write(json.dumps(records[-1], sort_keys=True) + "\n")
 
     lengths = mintrec_like_lengths(a.n, 48, a.seed)
     worker = TorchWorker(a.torch_python, _worker_config(a, lengths),
@@ -192,10 +197,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
          "transformers_epoch_examples_per_s": med["transformers"]["epoch"],
          "ratio_step": med["ours"]["step"] / med["transformers"]["step"],
          "ratio_epoch": med["ours"]["epoch"] / med["transformers"]["epoch"]})
-    if a.out:
-        os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-        with open(a.out, "a") as f:
-            f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in records)
     return records
 
 

@@ -40,6 +40,9 @@ def get_config(arg: str | None = None):
     m.bert_path = c.dataset.get_ref("bert_path")  # follows --config.dataset.bert_path
     m.label_len = 4                     # our choice: the intent names are one to three words
     m.use_global = True                 # ablation: False = no Modality-Aware Transformer (MVCL-DAF's DAF)
+    m.coarse_view = "per_modality"      # paper: a global summary per modality, coarse-to-fine DAF inside the
+    #                                     modality encoders (its figure); 'text_queried' = one global vector
+    #                                     from text-queried features joined to the fusion (our first reading)
     m.encoder_layers = 2                # our choice (MVCL-DAF: 6-layer video transformer, audio BiLSTM)
     m.mat_layers = 2                    # our choice (not reported)
     m.num_heads = 8                     # our choice (BERT-base heads)

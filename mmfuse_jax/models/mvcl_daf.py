@@ -5,13 +5,27 @@ contrastive losses.
     p     = [CLS] text [SEP] [MASK]^K [SEP]                   text + K label slots (segment 1)
     H     = BERT(p)                                           fine-grained text tokens   [B, L', d]
     A, V  = SelfAttn_m(W_m x_m)                               audio / video encoders     [B, T_m, d]
+
+``coarse_view='per_modality'`` (the default, the paper's: a global summary per modality, and the
+coarse-to-fine DAF inside the modality encoders, where its Fig. places it):
+
+    g_t, g_a, g_v = MAT([z_t; z_a; z_v; H + e_t; A + e_a; V + e_v])_{0..2}   one summary per modality [B, d]
+    H, A, V = C2F(H, g_t), C2F(A, g_a), C2F(V, g_v)          coarse-to-fine in each encoder (`CoarseToFine`)
     Â, V̂  = Attn(Q = H, K = V = A | V)                        audio / video per text token [B, L', d]
+    F     = DAF(H, Â, V̂)                                      token-level fusion          [B, L', d]
+
+``coarse_view='text_queried'`` (this project's first reading): one global vector from the
+text-queried features, joined to the fusion:
+
+    Â, V̂  = Attn(Q = H, K = V = A | V)
     g     = MAT([z; H + e_text; Â + e_audio; V̂ + e_video])_0  Modality-Aware Transformer: coarse global [B, d]
     F     = DAF(H, Â, V̂, g)                                   coarse-to-fine fusion      [B, L', d]
-    e     = BERT pooler(F);  logits = W · Dropout(e)          ``embedding`` = e
+
+Both:  e = BERT pooler(F);  logits = W · Dropout(e)            ``embedding`` = e
 
 DAF, after the predecessor MVCL-DAF (DAF = PReLU(Dynamic layer([v; t])) ⊙ Linear(v); BiLSTM ->
-sigmoid modality attention, normalised over modalities), with the coarse g joined to its inputs:
+sigmoid modality attention, normalised over modalities), with the coarse g joined to its inputs
+('text_queried'; 'per_modality' has no g here, its g_m entered the encoders):
 
     u_m = PReLU_m(Dyn_m([X̂_m; H; g])) ⊙ W_m X̂_m                        m in (audio, video)
     s_m = sigmoid(w_m · [u_m; g]);  α_m = s_m / (Σ_m s_m + 1e-6)
@@ -47,11 +61,13 @@ Choices where the paper is silent (each a config field):
   * Audio/video encoders: Linear -> d, then ``encoder_layers`` MulT-style self-attention layers
     (`encoders/sequence.SequenceEncoder`, block 'crossmodal'; the predecessor used a 6-layer transformer for
     video, a BiLSTM for audio).
-  * MAT: a learned global token and learned modality-type embeddings over the concatenated text
-    tokens and the audio/video features aligned to them (3·L'+1 tokens: the raw frame sequences,
-    up to 480 + 230 on MIntRec, would cost 7x more), ``mat_layers`` pre-norm self-attention layers;
-    g = the global token's output. ``use_global=False`` drops the MAT and g everywhere (the
-    predecessor's DAF).
+  * MAT: learned global token(s) and modality-type embeddings, ``mat_layers`` pre-norm self-attention
+    layers. 'per_modality': one global token per modality over the text tokens and each modality's
+    own encoded frames (L' + T_a + T_v + 3 tokens: up to ~740 on MIntRec, the cost of the paper's
+    reading); 'text_queried': one token over the text tokens and the audio/video features aligned to
+    them (3·L'+1 tokens). C2F (the encoders' coarse-to-fine DAF) is the DAF below for one modality
+    and its own g_m, added to the tokens with a per-token sigmoid attention. ``use_global=False``
+    drops the MAT and every g (the predecessor's DAF), in both views.
   * Token-level alignment by text-queried attention (the predecessor's AlignSubNet pooled frames
     to the text length); a missing modality (all-zero mask) contributes nothing.
   * Dyn_m: ``daf_depth`` Dense layers (GELU between); the predecessor's BiLSTM scorer is a
@@ -61,7 +77,8 @@ Choices where the paper is silent (each a config field):
     adds its contrastive loss with weight 1; the prototype weight is not reported).
 
 Switches: ``prototype_weight=0`` / ``multiview_weight=0`` (loss ablations), ``use_global=False``
-(no coarse global view), ``temperature``, ``label_len``, ``encoder_layers``, ``mat_layers``, ``daf_depth``.
+(no coarse global view), ``coarse_view``, ``temperature``, ``label_len``, ``encoder_layers``, ``mat_layers``,
+``daf_depth``.
 """
 from __future__ import annotations
 
@@ -71,7 +88,6 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mmfuse_jax import losses, registry
 from mmfuse_jax.encoders.bert import BertConfig, BertModel
@@ -79,104 +95,74 @@ from mmfuse_jax.encoders.sequence import SequenceEncoder
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.layers.attention import MultiHeadAttention
 from mmfuse_jax.layers.crossmodal import CrossmodalLayer
+from mmfuse_jax.models.mvcl_prompt import label_table, prompt_sequence, slot_mean, tokenize_labels
+
+__all__ = ["MVCLDAF", "build", "label_table", "loss_fn", "make_loss", "prompt_sequence", "slot_mean",
+           "tokenize_labels"]
 
 NONVERBAL = ("audio", "video")
 VIEWS = ("text", "video", "audio", "fused")  # order of the multi-view views
-
-
-# ------------------------------------------------------------------------------ label-slot prompts
-
-def prompt_sequence(text_ids_bl, text_mask_bl, slot_ids_bk, slot_mask_bk, sep_id: int):
-    """[CLS] text [SEP] + K slot tokens + [SEP], right after each row's own text.
-
-    Returns ids, mask, segment ids (1 for the slots and the last [SEP]) [B, L+K+1] and the slot
-    positions [B, K]. Slots with slot_mask 0 are padding (mask 0). Padding of the text part is
-    zeroed first, so the ids under padding never matter.
-    """
-    length, k = text_ids_bl.shape[1], slot_ids_bk.shape[1]
-    total = length + k + 1
-    n_b = text_mask_bl.astype(jnp.int32).sum(1)
-    pad = ((0, 0), (0, k + 1))
-    mask = jnp.pad(text_mask_bl.astype(jnp.int32), pad)
-    ids = jnp.pad(text_ids_bl.astype(jnp.int32) * mask[:, :length], pad)
-    pos_t = jnp.arange(total)[None]
-    slot_pos_bk = n_b[:, None] + jnp.arange(k)[None]
-    at_slot_bkt = pos_t[:, None, :] == slot_pos_bk[:, :, None]
-    at_sep_bt = pos_t == (n_b + k)[:, None]
-    ids = ids + (at_slot_bkt * slot_ids_bk[:, :, None]).sum(1) + at_sep_bt * sep_id
-    mask = mask + (at_slot_bkt * slot_mask_bk[:, :, None].astype(jnp.int32)).sum(1) + at_sep_bt
-    segment = ((pos_t >= n_b[:, None]) * mask).astype(jnp.int32)
-    return ids.astype(jnp.int32), mask.astype(jnp.int32), segment, slot_pos_bk
-
-
-def slot_mean(x_btd: jax.Array, pos_bk: jax.Array, mask_bk: jax.Array) -> jax.Array:
-    """Mean of x over the slot positions with mask 1 -> [B, D] (zeros if none)."""
-    picked = jnp.take_along_axis(x_btd, pos_bk[..., None], axis=1)
-    m = mask_bk.astype(x_btd.dtype)[..., None]
-    return (picked * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
-
-
-def tokenize_labels(label_names: Sequence[str], vocab: str, bert_path: str, label_len: int,
-                    vocab_tokens: Sequence[str] = ()) -> dict:
-    """Intent names -> WordPiece ids (each truncated to ``label_len``, at least one token), plus the
-    [MASK] and [SEP] ids, from the checkpoint's tokenizer or the synthetic vocabulary (``vocab_tokens``)."""
-    if vocab == "checkpoint":
-        from mmfuse_jax.encoders.bert import load_tokenizer
-
-        tok = load_tokenizer(bert_path)
-
-        def encode(s):
-            return tok.convert_tokens_to_ids(tok.tokenize(s))
-        token_id = tok.convert_tokens_to_ids
-    elif vocab == "synthetic" and len(vocab_tokens):
-        from tokenizers import BertWordPieceTokenizer
-
-        # The synthetic BERT directory has no tokenizer_config.json: transformers then lower-cases.
-        wp = BertWordPieceTokenizer(vocab={w: i for i, w in enumerate(vocab_tokens)}, lowercase=True)
-
-        def encode(s):
-            return wp.encode(s, add_special_tokens=False).ids
-        token_id = wp.token_to_id
-    else:
-        raise ConfigError(f"config.model.label_vocab={vocab!r}: expected 'checkpoint' or 'synthetic' (with the "
-                          "vocabulary's tokens in config.model.vocab_tokens)")
-    unk = token_id("[UNK]")
-    tokens = tuple(tuple(int(i) for i in (encode(name) or [unk])[:label_len]) for name in label_names)
-    return {"label_tokens": tokens, "mask_token_id": int(token_id("[MASK]")), "sep_token_id": int(token_id("[SEP]"))}
-
-
-def label_table(label_tokens: Sequence[Sequence[int]], label_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Ragged name tokens -> ids [N, K] (0-padded) and mask [N, K]."""
-    ids = np.zeros((len(label_tokens), label_len), np.int32)
-    mask = np.zeros((len(label_tokens), label_len), np.int32)
-    for i, toks in enumerate(label_tokens):
-        ids[i, :len(toks)], mask[i, :len(toks)] = toks, 1
-    return ids, mask
+COARSE_VIEWS = ("per_modality", "text_queried")
 
 
 # ------------------------------------------------------------------------------------------ modules
 
 class ModalityAwareTransformer(nn.Module):
-    """Global token + modality-type embeddings over all modalities' tokens -> coarse global g [B, d]."""
+    """Global token(s) + modality-type embeddings over all modalities' tokens -> the coarse view:
+    one global g [B, d], or (``per_modality``) one summary per stream, g_m = its own global token
+    (+ its type embedding) after attending to every stream [B, S, d]."""
 
     num_heads: int
     num_layers: int
     dropout: float = 0.1
+    per_modality: bool = False
 
     @nn.compact
     def __call__(self, streams: Sequence[tuple[jax.Array, jax.Array]], *, train: bool):
         d = streams[0][0].shape[-1]
-        b = streams[0][0].shape[0]
+        b, dtype = streams[0][0].shape[0], streams[0][0].dtype
         init = nn.initializers.normal(0.02)
-        token = self.param("global_token", init, (d,))
         types = self.param("modality_embedding", init, (len(streams), d))
-        x = jnp.concatenate([jnp.broadcast_to(token.astype(streams[0][0].dtype), (b, 1, d))]
+        if self.per_modality:
+            lead = (self.param("global_tokens", init, (len(streams), d)) + types).astype(dtype)
+        else:
+            lead = self.param("global_token", init, (d,)).astype(dtype)[None]
+        n = lead.shape[0]
+        x = jnp.concatenate([jnp.broadcast_to(lead, (b, n, d))]
                             + [s + types[i].astype(s.dtype) for i, (s, _) in enumerate(streams)], axis=1)
-        mask = jnp.concatenate([jnp.ones((b, 1), bool)] + [m.astype(bool) for _, m in streams], axis=1)
+        mask = jnp.concatenate([jnp.ones((b, n), bool)] + [m.astype(bool) for _, m in streams], axis=1)
         for i in range(self.num_layers):
             x = CrossmodalLayer(self.num_heads, relu_dropout=self.dropout, res_dropout=self.dropout,
                                 name=f"layer_{i}")(x, None, mask, train=train)
-        return nn.LayerNorm(name="norm")(x[:, 0])
+        g = nn.LayerNorm(name="norm")(x[:, :n])
+        return g if self.per_modality else g[:, 0]
+
+
+def _prelu(module: nn.Module, name: str, z: jax.Array) -> jax.Array:
+    slope = module.param(name, nn.initializers.constant(0.25), ())
+    return jnp.where(z >= 0, z, slope.astype(z.dtype) * z)
+
+
+class CoarseToFine(nn.Module):
+    """The coarse-to-fine DAF inside one modality encoder (``coarse_view='per_modality'``): the
+    modality's tokens X [B, T, d] refined by its coarse summary g_m [B, d]:
+
+        u = PReLU(Dyn([X; g_m])) ⊙ W X;   a = sigmoid(w · [u; g_m]);   X̃ = Dropout(LN(X + a ⊙ u))
+    """
+
+    depth: int = 2
+    dropout: float = 0.1
+
+    @nn.compact
+    def __call__(self, x_btd, g_bd, *, train: bool):
+        d = x_btd.shape[-1]
+        ctx = jnp.broadcast_to(g_bd[:, None, :], x_btd.shape)
+        z = jnp.concatenate([x_btd, ctx], axis=-1)
+        for i in range(self.depth):  # the dynamic layer Dyn([X; g_m])
+            z = nn.Dense(d, name=f"dynamic_{i}")(z if i == 0 else nn.gelu(z))
+        u = _prelu(self, "prelu", z) * nn.Dense(d, name="value")(x_btd)
+        a = nn.sigmoid(nn.Dense(1, name="score")(jnp.concatenate([u, ctx], axis=-1)))
+        return nn.Dropout(self.dropout)(nn.LayerNorm(name="norm")(x_btd + a * u), deterministic=not train)
 
 
 class DynamicAttentionFusion(nn.Module):
@@ -194,8 +180,7 @@ class DynamicAttentionFusion(nn.Module):
             z = jnp.concatenate([x_btd, h_btd, *ctx], axis=-1)
             for i in range(self.depth):  # the dynamic layer: Dyn_m([X̂_m; H; g])
                 z = nn.Dense(d, name=f"{m}_dynamic_{i}")(z if i == 0 else nn.gelu(z))
-            slope = self.param(f"{m}_prelu", nn.initializers.constant(0.25), ())
-            gate = jnp.where(z >= 0, z, slope.astype(z.dtype) * z)
+            gate = _prelu(self, f"{m}_prelu", z)
             present = present_b.astype(h_btd.dtype)[:, None, None]
             u = gate * nn.Dense(d, name=f"{m}_value")(x_btd) * present
             s = nn.sigmoid(nn.Dense(1, name=f"{m}_score")(jnp.concatenate([u, *ctx], axis=-1))) * present
@@ -217,6 +202,7 @@ class MVCLDAF(nn.Module):
     sep_token_id: int
     label_len: int = 4
     use_global: bool = True
+    coarse_view: str = "per_modality"  # or 'text_queried' (module docstring)
     encoder_layers: int = 2
     mat_layers: int = 2
     num_heads: int = 8
@@ -251,11 +237,14 @@ class MVCLDAF(nn.Module):
             frames[m] = SequenceEncoder(d, self.num_heads, self.encoder_layers, self.dropout,
                                         name=f"{m}_encoder")(batch[m], batch[f"{m}_mask"], train=train)
             present[m] = batch[f"{m}_mask"].any(axis=1)
+        per_modality = self.use_global and self.coarse_view == "per_modality"
+        if per_modality:  # coarse summaries of every modality, then coarse-to-fine inside each encoder
+            h, frames = self._coarse_to_fine(h, mask, frames, batch, train=train)
         aligned = {m: MultiHeadAttention(self.num_heads, d, dropout=self.dropout, name=f"{m}_alignment")(
             h, frames[m], batch[f"{m}_mask"], train=train) * present[m].astype(h.dtype)[:, None, None]
             for m in NONVERBAL}
         g = None
-        if self.use_global:  # a missing modality's tokens are masked out of the MAT
+        if self.use_global and not per_modality:  # a missing modality's tokens are masked out of the MAT
             g = ModalityAwareTransformer(self.num_heads, self.mat_layers, self.dropout, name="mat")(
                 [(h, mask)] + [(aligned[m], mask * present[m][:, None]) for m in NONVERBAL], train=train)
         fused = DynamicAttentionFusion(self.daf_depth, self.dropout, name="daf")(
@@ -268,6 +257,17 @@ class MVCLDAF(nn.Module):
             views = {"text": h, "video": aligned["video"], "audio": aligned["audio"], "fused": fused}
             out["multiview_views"] = jnp.stack([slot_mean(views[v], slot_pos, ones_bk) for v in VIEWS], axis=1)
         return out
+
+    def _coarse_to_fine(self, h, mask, frames: dict, batch: dict, *, train: bool):
+        """The paper's coarse view (module docstring): the MAT over the text tokens and each modality's
+        own encoded frames gives g_text, g_audio, g_video; each encoder's tokens are then refined by
+        its own summary (`CoarseToFine`). Returns the refined text tokens and frames."""
+        streams = [(h, mask)] + [(frames[m], batch[f"{m}_mask"]) for m in NONVERBAL]
+        g = ModalityAwareTransformer(self.num_heads, self.mat_layers, self.dropout, per_modality=True,
+                                     name="mat")(streams, train=train)
+        refined = [CoarseToFine(self.daf_depth, self.dropout, name=f"{m}_coarse_to_fine")(x, g[:, i], train=train)
+                   for i, (m, (x, _)) in enumerate(zip(("text", *NONVERBAL), streams))]
+        return refined[0], dict(zip(NONVERBAL, refined[1:]))
 
     def _gold_names(self, label_b):
         """Name tokens [B, K] and their mask of each row's gold intent (OOS rows: intent 0, ignored by the loss)."""
@@ -322,7 +322,10 @@ def build(cfg, info: dict) -> MVCLDAF:
                           f"{num_classes} classes")
     prompt = tokenize_labels(cfg.label_names, cfg.label_vocab, cfg.bert_path, cfg.label_len,
                              cfg.get("vocab_tokens", ()))
-    fields = ("label_len", "use_global", "encoder_layers", "mat_layers", "num_heads", "daf_depth", "dropout")
+    if cfg.get("coarse_view", "per_modality") not in COARSE_VIEWS:
+        raise ConfigError(f"config.model.coarse_view={cfg.coarse_view!r}: expected one of {list(COARSE_VIEWS)}")
+    fields = ("label_len", "use_global", "coarse_view", "encoder_layers", "mat_layers", "num_heads", "daf_depth",
+              "dropout")
     return MVCLDAF(bert=bert, num_classes=num_classes, multiview_views=cfg.multiview_weight > 0, **prompt,
                    **{f: cfg[f] for f in fields})
 

@@ -220,7 +220,8 @@ def test_every_loss_reaches_every_encoder(default):
         return jnp.stack([aux["prototype"], aux["multiview"]])
 
     grads = jax.jit(jax.jacrev(terms))(p)   # one compilation for both terms
-    encoders = ("bert", "audio_encoder", "video_encoder", "mat", "daf", "audio_alignment", "video_alignment")
+    encoders = ("bert", "audio_encoder", "video_encoder", "mat", "daf", "audio_alignment", "video_alignment",
+                "text_coarse_to_fine", "audio_coarse_to_fine", "video_coarse_to_fine")
     for t, term in enumerate(("prototype", "multiview")):
         norms = {k: float(sum(jnp.sum(jnp.square(g[t])) for g in jax.tree_util.tree_leaves(v)))
                  for k, v in grads.items()}
@@ -242,11 +243,16 @@ def _shapes(**overrides):
 
 
 def test_switches_shape_the_model_and_the_loss(default):
-    p, out = _shapes(prototype_weight=0.0, multiview_weight=0.0, use_global=False)
-    assert "mat" not in p and "global_gate" not in p["daf"]
-    assert set(out) == {"logits", "embedding"}
-    p, out = _shapes(multiview_weight=0.0, daf_depth=3, encoder_layers=1)
+    for view in mvcl_daf.COARSE_VIEWS:
+        p, out = _shapes(prototype_weight=0.0, multiview_weight=0.0, use_global=False, coarse_view=view)
+        assert "mat" not in p and "global_gate" not in p["daf"] and not [k for k in p if "coarse_to_fine" in k]
+        assert set(out) == {"logits", "embedding"}
+    p, out = _shapes(multiview_weight=0.0, daf_depth=3, encoder_layers=1, coarse_view="text_queried")
     assert {"audio_dynamic_2", "global_gate"} <= set(p["daf"]) and "transformer" in p["audio_encoder"]
+    assert p["mat"]["global_token"].shape == (D,) and not [k for k in p if "coarse_to_fine" in k]
+    p, _ = _shapes(daf_depth=3)  # per_modality: a summary token per modality, C2F in every encoder
+    assert p["mat"]["global_tokens"].shape == (3, D) and "global_gate" not in p["daf"]
+    assert {"dynamic_2", "prelu", "score"} <= set(p["video_coarse_to_fine"]) and "text_coarse_to_fine" in p
     assert "multiview_anchor" not in out and "prototype_weight" not in out  # no hyperparameters in outputs
     # The loss takes its weights and τ from the config given to make_loss.
     m, params = default
@@ -272,3 +278,25 @@ def test_bad_settings_are_config_errors():
         _shapes(label_len=9)  # 7 text tokens + 9 slots + [SEP] > 16 positions
     with pytest.raises(ConfigError, match="label_vocab='nope'"):
         _shapes(label_vocab="nope")
+    with pytest.raises(ConfigError, match=r"coarse_view='global': expected one of \['per_modality', 'text_queried'\]"):
+        _shapes(coarse_view="global")
+
+
+def test_per_modality_summaries_come_from_each_modality_and_refine_its_encoder(default):
+    """The paper's coarse view: one summary per modality (distinct), audio's moves with the audio frames,
+    each encoder's tokens are refined by C2F; the switch to 'text_queried' changes the outputs."""
+    m, p = default
+    b = make_batch()
+    mod = registry.get("mvcl_daf").build(model_config("mvcl_daf"), {"num_classes": C, "bert": BERT})
+    inter = jax.jit(lambda params, batch: mod.apply({"params": params}, batch, train=False, capture_intermediates=True,
+                                                    mutable=["intermediates"])[1]["intermediates"])
+    got = inter(p, b)
+    g = got["mat"]["__call__"][0]
+    chex.assert_shape(g, (3, 3, D))  # [B, text/audio/video, d]
+    assert float(jnp.abs(g[:, 0] - g[:, 1]).min()) > 0 and float(jnp.abs(g[:, 1] - g[:, 2]).min()) > 0
+    chex.assert_shape(got["audio_coarse_to_fine"]["__call__"][0], b["audio"].shape[:2] + (D,))
+    chex.assert_shape(got["text_coarse_to_fine"]["__call__"][0], got["bert"]["__call__"][0]["sequence_output"].shape)
+    g2 = inter(p, dict(b, audio=b["audio"] + 1.0))["mat"]["__call__"][0]
+    assert float(jnp.abs(g2[:, 1] - g[:, 1]).max()) > 1e-4
+    tq, ptq = build(coarse_view="text_queried")
+    assert not np.allclose(m.apply({"params": p}, b)["logits"], tq.apply({"params": ptq}, b)["logits"], atol=1e-4)
