@@ -116,18 +116,37 @@ def saved_config(workdir: str) -> dict | None:
 
 
 # Fields added after run folders existed, by key suffix, with the value that reproduces a run saved
-# without them (the synthetic data knobs: 0 = the data as before), so an older run still resumes and
-# evaluates.
-ADDED_FIELDS = {".synthetic.incongruity": 0.0, ".synthetic.audio_noise": 0.0, ".synthetic.video_noise": 0.0}
+# without them, so an older run still resumes and evaluates: the synthetic data knobs (0 = the data as
+# before), the length buckets, the model switches of the fidelity/experiment work (a dict: by the
+# run's model_name), the schedule (a run without it trained with 'linear'). `_ASKED`: no effect on a
+# run saved without it (the plateau settings only act with schedule='plateau', compared on its own).
+_ASKED = object()
+ADDED_FIELDS: dict[str, Any] = {
+    ".synthetic.incongruity": 0.0, ".synthetic.audio_noise": 0.0, ".synthetic.video_noise": 0.0,
+    "dataset.buckets": "fixed", "dataset.read_options.tokenize_raw_text": False,
+    "model.coarse_view": "text_queried",
+    "model.fusion": {"kuda": "attention", "dyken_hyena": "dynamic_kernels"},
+    "model.text_input": "tokens", "model.output": "classification",
+    "optimizer.schedule": "linear",
+    **{f"optimizer.plateau.{k}": _ASKED for k in ("cooldown", "factor", "metric", "mode", "patience", "threshold")},
+}
+
+
+def _old_value(key: str, model_name: Any, asked: Any) -> Any:
+    """What a run saved before ``key`` existed used for it (`ADDED_FIELDS`), or a marker for unknown."""
+    for suffix, value in ADDED_FIELDS.items():
+        if key.endswith(suffix):
+            if isinstance(value, dict):
+                return value.get(model_name, "<unset>")
+            return asked if value is _ASKED else value
+    return "<unset>"
 
 
 def differences(saved: dict, asked: dict) -> tuple[list[tuple[str, Any, Any]], list[tuple[str, Any, Any]]]:
     """(identity differences, resumable differences) as ``(key, saved, asked)`` rows."""
     a, b = flatten(saved), flatten(asked)
     for key in set(b) - set(a):  # a field added later reads as its old behaviour in an older run
-        for suffix, value in ADDED_FIELDS.items():
-            if key.endswith(suffix):
-                a[key] = value
+        a[key] = _old_value(key, saved.get("model_name"), b[key])
     rows = [(k, a.get(k, "<unset>"), b.get(k, "<unset>")) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     return [r for r in rows if not _resumable(r[0])], [r for r in rows if _resumable(r[0])]
 

@@ -78,3 +78,32 @@ def test_a_run_saved_before_the_synthetic_knobs_still_matches(tmp_path):
     new.dataset.synthetic.incongruity = 0.3
     with pytest.raises(ConfigError, match="incongruity"):
         identity.check(str(tmp_path), new)
+
+
+def _saved_without(model: str, drop: tuple[str, ...], tmp_path):
+    """A run folder saved by an older version: today's tiny config without the ``drop`` fields."""
+    from conftest import tiny_config
+
+    saved = json.loads(tiny_config(model, str(tmp_path / "data")).to_json_best_effort())
+    for key in drop:
+        *path, leaf = key.split(".")
+        target = saved
+        for part in path:
+            target = target[part]
+        del target[leaf]
+    workdir = tmp_path / model
+    workdir.mkdir()
+    (workdir / "config.json").write_text(json.dumps(saved))
+    return str(workdir), tiny_config(model, str(tmp_path / "data"))
+
+
+def test_runs_saved_before_later_fields_existed_still_match_where_their_behaviour_is_unchanged(tmp_path):
+    workdir, config = _saved_without("dyken_hyena", ("model.fusion", "dataset.buckets"), tmp_path)
+    identity.check(workdir, config)  # the old behaviour is today's default
+    workdir, config = _saved_without("mvcl_daf", ("model.coarse_view",), tmp_path)
+    with pytest.raises(ConfigError, match="model.coarse_view='text_queried', you asked for 'per_modality'"):
+        identity.check(workdir, config)  # the default changed: an old MVCL-DAF++ run is another model
+    workdir, config = _saved_without("mult", ("optimizer.schedule", "optimizer.plateau"), tmp_path)
+    with pytest.raises(ConfigError) as e:
+        identity.check(workdir, config)
+    assert "optimizer.schedule='linear', you asked for 'plateau'" in str(e.value) and "plateau." not in str(e.value)
