@@ -92,6 +92,18 @@ def feature_array(features: Mapping[str, Any], key: str, path: str, dim: int, mo
     return x
 
 
+def numeric_array(value: Any, path: str, where: str) -> np.ndarray:
+    """``value`` as a numeric numpy array, or a `DataError` naming ``path`` and ``where`` (ragged nested
+    lists, strings, objects)."""
+    try:
+        x = np.asarray(value)
+    except (ValueError, TypeError) as e:  # ragged nested lists
+        raise DataError(path, where, "a numeric array", f"{e}") from None
+    if x.dtype == object or not np.issubdtype(x.dtype, np.number):
+        raise DataError(path, where, "a numeric array", f"dtype {x.dtype}")
+    return x
+
+
 def truncate(x: np.ndarray, max_len: int, modality: str, report: ReadReport) -> np.ndarray:
     # The official MIntRec padding code returns `feat[max_len, :]` (one row) when T >= max_len;
     # we keep the first max_len frames, which is what that code meant to do.

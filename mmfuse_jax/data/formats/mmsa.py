@@ -66,12 +66,7 @@ def _array(split: dict, key: str, path: str, where: str, ndim: int, n: int | Non
     if key not in split:
         raise DataError(path, f"{where}: key '{key}'", f"an MMSA split with keys {sorted(map(str, split))} + "
                         f"'{key}'", "missing")
-    try:
-        x = np.asarray(split[key])
-    except (ValueError, TypeError) as e:  # ragged nested lists
-        raise DataError(path, f"{where}: key '{key}'", "a numeric array", f"{e}") from None
-    if x.dtype == object or not np.issubdtype(x.dtype, np.number):
-        raise DataError(path, f"{where}: key '{key}'", "a numeric array", f"dtype {x.dtype}")
+    x = common.numeric_array(split[key], path, f"{where}: key '{key}'")
     if x.ndim != ndim or (n is not None and x.shape[0] != n):
         want = "[N" + ", ?" * (ndim - 1) + "]" if n is None else f"[{n}" + ", ?" * (ndim - 1) + "]"
         raise DataError(path, f"{where}: key '{key}'", f"shape {want}", f"{list(x.shape)}")

@@ -52,12 +52,7 @@ def _features(split: dict, modality: str, dim: int, n: int | None, path: str, wh
     if key not in split:
         raise DataError(path, f"{where}: key '{key}'", f"keys {sorted(set(KEYS.values()) | {'labels'})}",
                         f"keys {sorted(map(str, split))}")
-    try:
-        x = np.asarray(split[key])
-    except (ValueError, TypeError) as e:  # ragged nested lists
-        raise DataError(path, f"{where}: key '{key}'", "a numeric array", f"{e}") from None
-    if x.dtype == object or not np.issubdtype(x.dtype, np.number):
-        raise DataError(path, f"{where}: key '{key}'", "a numeric array", f"dtype {x.dtype}")
+    x = common.numeric_array(split[key], path, f"{where}: key '{key}'")
     if x.ndim != 3 or x.shape[2] != dim or (n is not None and x.shape[0] != n):
         want = f"[{'N' if n is None else n}, L, {dim}]"
         raise DataError(path, f"{where}: key '{key}'", f"float {want}", f"{list(x.shape)}")
