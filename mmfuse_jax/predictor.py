@@ -302,6 +302,14 @@ class Predictor:
         return res
 
 
+def _only_declared(params, declared):
+    """``params`` without the subtrees ``declared`` (the model's init shapes) does not have; anything
+    declared but missing stays missing, so the shape check below still names the mismatch."""
+    if not isinstance(params, dict) or not isinstance(declared, dict):
+        return params
+    return {k: _only_declared(v, declared[k]) for k, v in params.items() if k in declared}
+
+
 def _restore_best(exp, workdir: str) -> tuple[dict, dict]:
     """(params on ``exp``'s mesh, meta) of ``workdir``'s best checkpoint, checked against the model."""
     import jax
@@ -315,6 +323,9 @@ def _restore_best(exp, workdir: str) -> tuple[dict, dict]:
     params, meta = read_checkpoint(workdir, "best")
     batch = {k: jax.numpy.asarray(v) for k, v in exp.dummy_batch().items()}
     shapes = jax.eval_shape(lambda k: exp.model.init(k, batch, train=False)["params"], jax.random.PRNGKey(0))
+    # A loaded Hugging Face BERT brings parameters the model never calls (its pooler, when the model
+    # pools itself): they are trained along as dead weights (KuDA), so keep only what the model declares.
+    params = _only_declared(params, shapes)
     want = jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), shapes)
     got = jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), params)
     if jax.tree_util.tree_structure(want) != jax.tree_util.tree_structure(got) or want != got:

@@ -200,6 +200,13 @@ def test_both_stages_end_to_end(tmp_path):
     with open(os.path.join(work, "stage2", "report.md")) as f:
         assert "(plots/ratios_test.png)" in f.read()
     assert os.path.getsize(os.path.join(work, "stage2", "plots", "ratios_test.png")) > 5000
+    # The Predictor restores the final stage (its checkpoint also holds the loaded BERT's unused pooler).
+    from mmfuse_jax.predictor import Predictor
+
+    p = Predictor.from_workdir(os.path.join(work, "stage2"))
+    dims = dict(ev.config.dataset.feat_dims)
+    out = p.predict("a fine day", np.ones((5, dims["audio"]), np.float32), np.ones((4, dims["video"]), np.float32))
+    assert np.isfinite(out["score"]), out
 
 
 @pytest.mark.slow
