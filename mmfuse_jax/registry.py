@@ -62,6 +62,8 @@ class ModelSpec:
     result_keys: the key under which the predictor returns an eval output (default: its own name).
     analyses: names of `mmfuse_jax.analysis` analyses the report runs for this model.
     stages(config) -> the training recipe, a list of `Stage`s in training order.
+    added_fields: config keys this model gained after run folders existed, with the value that
+        reproduces a run saved without them (read by `training.identity`, so older runs still match).
     """
 
     name: str
@@ -74,6 +76,7 @@ class ModelSpec:
     result_keys: dict[str, str] = dataclasses.field(default_factory=dict)
     analyses: tuple[str, ...] = ()
     stages: Callable[[Any], list[Stage]] = single_stage
+    added_fields: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def fixed_loss(loss_fn: LossFn) -> Callable[[Any], LossFn]:

@@ -252,4 +252,5 @@ def build(cfg, info: dict) -> DyKenHyena:
 
 
 SPEC = registry.register(registry.ModelSpec("dyken_hyena", build, registry.fixed_loss(losses.affect_loss),
-                                            analyses=("embeddings",)))
+                                            analyses=("embeddings",),
+                                            added_fields={"model.fusion": "dynamic_kernels"}))

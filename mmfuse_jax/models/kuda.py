@@ -376,5 +376,5 @@ def build(cfg, info: dict) -> KuDA:
 SPEC = registry.register(registry.ModelSpec(
     "kuda", build, make_loss, task="regression", eval_outputs=("ratio", "unimodal_prediction"),
     output_labels={"ratio": MODALITIES, "unimodal_prediction": MODALITIES}, result_keys={"ratio": "modality_weights"},
-    analyses=("ratios",), stages=kuda_recipe.stages))
+    analyses=("ratios",), stages=kuda_recipe.stages, added_fields={"model.fusion": "attention"}))
 

@@ -116,16 +116,15 @@ def saved_config(workdir: str) -> dict | None:
 
 
 # Fields added after run folders existed, by key suffix, with the value that reproduces a run saved
-# without them, so an older run still resumes and evaluates: the synthetic data knobs (0 = the data as
-# before), the length buckets, the model switches of the fidelity/experiment work (a dict: by the
-# run's model_name), the schedule (a run without it trained with 'linear'). `_ASKED`: no effect on a
-# run saved without it (the plateau settings only act with schedule='plateau', compared on its own).
+# without them, so an older run still resumes and evaluates: the synthetic data knobs (0 = the data
+# as before), the length buckets, shared model switches (a model's own: `ModelSpec.added_fields`),
+# the schedule (a run without it trained with 'linear'). `_ASKED`: no effect on a run saved without
+# it (the plateau settings only act with schedule='plateau', compared on its own).
 _ASKED = object()
 ADDED_FIELDS: dict[str, Any] = {
     ".synthetic.incongruity": 0.0, ".synthetic.audio_noise": 0.0, ".synthetic.video_noise": 0.0,
     "dataset.buckets": "fixed", "dataset.read_options.tokenize_raw_text": False,
     "model.coarse_view": "text_queried",
-    "model.fusion": {"kuda": "attention", "dyken_hyena": "dynamic_kernels"},
     "model.text_input": "tokens", "model.output": "classification",
     "optimizer.schedule": "linear",
     **{f"optimizer.plateau.{k}": _ASKED for k in ("cooldown", "factor", "metric", "mode", "patience", "threshold")},
@@ -134,10 +133,11 @@ ADDED_FIELDS: dict[str, Any] = {
 
 def _old_value(key: str, model_name: Any, asked: Any) -> Any:
     """What a run saved before ``key`` existed used for it (`ADDED_FIELDS`), or a marker for unknown."""
-    for suffix, value in ADDED_FIELDS.items():
+    from mmfuse_jax import registry
+
+    own = registry.get(model_name).added_fields if model_name in registry.names() else {}
+    for suffix, value in {**ADDED_FIELDS, **own}.items():
         if key.endswith(suffix):
-            if isinstance(value, dict):
-                return value.get(model_name, "<unset>")
             return asked if value is _ASKED else value
     return "<unset>"
 
