@@ -1,9 +1,10 @@
-"""python -m mmfuse_jax.experiments NAME [--preset=demo] [--seeds=0,1,2] --out=DIR [--set field=value ...]
+"""python -m mmfuse_jax.experiments NAME [--preset=demo] [--seeds=0,1,2] --out=DIR [--store=DIR] [--set field=value ...]
 python -m mmfuse_jax.experiments --list
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -16,6 +17,8 @@ def main(argv: list[str] | None = None) -> None:
                    "(default: its first, demo)")
     p.add_argument("--seeds", default="0,1,2", help="seeds, e.g. 0,1,2 or 0-4 (default 0,1,2)")
     p.add_argument("--out", default="", help="output folder (runs are reused from it; required)")
+    p.add_argument("--store", default="", help="a folder of runs shared by experiments: a config trained for "
+                   "one (every seed) is reused by the others (default: none, runs live in OUT/runs)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="a config field set in every run, e.g. --set num_epochs=1 (repeatable)")
     args = p.parse_args(argv)
@@ -36,9 +39,10 @@ def main(argv: list[str] | None = None) -> None:
         from mmfuse_jax import sweep
 
         exp = experiments.get(args.name)
+        runner.use_compilation_cache(os.path.join(args.store or args.out, ".xla_cache"))
         table, failed = runner.run_experiment(exp, preset=args.preset or exp.presets[0],
                                               seeds=sweep.parse_seeds(args.seeds), out=args.out,
-                                              sets=runner.parse_sets(args.set), argv=argv)
+                                              sets=runner.parse_sets(args.set), argv=argv, store=args.store or None)
         failures.extend(failed)
         print("\n" + "\n".join(runner.to_markdown(table)))
         print(f"results: {args.out}/results.md")

@@ -5,10 +5,18 @@
     OUT/data/<dataset>__<knobs>/    synthetic data written with an experiment's knobs
     OUT/results.md, results.json    the experiment's table, notes and the command that made them
     OUT/results.png                 its plot, when it declares one
+
+With ``store=STORE`` (``--store``), a run is trained once per distinct config for every experiment
+that shares the store: ``STORE/<model>__<config hash>/seed_<k>``, linked from ``OUT/runs/<run>``
+(a relative symlink); synthetic data with knobs go to ``STORE/data``. Two experiments reaching
+the same entry at once take turns (a blocking lock on ``STORE/<entry>.lock``). A real folder
+already at ``OUT/runs/<run>`` (from a run without a store) is used as it is.
 """
 from __future__ import annotations
 
 import ast
+import fcntl
+import hashlib
 import importlib
 import json
 import os
@@ -56,7 +64,8 @@ def knob_slug(knobs: dict[str, float]) -> str:
 
 
 def build_config(run: Run, preset: str, out: str, sets: dict[str, Any]):
-    """The run's config: ``configs/<model>.py`` at its preset, its overrides, its data knobs, then ``sets``."""
+    """The run's config: ``configs/<model>.py`` at its preset, its overrides, its data knobs (data under
+    ``out/data``), then ``sets``."""
     mod = importlib.import_module(f"configs.{run.model}")
     c = mod.get_config(run.preset(preset))
     where = f"run {run.name!r}"
@@ -75,6 +84,51 @@ def build_config(run: Run, preset: str, out: str, sets: dict[str, Any]):
     return c
 
 
+def config_key(config) -> str:
+    """``<model>__<12 hex>``: the store entry of a config (a hash of its whole JSON, keys sorted)."""
+    text = json.dumps(json.loads(config.to_json_best_effort()), sort_keys=True)
+    return f"{config.model_name}__{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def run_folder(run: Run, config, out: str, store: str | None) -> str:
+    """Where ``run`` trains: ``OUT/runs/<name>``, or with a store its entry, linked from there."""
+    link = os.path.join(out, "runs", run.name)
+    if not store or (os.path.isdir(link) and not os.path.islink(link)):
+        return link
+    entry = os.path.join(store, config_key(config))
+    os.makedirs(entry, exist_ok=True)
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    target = os.path.relpath(entry, os.path.dirname(link))
+    if os.path.islink(link) and os.readlink(link) != target:
+        os.remove(link)  # the run's config changed since: the name now means another entry
+    if not os.path.islink(link):
+        os.symlink(target, link)
+    return entry
+
+
+def sweep_locked(config, run_dir: str, seeds: list[int], perturbations: tuple[str, ...], shared: bool):
+    """`sweep.run_seeds`; with a store, under a blocking lock next to the entry (another experiment
+    training the same entry finishes first, then its seeds are reused)."""
+    if not shared:
+        return sweep.run_seeds(config, run_dir, seeds, perturbations)
+    with open(run_dir.rstrip(os.sep) + ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for {run_dir}: another experiment is training it", flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        return sweep.run_seeds(config, run_dir, seeds, perturbations)
+
+
+def use_compilation_cache(folder: str) -> None:
+    """A persistent XLA compilation cache in ``folder`` unless one is configured: seeds and runs that
+    compile the same programs (every seed of a run does) compile once. Same executables, same numbers."""
+    import jax
+
+    if not jax.config.jax_compilation_cache_dir and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        jax.config.update("jax_compilation_cache_dir", folder)
+
+
 def collect(run: Run, config, run_dir: str, seeds: list[int]) -> RunResult:
     path = os.path.join(run_dir, "aggregate.json")
     agg = json.load(open(path)) if os.path.exists(path) else {"splits": {}, "perturbations": {}}
@@ -87,19 +141,20 @@ def collect(run: Run, config, run_dir: str, seeds: list[int]) -> RunResult:
     return RunResult(run, json.loads(config.to_json_best_effort()), agg, seed_runs, seed_configs)
 
 
-def run_experiment(exp: Experiment, *, preset: str, seeds: list[int], out: str,
-                   sets: dict[str, Any] | None = None, argv: list[str] | None = None) -> tuple[Table, list[str]]:
+def run_experiment(exp: Experiment, *, preset: str, seeds: list[int], out: str, sets: dict[str, Any] | None = None,
+                   argv: list[str] | None = None, store: str | None = None) -> tuple[Table, list[str]]:
     """Train/evaluate what is missing, write OUT/results.{md,json}(, .png); returns the table and the
-    failures (``'<run> seed <k>: <reason>'``)."""
+    failures (``'<run> seed <k>: <reason>'``). ``store``: share runs with other experiments (module doc)."""
     if preset not in exp.presets:
         raise ConfigError(f"experiment {exp.name!r}: unknown preset {preset!r}: expected one of {list(exp.presets)}")
     runs = exp.runs(preset)
-    configs = {r.name: build_config(r, preset, out, sets or {}) for r in runs}  # every config error first
+    configs = {r.name: build_config(r, preset, store or out, sets or {}) for r in runs}  # every config error first
     t0, results, failures = time.time(), {}, []
     for r in runs:
-        run_dir = os.path.join(out, "runs", r.name)
+        run_dir = run_folder(r, configs[r.name], out, store)
         print(f"\n##### {exp.name}: run {r.name} ({r.model}, preset {r.preset(preset)}) -> {run_dir}", flush=True)
-        done = sweep.run_seeds(configs[r.name], run_dir, seeds, tuple(r.perturbations))
+        done = sweep_locked(configs[r.name], run_dir, seeds, tuple(r.perturbations), shared=run_dir != os.path.join(
+            out, "runs", r.name))
         failures += [f"{r.name} seed {s.seed}: {s.reason}" for s in done if not s.ok]
         results[r.name] = collect(r, configs[r.name], run_dir, seeds)
     table = exp.table(Results(results, preset, seeds, out))

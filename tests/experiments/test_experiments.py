@@ -15,9 +15,12 @@ from mmfuse_jax.experiments import runner
 
 # Smallest settings (every run): one epoch, one length bucket (one compiled shape per step function:
 # on 2 CPU cores compiling costs more than the steps); KuDA without stage 1 where the experiment does
-# not measure stage 1 (its three stage-1 runs would triple the time).
+# not measure stage 1 (its three stage-1 runs would triple the time). Every experiment shares one run
+# store, as a user running several would (`--store`): a config two experiments train (the KuDA,
+# DyKen-Hyena defaults) is trained once, by whichever worker gets there first.
 COMMON = ["num_epochs=1", "dataset.num_buckets=1"]
-SMOKE = {"kuda_ratio_modes": ["stage1.enabled=False"], "kuda_no_nce": ["stage1.enabled=False"]}
+NO_STAGE1 = ["stage1.enabled=False"]
+SMOKE = {"kuda_ratio_modes": NO_STAGE1, "kuda_no_nce": NO_STAGE1, "kuda_fusion_variants": NO_STAGE1}
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +36,8 @@ def test_experiment_runs_end_to_end_on_tiny(name, workspace, monkeypatch):
     exp = experiments.get(name)
     out = str(workspace / name)
     sets = runner.parse_sets([*COMMON, *SMOKE.get(name, [])])
-    table, failures = runner.run_experiment(exp, preset="tiny", seeds=[0], out=out, sets=sets, argv=[name])
+    table, failures = runner.run_experiment(exp, preset="tiny", seeds=[0], out=out, sets=sets, argv=[name],
+                                            store=str(workspace / "store"))
     assert not failures, failures
     with open(os.path.join(out, "results.json")) as f:
         record = json.load(f)
@@ -42,6 +46,25 @@ def test_experiment_runs_end_to_end_on_tiny(name, workspace, monkeypatch):
     assert all(row[1] != "–" for row in table.rows), table.rows  # every row has its first metric
     assert "| " + " | ".join(table.header) + " |" in open(os.path.join(out, "results.md")).read()
     assert set(record["runs"]) == {r.name for r in exp.runs("tiny")}
+
+
+def test_store_gives_equal_configs_one_entry_and_keeps_real_folders(tmp_path):
+    from configs import kuda
+
+    run_a, run_b = experiments.Run("a", "kuda"), experiments.Run("b", "kuda", {"model.nce_weight": 0.0})
+    out, store = str(tmp_path / "out"), str(tmp_path / "store")
+    same = runner.run_folder(run_a, kuda.get_config("tiny"), out, store)
+    assert runner.run_folder(experiments.Run("a2", "kuda"), kuda.get_config("tiny"), out, store) == same
+    other = runner.build_config(run_b, "tiny", store, {})
+    assert runner.run_folder(run_b, other, out, store) != same
+    assert os.path.realpath(os.path.join(out, "runs", "a")) == os.path.realpath(same)
+    # the run's config changes: its name now links to the new entry, the old entry stays
+    moved = runner.run_folder(run_a, other, out, store)
+    assert os.path.realpath(os.path.join(out, "runs", "a")) == os.path.realpath(moved) and os.path.isdir(same)
+    real = tmp_path / "out" / "runs" / "c"
+    real.mkdir(parents=True)
+    assert runner.run_folder(experiments.Run("c", "kuda"), other, out, store) == str(real)
+    assert runner.run_folder(run_a, other, out, None) == os.path.join(out, "runs", "a")
 
 
 def test_list_prints_one_line_per_experiment():
