@@ -9,7 +9,11 @@ batch included) over one training epoch, by the same code the loader runs (`data
   * ``fixed``: today's default, 4 buckets at k/4 of max_len, batches of the shuffled order;
   * ``auto``: 4 buckets chosen from this train histogram, batches grouped by bucket;
   * ``longest``: padding to each batch's longest row (Hugging Face's dynamic padding; one shape per
-    distinct batch maximum, i.e. up to max_len compilations for XLA), for reference.
+    distinct batch maximum, i.e. up to max_len compilations for XLA), for reference;
+  * ``auto6``: ``auto`` with 6 buckets (``dataset.num_buckets=6``), for reference.
+Each seed also records ``bound``: the least padded share of the rows that ANY set of ``k`` lengths
+(the last one max_len) can give, k = 4, 5, 6 (exact, `least_padding`), without the short batches'
+padding rows, so no 4-shape scheme can go below it.
 JSON lines (one per seed and scheme, then a summary of the means) to stdout and ``--out``.
 """
 from __future__ import annotations
@@ -25,6 +29,7 @@ from benchmarks.common import emit
 from mmfuse_jax.data import buckets
 
 DEFAULT_OUT = os.path.join("benchmarks", "results", "padding_cpu.jsonl")
+SCHEMES = ("fixed", "auto", "longest", "auto6")
 
 
 def mintrec_like_lengths(n: int, max_len: int, seed: int) -> np.ndarray:
@@ -32,11 +37,26 @@ def mintrec_like_lengths(n: int, max_len: int, seed: int) -> np.ndarray:
     return np.clip(np.round(rng.lognormal(np.log(12.5), 0.45, n)), 3, max_len).astype(np.int64)
 
 
+def least_padding(lengths: np.ndarray, max_len: int, k: int) -> float:
+    """The least padded share of ``lengths`` padded to the smallest of ``k`` lengths (the largest
+    ``max_len``), over every choice of the other ``k - 1``: exact dynamic programming on the histogram."""
+    count = np.bincount(np.minimum(lengths, max_len), minlength=max_len + 1).astype(float)
+    rows, tokens = np.cumsum(count), np.cumsum(count * np.arange(max_len + 1))
+
+    def pad(lo: int, hi: int) -> float:  # rows with length in (lo, hi] padded to hi
+        return hi * (rows[hi] - rows[lo]) - (tokens[hi] - tokens[lo])
+
+    best = [pad(0, b) for b in range(max_len + 1)]  # one bucket ending at b
+    for _ in range(k - 1):
+        best = [min([best[b]] + [best[a] + pad(a, b) for a in range(1, b)]) for b in range(max_len + 1)]
+    return float(best[max_len] / (best[max_len] + lengths.sum()))
+
+
 def measure(lengths: np.ndarray, scheme: str, batch_size: int, max_len: int, seed: int) -> dict:
     lens = {"text": lengths}
     order = np.random.default_rng([seed, 0]).permutation(len(lengths))
-    if scheme == "auto":
-        bk = buckets.auto_buckets(lens, {"text": max_len}, 4)
+    if scheme in ("auto", "auto6"):
+        bk = buckets.auto_buckets(lens, {"text": max_len}, 6 if scheme == "auto6" else 4)
         batches = buckets.group_batches(order, buckets.bucket_of(bk, lens), batch_size,
                                         np.random.default_rng([seed, 0, 1]))
     else:
@@ -64,14 +84,17 @@ def main(argv=None) -> list[dict]:
     records = []
     for seed in (int(s) for s in a.seeds.split(",")):
         lengths = mintrec_like_lengths(a.n, a.max_len, seed)
-        for scheme in ("fixed", "auto", "longest"):
+        bound = {str(k): least_padding(lengths, a.max_len, k) for k in (4, 5, 6)}
+        for scheme in SCHEMES:
             rec = {"run": run, "n": a.n, "batch_size": a.batch_size, "max_len": a.max_len,
-                   "mean_len": float(lengths.mean()), "max_seen": int(lengths.max()),
+                   "mean_len": float(lengths.mean()), "max_seen": int(lengths.max()), "bound": bound,
                    **measure(lengths, scheme, a.batch_size, a.max_len, seed)}
             records.append(rec)
     summary = {"run": run, "summary": True, **{
         f"mean_padded_fraction_{s}": float(np.mean([r["padded_fraction"] for r in records if r["scheme"] == s]))
-        for s in ("fixed", "auto", "longest")}}
+        for s in SCHEMES}}
+    auto = [r for r in records if r["scheme"] == "auto"]
+    summary.update({f"mean_bound_{k}": float(np.mean([r["bound"][k] for r in auto])) for k in ("4", "5", "6")})
     records.append(summary)
     if a.out:
         os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)

@@ -66,7 +66,17 @@ def test_padding_benchmark_auto_buckets_waste_less(tmp_path):
     by = {r["scheme"]: r for r in records if "scheme" in r}
     assert by["auto"]["padded_fraction"] < by["fixed"]["padded_fraction"]
     assert len(by["auto"]["shapes"]) <= 4 and by["auto"]["buckets"][-1] == 48
-    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 4
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 5
+    # the exact bound: no 4 lengths pad less than it, and auto's 4 lengths are no better than it
+    import itertools
+
+    import numpy as np
+
+    lengths = padding.mintrec_like_lengths(300, 48, 0)
+    brute = min(1 - lengths.sum() / np.array(b + (48,))[np.searchsorted(b + (48,), lengths)].sum()
+                for b in itertools.combinations(range(3, 48), 3))
+    assert abs(by["auto"]["bound"]["4"] - brute) < 1e-12
+    assert by["auto"]["bound"]["6"] < by["auto"]["bound"]["4"] <= by["auto"]["padded_fraction"]
 
 
 @pytest.mark.slow
