@@ -20,6 +20,12 @@ SHARED = os.environ["MMFUSE_TESTS_SHARED"]
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(SHARED, "xla"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# The suite's models are tiny: compiling them costs more than running them. LLVM's backend optimisation
+# level 0 for every program the suite compiles (in-process and in the CLI subprocesses, which inherit
+# the environment) cuts compile time by about 40 % (measured: the MVCL-DAF++ and DyKen-Hyena model tests,
+# learning tests included, 448 s -> 283 s); XLA's own HLO passes still run. Users' runs keep the default.
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
 import jax  # noqa: E402
 
