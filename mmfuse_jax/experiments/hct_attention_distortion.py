@@ -160,7 +160,7 @@ def measure(result, out: str) -> dict[int, dict]:
 def table(results):
     out = results.out or "."
     measured = {name: measure(results[name], out) for name in MODELS if name in results.runs}
-    rows, plot = [], {"labels": [], "means": [], "stds": [], "ylabel": "D = KL(A(x^c) || A(x^i)), test"}
+    rows, plot = [], {"labels": [], "means": [], "stds": [], "ylabel": "D = KL(A(x^c) ‖ A(x^i)), test"}
     for name, per_seed in measured.items():
         for subset in SUBSETS:
             col = {k: [v[k][subset] for v in per_seed.values()] for k in ("kl", "sharpness", "acc")}
@@ -171,7 +171,7 @@ def table(results):
             plot["labels"].append(f"{name} {subset}")
             plot["means"].append(float(kl.mean()) if len(kl) else None)
             plot["stds"].append(float(kl.std(ddof=1)) if len(kl) > 1 else None)
-    t = Table(["model", "test subset", "D (KL congruent || incongruent)", "sharpness (KL to uniform)", "acc",
+    t = Table(["model", "test subset", "D = KL(A(x^c) ‖ A(x^i))", "sharpness: KL(A(x^c) ‖ uniform)", "acc",
                "examples"], rows, plot=plot, data={"per_seed": {n: {str(s): v for s, v in d.items()}
                                                                 for n, d in measured.items()}})
     t.notes = _notes(measured)
@@ -181,7 +181,7 @@ def table(results):
 def _notes(measured: dict) -> list[str]:
     notes = [f"trained on the synthetic benchmark with incongruity {TRAIN_INCONGRUITY} (test subsets as written "
              "there); D, sharpness: means over the subset's test examples, then mean ± std over seeds; acc x100",
-             "D(x) = mean over crossmodal maps, heads and valid queries of KL(A(x^c) || A(x^i)): the attention of "
+             "D(x) = mean over crossmodal maps, heads and valid queries of KL(A(x^c) ‖ A(x^i)): the attention of "
              "the same example with its audio/video cue congruent vs incongruent (module docstring)"]
     means = {n: np.mean([v["kl"]["incongruent"] for v in d.values()]) for n, d in measured.items()}
     if {"mult", "hct_dmg"} <= set(means) and means["mult"] > 0:

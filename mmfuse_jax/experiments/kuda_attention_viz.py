@@ -103,7 +103,8 @@ def table(results):
     synthetic = all(w["dominant"] is not None for w in seeds.values())
     cols = [("mean", 1, 4), ("spread", 1, 4), ("share", 100, 1), ("mae_dominant", 1, 3)] + \
         ([("lift", 1, 4), ("found", 100, 1)] if synthetic else [])
-    rows = [[m, *(mean_std_cell([st[m][k] for st in stats.values()], sc, dg) for k, sc, dg in cols)] for m in SHOWN]
+    rows = [[m, *(mean_std_cell(_finite([st[m][k] for st in stats.values()]), sc, dg) for k, sc, dg in cols)]
+            for m in SHOWN]
     header = ["modality", "mean weight", "spread across examples", "dominant in (%)", "MAE when dominant"] + \
         (["weight lift where it carries the label", "found by argmax (%)"] if synthetic else [])
     t = Table(header, rows, data={"stats": {str(s): v for s, v in stats.items()}})
@@ -116,6 +117,11 @@ def table(results):
         t.data["top_examples"] = _write_top(seeds[first], first, results.out)
         t.notes += _plots(seeds[first], first, r.seed_configs[first], results.out)
     return t
+
+
+def _finite(values: list[float]) -> list[float]:
+    """The seeds where the value exists (e.g. the MAE of a modality that dominated no example is nan)."""
+    return [v for v in values if not np.isnan(v)]
 
 
 def _notes(seeds: dict, stats: dict, synthetic: bool) -> list[str]:
