@@ -10,7 +10,8 @@ stream). So every test example x exists in two versions that differ only in that
     x^i  incongruent (the benchmark written with incongruity 1)
 
 Both models are trained (one run each, `TRAIN_INCONGRUITY` = 30 % of every split incongruent, as real
-data hold both kinds; HCT-DMG with its continuous gate, one stage). Then per seed and test example
+data hold both kinds; HCT-DMG with its continuous gate, one stage: the paper's frozen-gate recipe trains
+twice and is hct_gate_freeze's question). Then per seed and test example
 
     D(x) = mean over the model's crossmodal attention maps (every layer: MulT's six target<-source
            transformers, HCT-DMG's four with its primary argmax(gate)) and over their heads and valid
@@ -20,7 +21,8 @@ A(.) being one query's attention distribution over the source positions (`analys
 D = 0: the attention ignores whether the cue agrees with the text. It is averaged separately over the
 test examples that the training data's test split holds congruent (70 %) and incongruent (30 %): on
 the incongruent ones D is the distortion the test data contain, on the congruent ones the distortion
-incongruity would cause there (the subsets are a random split; similar D on both is expected).
+incongruity would cause there (the knob picks the subsets at random: D differs between them only by
+sampling noise).
 ``sharpness`` = the same mean of KL(A(x^c) || uniform over the valid source positions): a model whose
 attention is near uniform has a small D for that reason alone. ``acc``: the test accuracy of the
 trained run on each subset (incongruent: the cue points at the wrong intent of the pair).
