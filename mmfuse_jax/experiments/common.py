@@ -58,3 +58,13 @@ def mean_std_cell(values: list[float], scale: float = 1.0, digits: int = 3) -> s
         return "–"
     v = np.asarray(values, float) * scale
     return f"{v.mean():.{digits}f}" + (f" ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 else "")
+
+
+def split_keys(config, split: str = "test") -> list[str]:
+    """The example ids of ``split`` in the order evaluation predicts them (the prepared source's order:
+    ``predictions_<split>.npz`` row i is example ``split_keys(...)[i]``)."""
+    from mmfuse_jax.data import pipeline
+
+    source = pipeline.Prepared.open(config.dataset).source(split)
+    keys = [source[i]["key"] for i in range(len(source))]
+    return [k.decode() if isinstance(k, bytes) else str(k) for k in keys]

@@ -6,6 +6,7 @@ that to the report. Training never imports the report or the analyses.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -15,6 +16,7 @@ import jax
 import numpy as np
 
 from mmfuse_jax import ood, perturb
+from mmfuse_jax.data.formats import FORMATS
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.training import distributed, identity
 from mmfuse_jax.training.checkpoint import Checkpoints
@@ -87,6 +89,51 @@ def evaluate(config, workdir: str, splits=("dev", "test"), perturb_spec: str = "
             with open(os.path.join(workdir, f"eval_{split}{suffix}.json"), "w") as f:
                 json.dump(record, f, indent=2)
     return Evaluation(results, preds, train, int(meta["step"]), os.path.abspath(workdir), config)
+
+
+# The dataset fields a trained model fixes: its lengths and buckets (compiled shapes, KuDA's length
+# layers) and its text encoder (BERT config and tokenizer).
+_MODEL_FIXED = ("max_len", "num_buckets", "buckets", "bert_path")
+
+
+def on_dataset(config, dataset) -> Any:
+    """A copy of ``config`` (a trained run's) that reads ``dataset`` (a ``config.dataset`` ConfigDict) with the
+    trained model unchanged: no fine-tuning, so the model's fields of `_MODEL_FIXED` stay the trained run's
+    (longer sequences of ``dataset`` are cut to the trained lengths and counted in its read report). A
+    `ConfigError` when one model cannot read both: another task, label set or feature size."""
+    src, dst = config.dataset, dataset
+    where = f"cannot evaluate a model trained on {src.name!r} on {dst.name!r} without fine-tuning"
+    for what, a, b in (("task", src.get("task"), dst.get("task")), ("labels", _labels(src), _labels(dst)),
+                       ("label_shape", tuple(src.get("label_shape", ())), tuple(dst.get("label_shape", ())))):
+        if a != b:
+            raise ConfigError(f"{where}: config.dataset.{what} differ ({a!r} vs {b!r})")
+    a, b = dict(src.feat_dims), dict(dst.feat_dims)
+    if a != b:
+        raise ConfigError(f"{where}: their feature sizes differ (config.dataset.feat_dims {a} vs {b}) and the "
+                          "model's input layers have the trained sizes; the target needs features from the same "
+                          "extractors (same dimensions)")
+    c = copy.deepcopy(config)
+    c.dataset = copy.deepcopy(dst)
+    for k in _MODEL_FIXED:
+        if k in src:
+            c.dataset[k] = copy.deepcopy(src[k])
+    return c
+
+
+def _labels(ds) -> tuple[str, ...]:
+    fmt = FORMATS.get(ds.get("format"))
+    return tuple(ds.get("read_options", {}).get("labels", ()) or (fmt.LABELS if fmt else ()))
+
+
+def evaluate_on(config, workdir: str, dataset, splits=("test",)) -> dict[str, dict[str, float]]:
+    """``{split: metrics}`` of ``workdir``'s best checkpoint (trained with ``config``) on ``dataset``'s splits
+    (`on_dataset`; its own metric set). Nothing is written to ``workdir``: its evaluation files stay the
+    ones of its own dataset."""
+    target = on_dataset(config, dataset)
+    exp = build(target)
+    params, _ = restore_best(exp, workdir)
+    eval_step = make_eval_step(exp)
+    return {split: score(exp, predict_split(exp, params, split, eval_step)) for split in splits}
 
 
 def format_table(results: dict[str, dict[str, float]], title: str = "") -> str:
