@@ -36,8 +36,10 @@ PRESETS = tuple(DATASETS) + tuple(ROBERTA)
 
 def get_config(arg: str | None = None):
     preset = parse_preset(arg, default="demo", presets=PRESETS)
-    if preset in ROBERTA:
-        return _with_roberta(get_config(ROBERTA[preset]), preset)
+    return _with_roberta(_config(ROBERTA[preset]), preset) if preset in ROBERTA else _config(preset)
+
+
+def _config(preset: str):
     c = base_config("kuda", preset, DATASETS[preset])
     if preset not in ("demo", "tiny", "bench"):
         c.dataset.num_buckets = 1  # KuDA's length-alignment Linears need the full, fixed lengths

@@ -72,16 +72,25 @@ def batch_prototypes(emb: np.ndarray, labels: np.ndarray, num_classes: int,
 def class_variance(protos: np.ndarray, present: np.ndarray) -> np.ndarray:
     """var_c [C]: mean squared distance of class c's prototypes to their mean, over the batches that
     contain c (NaN for a class in fewer than two batches)."""
-    n = present.sum(0)                                             # [C]
-    mean = protos.sum(0) / np.maximum(n, 1)[:, None]               # [C, D]
-    sq = (((protos - mean[None]) ** 2).sum(-1) * present).sum(0)   # [C]
-    return np.where(n >= 2, sq / np.maximum(n, 1), np.nan)
+    return _variance(*_moments(protos, present))
+
+
+def _moments(protos: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(batches with c [C], sum of its prototypes [C, D], sum of their squared norms [C])."""
+    return present.sum(0), protos.sum(0), (protos ** 2).sum(-1).sum(0)
+
+
+def _variance(n: np.ndarray, total: np.ndarray, total_sq: np.ndarray) -> np.ndarray:
+    mean = total / np.maximum(n, 1)[:, None]
+    var = total_sq / np.maximum(n, 1) - (mean ** 2).sum(-1)     # E|p|^2 - |E p|^2
+    return np.where(n >= 2, np.maximum(var, 0.0), np.nan)
 
 
 def prototype_stats(emb: np.ndarray, labels: np.ndarray, num_classes: int, batch_sizes=BATCH_SIZES,
                     repeats: int = REPEATS, seed: int = 0) -> dict:
     """Per batch size: mean var_c and the fraction of batches missing the class, over the rare and the
-    frequent classes (module docstring); plus the class counts and which classes those are."""
+    frequent classes (module docstring); plus the class counts and which classes those are. One random
+    order of the split at a time (memory: one epoch of prototypes, [batches, C, D])."""
     counts = np.bincount(labels, minlength=num_classes)
     seen = np.flatnonzero(counts > 0)
     order = seen[np.argsort(counts[seen], kind="stable")]
@@ -94,12 +103,17 @@ def prototype_stats(emb: np.ndarray, labels: np.ndarray, num_classes: int, batch
         nb = len(labels) // b
         if nb < 2:
             continue
-        batches = np.concatenate([rng.permutation(len(labels))[: nb * b].reshape(nb, b) for _ in range(repeats)])
-        protos, present = batch_prototypes(emb, labels, num_classes, batches)
-        var = class_variance(protos, present)
+        moments, absent = None, np.zeros(num_classes)
+        for _ in range(repeats):
+            protos, present = batch_prototypes(emb, labels, num_classes, rng.permutation(len(labels))[: nb * b]
+                                               .reshape(nb, b))
+            m = _moments(protos, present)
+            moments = m if moments is None else tuple(x + y for x, y in zip(moments, m))
+            absent += (~present).sum(0)
+        var = _variance(*moments)
         out["by_batch_size"][b] = {
             **{f"var_{g}": float(np.nanmean(var[c])) for g, c in groups.items()},
-            **{f"absent_{g}": float(1.0 - present[:, c].mean()) for g, c in groups.items()}}
+            **{f"absent_{g}": float(absent[c].mean() / (nb * repeats)) for g, c in groups.items()}}
     return out
 
 
