@@ -184,3 +184,24 @@ def test_kuda_roberta_presets_and_the_missing_checkpoint_error(tmp_path, monkeyp
         kuda_text_encoders.runs("mosi")
     assert [r.preset("demo") for r in kuda_text_encoders.runs("demo")] == ["demo", "demo_roberta"]
     assert mvcl_batch_prototypes.runs("tiny")[0].model == "mvcl_daf"
+
+
+def test_runs_saved_before_init_from_and_text_encoder_still_match(tmp_path):
+    """Older run folders (no ``init_from``, MMSA data without ``text_encoder``) resume and evaluate."""
+    from training.test_identity import _saved_without  # tests/ is on sys.path under pytest
+
+    from mmfuse_jax.training import identity
+
+    workdir, config = _saved_without("mvcl_daf", ("init_from",), tmp_path)
+    identity.check(workdir, config)
+    config.init_from.exclude = ("classifier",)
+    with pytest.raises(ConfigError, match="init_from.exclude"):
+        identity.check(workdir, config)
+    old = {"model_name": "kuda", "dataset": {"synthetic": {"generator": "mmsa", "train": 8}}}
+    os.makedirs(tmp_path / "kuda_old")
+    identity.record(str(tmp_path / "kuda_old"), old)
+    identity.check(str(tmp_path / "kuda_old"), {**old, "dataset": {"synthetic": {
+        "generator": "mmsa", "train": 8, "text_encoder": "bert"}}})
+    with pytest.raises(ConfigError, match="text_encoder"):
+        identity.check(str(tmp_path / "kuda_old"), {**old, "dataset": {"synthetic": {
+            "generator": "mmsa", "train": 8, "text_encoder": "roberta"}}})
