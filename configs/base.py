@@ -49,6 +49,11 @@ def base_config(model_name: str, preset: str,
     c.nonfinite_policy = "stop"    # a non-finite loss/gradient: 'stop' the run, or 'skip' the step
     c.checkpoint_every_steps = 0   # 0: only at the end of each epoch
     c.keep_checkpoints = 2
+    # Ours: start the first training stage from another finished run's params (fine-tuning on a second
+    # dataset, training/stages.py): run = the folder holding its checkpoints ('{seed}' -> config.seed),
+    # select = its 'best' or 'last' checkpoint, exclude = top-level param subtrees left fresh (e.g. a new
+    # label set's 'classifier'); every other subtree must match the model exactly. '' = a fresh start.
+    c.init_from = ml_collections.ConfigDict({"run": "", "select": "best", "exclude": ()})
     c.log_every = 10
     c.num_threads = 2              # grain read-ahead threads
     # Decoded examples kept in host memory after their first read (MB; 0 = off): from the second

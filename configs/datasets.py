@@ -105,6 +105,13 @@ def _synthetic_mmsa(name: str, spec) -> dict:
             "synthetic": synthetic.config_fields("mmsa", spec)}
 
 
+def _synthetic_mmsa_roberta(name: str, spec) -> dict:
+    """The same synthetic MMSA data (the same pickle) under its own root with a random RoBERTa of the BERT's
+    sizes in ``bert/`` (ours; the kuda_text_encoders experiment): raw_text is tokenised with its BPE."""
+    spec = dataclasses.replace(spec, text_encoder="roberta")
+    return {**_synthetic_mmsa(name, spec), "read_options": {"tokenize_raw_text": True}}
+
+
 # MulT pickles. Sequence lengths of the released pickles (MulT paper Sec. 4.1 / the files): unaligned
 # (Lt, La, Lv), aligned: every modality at the text length. Feature sizes: (text, audio, video).
 _MULT_DIMS = {"mosi": (300, 5, 20), "mosei": (300, 74, 35), "iemocap": (300, 74, 35)}
@@ -192,6 +199,11 @@ DATASETS: dict[str, dict[str, Any]] = {
     "synthetic_mmsa_bench": _synthetic_mmsa("synthetic_mmsa_bench", MMSA_BENCH),
     "synthetic_mmsa_demo_knowledge": _synthetic_mmsa("synthetic_mmsa_demo_knowledge", MMSA_DEMO_KNOWLEDGE),
     "synthetic_mmsa_tiny_knowledge": _synthetic_mmsa("synthetic_mmsa_tiny_knowledge", MMSA_TINY_KNOWLEDGE),
+    # The same four with a random RoBERTa instead of the BERT (configs/kuda.py's *_roberta presets).
+    **{f"{n}_roberta": _synthetic_mmsa_roberta(f"{n}_roberta", spec) for n, spec in (
+        ("synthetic_mmsa_demo", MMSA_DEMO), ("synthetic_mmsa_tiny", MMSA_TINY),
+        ("synthetic_mmsa_demo_knowledge", MMSA_DEMO_KNOWLEDGE),
+        ("synthetic_mmsa_tiny_knowledge", MMSA_TINY_KNOWLEDGE))},
     # KuDA's stage-1 knowledge for English targets (MOSI, MOSEI): CH-SIMSv2(s) in the MMSA layout with
     # its text translated to English (KuDA README) and tokenised for bert-base-uncased into text_bert.
     # Not released in that form: the user builds it (configs/kuda.py says how).

@@ -2,7 +2,8 @@
 
 Presets: sims, simsv2, mosi, mosei (MMSA pickles, mmfuse_jax/data/formats/mmsa.py), bench (SIMS
 shapes with a 6-layer/384 BERT, for benchmarks/), demo and tiny (synthetic MMSA-layout data written
-on first use by mmfuse_jax/data/synthetic/mmsa.py; tiny is for tests).
+on first use by mmfuse_jax/data/synthetic/mmsa.py; tiny is for tests); demo_roberta, tiny_roberta,
+mosi_roberta, mosei_roberta: the same with a RoBERTa text branch (`ROBERTA`).
 Train both stages (the recipe is `kuda_recipe.stages`):
 python train.py --config=configs/kuda.py:sims --workdir=runs/kuda, then eval.py with the same flags
 (it evaluates <workdir>/stage2).
@@ -25,11 +26,20 @@ DATASETS = {"sims": "sims", "simsv2": "simsv2", "mosi": "mmsa_mosi", "mosei": "m
 # target itself. MOSI/MOSEI: CH-SIMSv2 with English text (pretrain.py external_knowledge; KuDA README).
 KNOWLEDGE = {"mosi": "simsv2_en", "mosei": "simsv2_en", "demo": "synthetic_mmsa_demo_knowledge",
              "tiny": "synthetic_mmsa_tiny_knowledge"}
-PRESETS = tuple(DATASETS)
+# RoBERTa instead of BERT for the text branch (experiment kuda_text_encoders): preset -> the BERT preset
+# it copies. demo/tiny: the same synthetic data with a random RoBERTa of the BERT's sizes; mosi/mosei:
+# Hugging Face roberta-base (English, as their bert-base-uncased) under ROBERTA_PATH.
+ROBERTA = {"demo_roberta": "demo", "tiny_roberta": "tiny", "mosi_roberta": "mosi", "mosei_roberta": "mosei"}
+ROBERTA_PATH = "pretrained/roberta-base"
+PRESETS = tuple(DATASETS) + tuple(ROBERTA)
 
 
 def get_config(arg: str | None = None):
     preset = parse_preset(arg, default="demo", presets=PRESETS)
+    return _with_roberta(_config(ROBERTA[preset]), preset) if preset in ROBERTA else _config(preset)
+
+
+def _config(preset: str):
     c = base_config("kuda", preset, DATASETS[preset])
     if preset not in ("demo", "tiny", "bench"):
         c.dataset.num_buckets = 1  # KuDA's length-alignment Linears need the full, fixed lengths
@@ -87,6 +97,24 @@ def get_config(arg: str | None = None):
         c.stage1.dataset.num_buckets = 1  # one compiled shape per stage-1 run
     if preset in ("demo", "tiny", "bench"):
         _small_preset(c, preset)
+    return c
+
+
+def _with_roberta(c, preset: str):
+    """``c`` (a BERT preset) with a RoBERTa text branch: its checkpoint is the dataset's ``bert_path``
+    (encoders/bert.py reads model_type from it) and the MMSA text is re-tokenised from raw_text with its
+    BPE (read option tokenize_raw_text), in stage 1's knowledge dataset too; nothing else changes. The
+    prepared data stay apart from the BERT preset's (another root, or another prepared_dir)."""
+    c.preset = preset
+    if len(c.dataset.synthetic):  # demo/tiny: the same pickles under their own roots, with a random RoBERTa
+        c.dataset = datasets.dataset(c.dataset.name + "_roberta")
+        c.stage1.dataset = datasets.dataset(c.stage1.dataset.name + "_roberta")
+        c.stage1.dataset.num_buckets = 1
+        return c
+    c.dataset.bert_path = ROBERTA_PATH  # the knowledge dataset's bert_path '' reads it with the target's
+    for ds in (c.dataset, c.stage1.dataset):
+        ds.read_options.tokenize_raw_text = True
+        ds.prepared_dir = f"{ds.root}/prepared_roberta"
     return c
 
 

@@ -38,7 +38,8 @@ class Run:
     """One trained configuration of an experiment.
 
     name: the run's folder under ``OUT/runs`` and its key in `Results`.
-    model: ``configs/<model>.py``. overrides: dotted config fields (``{"model.nce_weight": 0.0}``).
+    model: ``configs/<model>.py``. overrides: dotted config fields (``{"model.nce_weight": 0.0}``); ``{out}``
+        in a string value is the experiment's output folder (``{"init_from.run": "{out}/runs/a/seed_{seed}"}``).
     presets: experiment preset -> config preset (``{"demo": "demo_mintrec2"}``); absent: the same name.
     synthetic: knobs of the synthetic data (``incongruity``, ``audio_noise``, ``video_noise``); the run's
         data are then written under ``OUT/data/<dataset>__<knobs>`` (synthetic presets only).

@@ -69,8 +69,8 @@ def build_config(run: Run, preset: str, out: str, sets: dict[str, Any]):
     mod = importlib.import_module(f"configs.{run.model}")
     c = mod.get_config(run.preset(preset))
     where = f"run {run.name!r}"
-    for k, v in run.overrides.items():
-        set_field(c, k, v, where)
+    for k, v in run.overrides.items():  # '{out}' in a string: this experiment's output folder
+        set_field(c, k, v.replace("{out}", out) if isinstance(v, str) else v, where)
     if run.synthetic:
         if not len(c.dataset.get("synthetic", {})):
             raise ConfigError(f"{where}: data knobs {dict(run.synthetic)} need a synthetic preset (demo, tiny), "

@@ -123,10 +123,12 @@ def saved_config(workdir: str) -> dict | None:
 _ASKED = object()
 ADDED_FIELDS: dict[str, Any] = {
     ".synthetic.incongruity": 0.0, ".synthetic.audio_noise": 0.0, ".synthetic.video_noise": 0.0,
+    ".synthetic.text_encoder": "bert",
     "dataset.buckets": "fixed", "dataset.read_options.tokenize_raw_text": False,
     "model.coarse_view": "text_queried",
     "model.text_input": "tokens", "model.output": "classification",
     "optimizer.schedule": "linear",
+    "init_from.run": "", "init_from.select": "best", "init_from.exclude": [],
     **{f"optimizer.plateau.{k}": _ASKED for k in ("cooldown", "factor", "metric", "mode", "patience", "threshold")},
 }
 

@@ -6,7 +6,9 @@ warm start. `loop.run` trains the stages in order with the shared loop; evaluati
 A stage with ``warm_start`` starts from fresh params into which every top-level subtree of the named
 earlier stages' checkpoints (their ``select``: ``'best'`` or ``'last'``) is grafted (``warm_start_fit``:
 ``'strict'``, all of it or a `ConfigError`; ``'fitting'``, every layer whose shapes fit, the rest
-reported); its ``frozen`` regexes go to the optimizer (`state.make_optimizer`).
+reported); its ``frozen`` regexes go to the optimizer (`state.make_optimizer`). The recipe's first
+stage may instead start from another finished run (``config.init_from``: `init_from`; e.g. fine-tuning
+on a second dataset with a fresh classifier).
 """
 from __future__ import annotations
 
@@ -77,16 +79,42 @@ def _recipe(config) -> list[registry.Stage]:
 
 
 def warm_start_fn(planned: PlannedStage, stages: list[PlannedStage]):
-    """``init_fn(params) -> params`` grafting the stage's warm-start sources, or None if it has none."""
-    if not planned.stage.warm_start:
-        return None
+    """``init_fn(params) -> params`` grafting the stage's warm-start sources, or None if it has none.
+    The recipe's first stage also starts from ``config.init_from`` when it names a run (`init_from`)."""
     by_name = {p.stage.name: p for p in stages}
     sources = [by_name[name] for name in planned.stage.warm_start]
+    external = init_from(planned.config) if planned is stages[0] else None
+    if not sources and external is None:
+        return None
 
     def init_fn(params):
+        target = f"stage {planned.label}"
+        if external is not None:
+            params = graft(params, [external()], target=target)
         trees = [(f"stage {s.label} ({s.run_dir})", restore_params(s.run_dir, s.stage.select)) for s in sources]
-        return graft(params, trees, target=f"stage {planned.label}", fit=planned.stage.warm_start_fit)
+        return graft(params, trees, target=target, fit=planned.stage.warm_start_fit) if trees else params
     return init_fn
+
+
+def init_from(config):
+    """``config.init_from`` (base config): a loader ``() -> (where, params)`` of another finished run's
+    checkpoint without the ``exclude`` subtrees, or None when ``init_from.run`` is empty. ``{seed}`` in
+    the run folder is ``config.seed`` (a seed sweep fine-tunes each seed from the same seed's source).
+    The rest is grafted strictly: every kept subtree must match the model (`graft`)."""
+    spec = config.get("init_from") if config is not None else None
+    if spec is None or not spec.get("run"):
+        return None
+    run = str(spec.run).replace("{seed}", str(config.seed))
+    exclude, select = tuple(spec.get("exclude", ())), spec.get("select", "best")
+
+    def load():
+        params = restore_params(run, select)
+        unknown = sorted(set(exclude) - set(params))
+        if unknown:
+            raise ConfigError(f"config.init_from.exclude names {unknown}, which {run} does not have "
+                              f"(its top-level parameters: {sorted(params)})")
+        return f"config.init_from.run ({run}, {select})", {k: v for k, v in params.items() if k not in exclude}
+    return load
 
 
 def restore_params(run_dir: str, which: str = "last") -> dict:

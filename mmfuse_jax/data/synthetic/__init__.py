@@ -59,10 +59,15 @@ def ensure(ds: Any) -> None:
         _check_written(ds.root, module, spec)
 
 
+# Spec fields a benchmark already written under a root must match (`_check_written`), with the value
+# of a benchmark written before the field existed: the knobs, and the random text encoder it wrote.
+CHECKED_FIELDS: dict[str, Any] = {**dict.fromkeys(KNOB_FIELDS, 0.0), "text_encoder": "bert"}
+
+
 def _check_written(root: str, module: ModuleType, spec: Any) -> None:
-    """A benchmark already under ``root`` must have the knobs asked for (a knob changed with the same
-    root would silently reuse the old data): compares the knob fields with ``synthetic.json``
-    (a benchmark written before that file existed has every knob at 0)."""
+    """A benchmark already under ``root`` must have the knobs (and text encoder) asked for (one changed
+    with the same root would silently reuse the old data): compares `CHECKED_FIELDS` with
+    ``synthetic.json`` (a benchmark written before a field existed has its old value there)."""
     import json
 
     path = os.path.join(root, META_FILE)
@@ -70,12 +75,13 @@ def _check_written(root: str, module: ModuleType, spec: Any) -> None:
         with open(path) as f:
             written = json.load(f).get("spec", {})
     else:
-        written = dict.fromkeys(KNOB_FIELDS, 0.0)
+        written = {}
     for k in module.CONFIG_FIELDS:
-        # Only the knobs: a test or a user may point a preset at a root written with other sizes on
+        # Only these: a test or a user may point a preset at a root written with other sizes on
         # purpose, but a changed incongruity/noise level reusing old data would fake an experiment.
-        if k in KNOB_FIELDS and k in written and _plain(written[k]) != _plain(getattr(spec, k)):
-            raise ConfigError(f"{path}: the synthetic benchmark under {root} was written with {k}={written[k]!r}, "
+        was = written.get(k, CHECKED_FIELDS.get(k))
+        if k in CHECKED_FIELDS and _plain(was) != _plain(getattr(spec, k)):
+            raise ConfigError(f"{path}: the synthetic benchmark under {root} was written with {k}={was!r}, "
                               f"the config asks for {getattr(spec, k)!r}: set another --config.dataset.root "
                               "(and --config.dataset.bert_path) or delete that folder")
 

@@ -14,7 +14,8 @@ Files (read back by `formats.mmsa`)::
 
     OUT/Processed/unaligned.pkl     {'train'|'valid'|'test': {id, raw_text, text, text_bert, audio,
                                      vision, audio_lengths, vision_lengths, regression_labels(_T/_A/_V)}}
-    OUT/bert/                       a small randomly initialised BERT (config, vocab, safetensors)
+    OUT/bert/                       a small randomly initialised BERT (config, vocab, safetensors), or
+                                    RoBERTa (``text_encoder='roberta'``: vocab.json + merges.txt)
 
 In a ``config.dataset``: ``synthetic = {generator: "mmsa", <every SyntheticMMSASpec field>}``.
 """
@@ -27,6 +28,7 @@ import pickle
 import numpy as np
 
 from mmfuse_jax.data.synthetic.common import SPECIAL_TOKENS, add_noise, incongruent_rows, write_meta, write_random_bert
+from mmfuse_jax.errors import ConfigError
 
 GRID = np.round(np.arange(-1.0, 1.01, 0.2), 1)   # 11 sentiment values
 SENTIMENT_WORDS = ("awful", "terrible", "bad", "poor", "meh", "okay", "fine", "good", "great", "superb",
@@ -56,6 +58,10 @@ class SyntheticMMSASpec:
     bert_intermediate: int = 0          # 0: 4 * hidden
     bert_dropout: float = 0.1
     seed: int = 0
+    # The random text encoder written under bert/ (the dataset's bert_path), ours: 'bert' (WordPiece
+    # vocab.txt = `vocabulary()`) or 'roberta' (byte-level BPE learnt on the same words, one token each;
+    # the same sizes; read the data with read_options.tokenize_raw_text=True). The pickle is the same.
+    text_encoder: str = "bert"
     # Knobs (ours, for the experiments; 0 = the benchmark as it always was, byte for byte):
     incongruity: float = 0.0    # fraction of each split whose audio AND video carry the opposite of the text's
     #                             sentiment (-y_T; their unimodal labels say so, the label y is unchanged)
@@ -133,16 +139,36 @@ def generate(spec: SyntheticMMSASpec = SyntheticMMSASpec()) -> dict:
             for name, n in (("train", spec.train), ("valid", spec.dev), ("test", spec.test))}
 
 
+TEXT_ENCODERS = ("bert", "roberta")
+
+
+def write_text_encoder(out: str, spec: SyntheticMMSASpec) -> None:
+    """The random BERT, or RoBERTa (``spec.text_encoder``), of the spec's sizes under ``out``. The
+    RoBERTa's BPE is learnt on the vocabulary's words (each at the start and after a space, twice), so
+    every word is one token, as with the BERT, and every seed gets the same tokenizer."""
+    sizes = {"hidden": spec.bert_hidden, "layers": spec.bert_layers, "heads": spec.bert_heads, "seed": spec.seed,
+             "intermediate": spec.bert_intermediate, "max_positions": max(64, spec.text_len),
+             "dropout": spec.bert_dropout}
+    if spec.text_encoder == "roberta":
+        from mmfuse_jax.encoders.roberta import write_random_roberta
+
+        words = vocabulary()[len(SPECIAL_TOKENS):]
+        write_random_roberta(out, [f"{w} {w}" for w in words] * 2, vocab_size=1000, **sizes)
+    else:
+        write_random_bert(out, vocabulary(), **sizes)
+
+
 def write(out: str, spec: SyntheticMMSASpec = SyntheticMMSASpec()) -> str:
-    """Write the pickle and a random BERT under ``out``; returns ``out``."""
+    """Write the pickle and a random BERT (or RoBERTa: ``spec.text_encoder``) under ``out``; returns ``out``."""
+    if spec.text_encoder not in TEXT_ENCODERS:
+        raise ConfigError(f"config.dataset.synthetic.text_encoder={spec.text_encoder!r}: expected one of "
+                          f"{list(TEXT_ENCODERS)}")
     data = generate(spec)
     os.makedirs(os.path.join(out, "Processed"), exist_ok=True)
     tmp = os.path.join(out, PICKLE + ".tmp")
     with open(tmp, "wb") as f:
         pickle.dump(data, f, protocol=4)
-    write_random_bert(os.path.join(out, "bert"), vocabulary(), hidden=spec.bert_hidden, layers=spec.bert_layers,
-                      heads=spec.bert_heads, seed=spec.seed, intermediate=spec.bert_intermediate,
-                      max_positions=max(64, spec.text_len), dropout=spec.bert_dropout)
+    write_text_encoder(os.path.join(out, "bert"), spec)
     write_meta(out, NAME, spec, {split: [d["id"][i] for i in incongruent_rows(spec.seed, split, len(d["id"]),
                                                                                spec.incongruity)]
                                  for split, d in data.items()})
