@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ast
 import fcntl
-import hashlib
 import importlib
 import json
 import os
@@ -29,6 +28,7 @@ import numpy as np
 from mmfuse_jax import aggregate, sweep
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.experiments import Experiment, Results, Run, RunResult, Table
+from mmfuse_jax.training import identity
 from mmfuse_jax.training import stages as stages_lib
 
 
@@ -85,9 +85,9 @@ def build_config(run: Run, preset: str, out: str, sets: dict[str, Any]):
 
 
 def config_key(config) -> str:
-    """``<model>__<12 hex>``: the store entry of a config (a hash of its whole JSON, keys sorted)."""
-    text = json.dumps(json.loads(config.to_json_best_effort()), sort_keys=True)
-    return f"{config.model_name}__{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    """``<model>__<12 hex>``: the store entry of a config (`identity.stable_fingerprint`: all its fields,
+    resumable ones too, except later-added fields at their old behaviour, so entries outlive new fields)."""
+    return f"{config.model_name}__{identity.stable_fingerprint(config)}"
 
 
 def run_folder(run: Run, config, out: str, store: str | None) -> str:

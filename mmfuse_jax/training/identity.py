@@ -144,6 +144,16 @@ def _old_value(key: str, model_name: Any, asked: Any) -> Any:
     return "<unset>"
 
 
+def stable_fingerprint(config) -> str:
+    """A hash of every field (resumable ones too) except those at the value a config had before the
+    field existed (`ADDED_FIELDS`, `ModelSpec.added_fields`): adding a field later, with a default
+    that keeps the old behaviour, leaves the hash of an unchanged run as it was."""
+    flat = flatten(_as_dict(config))
+    unset = object()
+    kept = {k: v for k, v in flat.items() if _old_value(k, flat.get("model_name"), unset) != v}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def differences(saved: dict, asked: dict) -> tuple[list[tuple[str, Any, Any]], list[tuple[str, Any, Any]]]:
     """(identity differences, resumable differences) as ``(key, saved, asked)`` rows."""
     a, b = flatten(saved), flatten(asked)

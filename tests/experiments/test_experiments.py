@@ -61,6 +61,13 @@ def test_store_gives_equal_configs_one_entry_and_keeps_real_folders(tmp_path):
     # the run's config changes: its name now links to the new entry, the old entry stays
     moved = runner.run_folder(run_a, other, out, store)
     assert os.path.realpath(os.path.join(out, "runs", "a")) == os.path.realpath(moved) and os.path.isdir(same)
+    # a field added later with its old behaviour as default leaves the entry (and its runs) found
+    older = kuda.get_config("tiny")
+    with older.unlocked():
+        del older.dataset.synthetic["incongruity"], older.model["fusion"], older["init_from"]
+    assert runner.config_key(older) == runner.config_key(kuda.get_config("tiny"))
+    older.dataset.synthetic.audio_noise = 0.5
+    assert runner.config_key(older) != runner.config_key(kuda.get_config("tiny"))
     real = tmp_path / "out" / "runs" / "c"
     real.mkdir(parents=True)
     assert runner.run_folder(experiments.Run("c", "kuda"), other, out, store) == str(real)
