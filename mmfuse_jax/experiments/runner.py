@@ -63,9 +63,10 @@ def knob_slug(knobs: dict[str, float]) -> str:
     return "+".join(f"{k}-{v:g}" for k, v in sorted(knobs.items()))
 
 
-def build_config(run: Run, preset: str, out: str, sets: dict[str, Any]):
-    """The run's config: ``configs/<model>.py`` at its preset, its overrides, its data knobs (data under
-    ``out/data``), then ``sets``."""
+def build_config(run: Run, preset: str, out: str, sets: dict[str, Any], data: str | None = None):
+    """The run's config: ``configs/<model>.py`` at its preset, its overrides (``{out}`` in a string: ``out``,
+    the experiment's folder, whose ``runs/<name>`` names every run, stored or not), its data knobs (data
+    under ``data`` or ``out``, ``/data/<dataset>__<knobs>``), then ``sets``."""
     mod = importlib.import_module(f"configs.{run.model}")
     c = mod.get_config(run.preset(preset))
     where = f"run {run.name!r}"
@@ -77,7 +78,7 @@ def build_config(run: Run, preset: str, out: str, sets: dict[str, Any]):
                               f"not {run.preset(preset)!r}")
         for k, v in run.synthetic.items():
             set_field(c, f"dataset.synthetic.{k}", v, where)
-        c.dataset.root = os.path.join(out, "data", f"{c.dataset.name}__{knob_slug(dict(run.synthetic))}")
+        c.dataset.root = os.path.join(data or out, "data", f"{c.dataset.name}__{knob_slug(dict(run.synthetic))}")
         c.dataset.bert_path = os.path.join(c.dataset.root, "bert")
     for k, v in sets.items():
         set_field(c, k, v, "--set")
@@ -148,7 +149,7 @@ def run_experiment(exp: Experiment, *, preset: str, seeds: list[int], out: str, 
     if preset not in exp.presets:
         raise ConfigError(f"experiment {exp.name!r}: unknown preset {preset!r}: expected one of {list(exp.presets)}")
     runs = exp.runs(preset)
-    configs = {r.name: build_config(r, preset, store or out, sets or {}) for r in runs}  # every config error first
+    configs = {r.name: build_config(r, preset, out, sets or {}, data=store) for r in runs}  # config errors first
     t0, results, failures = time.time(), {}, []
     for r in runs:
         run_dir = run_folder(r, configs[r.name], out, store)

@@ -55,7 +55,7 @@ def test_store_gives_equal_configs_one_entry_and_keeps_real_folders(tmp_path):
     out, store = str(tmp_path / "out"), str(tmp_path / "store")
     same = runner.run_folder(run_a, kuda.get_config("tiny"), out, store)
     assert runner.run_folder(experiments.Run("a2", "kuda"), kuda.get_config("tiny"), out, store) == same
-    other = runner.build_config(run_b, "tiny", store, {})
+    other = runner.build_config(run_b, "tiny", out, {}, data=store)
     assert runner.run_folder(run_b, other, out, store) != same
     assert os.path.realpath(os.path.join(out, "runs", "a")) == os.path.realpath(same)
     # the run's config changes: its name now links to the new entry, the old entry stays
