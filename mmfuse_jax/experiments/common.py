@@ -10,6 +10,13 @@ from mmfuse_jax.experiments import Results, Table
 REGRESSION = ("mae", "corr", "acc_2", "f1_2")   # KuDA's synthetic/SIMS metric set (metrics.SCORERS 'sims')
 CLASSIFICATION = ("acc", "f1", "weighted_f1")
 OPEN_INTENT = ("open_acc", "open_f1", "open_f1_known", "open_f1_oos")  # DOC decisions incl. OOS (MIntRec2.0)
+# The intent experiments' two layouts: experiment preset -> its MIntRec2.0 config preset, and the
+# (layout, presets) pairs their runs loop over; one table shows both (in-scope acc/f1, open-intent F1s).
+MINTREC2 = {"demo": "demo_mintrec2", "tiny": "tiny_mintrec2", "mintrec": "mintrec2"}
+INTENT_LAYOUTS = (("mintrec", {}), ("mintrec2", MINTREC2))
+INTENT_METRICS = ["acc", "f1", "open_f1", "open_f1_oos"]
+INTENT_NOTE = ("mintrec2 rows: acc/f1 on the in-scope test rows; open_f1 / open_f1_oos: DOC decisions over known "
+               "intents + OOS (thresholds fitted on the training split)")
 
 
 def metrics_of(results: Results, name: str, wanted: tuple[str, ...]) -> list[str]:

@@ -3,15 +3,14 @@ per token; 'channel': per-channel kernels from a low-rank generator) x dynamic_k
 generated kernels are the short-conv kernels, as the paper says; 'add': static + generated), on the
 MIntRec layout and on the MIntRec2.0 layout with out-of-scope intents (OOS F1 under DOC)."""
 from mmfuse_jax.experiments import Experiment, Run, register
-from mmfuse_jax.experiments.common import metric_table
+from mmfuse_jax.experiments.common import INTENT_LAYOUTS, INTENT_METRICS, INTENT_NOTE, metric_table
 
-MINTREC2 = {"demo": "demo_mintrec2", "tiny": "tiny_mintrec2", "mintrec": "mintrec2"}
 GRANULARITIES, KERNELS = ("groups", "channel"), ("replace", "add")
 
 
 def runs(preset):
     out = []
-    for data, presets in (("mintrec", {}), ("mintrec2", MINTREC2)):
+    for data, presets in INTENT_LAYOUTS:
         for g in GRANULARITIES:
             for k in KERNELS:
                 out.append(Run(f"{data}_{g}_{k}", "dyken_hyena",
@@ -20,7 +19,7 @@ def runs(preset):
 
 
 def table(results):
-    t = metric_table(results, ["acc", "f1", "open_f1", "open_f1_oos"], plot_metric="acc")
+    t = metric_table(results, INTENT_METRICS, plot_metric="acc")
     best = {}
     for data in ("mintrec", "mintrec2"):
         names = [n for n in results.names if n.startswith(data + "_")]
@@ -28,8 +27,7 @@ def table(results):
         if scored:
             best[data] = max(scored, key=lambda n: results[n].mean("acc"))
     t.notes = [f"{data}: highest test acc {n} ({results[n].cell('acc')})" for data, n in best.items()]
-    t.notes.append("mintrec2 rows: acc/f1 on the in-scope test rows; open_f1 / open_f1_oos: DOC decisions over "
-                   "known intents + OOS (thresholds fitted on the training split)")
+    t.notes.append(INTENT_NOTE)
     return t
 
 

@@ -2,26 +2,25 @@
 cross-modal attention followed by feature concatenation (config.model.fusion='concat_attention', no
 generated kernels), on the MIntRec layout and on open-intent detection (MIntRec2.0 layout, OOS F1)."""
 from mmfuse_jax.experiments import Experiment, Run, register
-from mmfuse_jax.experiments.common import metric_table
+from mmfuse_jax.experiments.common import INTENT_LAYOUTS, INTENT_METRICS, INTENT_NOTE, metric_table
 
-MINTREC2 = {"demo": "demo_mintrec2", "tiny": "tiny_mintrec2", "mintrec": "mintrec2"}
 FUSIONS = ("dynamic_kernels", "concat_attention")
 
 
 def runs(preset):
     return [Run(f"{data}_{fusion}", "dyken_hyena", {"model.fusion": fusion}, presets=presets)
-            for data, presets in (("mintrec", {}), ("mintrec2", MINTREC2)) for fusion in FUSIONS]
+            for data, presets in INTENT_LAYOUTS for fusion in FUSIONS]
 
 
 def table(results):
-    t = metric_table(results, ["acc", "f1", "open_f1", "open_f1_oos"], plot_metric="acc")
+    t = metric_table(results, INTENT_METRICS, plot_metric="acc")
     notes = []
     for data, metric in (("mintrec", "acc"), ("mintrec2", "open_f1_oos")):
         dyn, cat = (results[f"{data}_{f}"].mean(metric) for f in FUSIONS)
         if None not in (dyn, cat):
             notes.append(f"{data}: test {metric} dynamic kernels minus concatenation {100 * (dyn - cat):+.2f} "
                          "(positive: the kernels help)")
-    t.notes = notes + ["mintrec2 rows: acc/f1 on in-scope test rows; open_*: DOC decisions incl. OOS"]
+    t.notes = notes + [INTENT_NOTE]
     return t
 
 

@@ -11,9 +11,8 @@ releases (preset ``mintrec``) both MIntRec2.0 runs use MIntRec's bert-base-uncas
 preset uses bert-large, which cannot take bert-base weights).
 """
 from mmfuse_jax.experiments import Experiment, Run, register
-from mmfuse_jax.experiments.common import CLASSIFICATION, mean_std_cell, metric_table
+from mmfuse_jax.experiments.common import CLASSIFICATION, MINTREC2, mean_std_cell, metric_table
 
-MINTREC2 = {"demo": "demo_mintrec2", "tiny": "tiny_mintrec2", "mintrec": "mintrec2"}
 SOURCE = "mintrec"
 FRESH = ("classifier",)  # the head of the 20 MIntRec intents cannot serve the 30 of MIntRec2.0
 
