@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from mmfuse_jax.experiments import Results, Table
+from mmfuse_jax.experiments import Results, Run, Table
 
 REGRESSION = ("mae", "corr", "acc_2", "f1_2")   # KuDA's synthetic/SIMS metric set (metrics.SCORERS 'sims')
 CLASSIFICATION = ("acc", "f1", "weighted_f1")
@@ -23,6 +23,25 @@ def metrics_of(results: Results, name: str, wanted: tuple[str, ...]) -> list[str
     """The metrics of ``wanted`` that run ``name`` has on test (regression sets differ per dataset)."""
     have = results[name].aggregate.get("splits", {}).get("test", {})
     return [m for m in wanted if m in have] or sorted(have)[:4]
+
+
+def layout_runs(model: str, field: str, values: tuple[str, ...]) -> list[Run]:
+    """``<layout>_<value>``: ``model`` with config ``field`` at each value, on both intent layouts."""
+    return [Run(f"{data}_{v}", model, {field: v}, presets=presets) for data, presets in INTENT_LAYOUTS for v in values]
+
+
+def layout_table(results: Results, values: tuple[str, ...], metrics: dict[str, str], says: str) -> Table:
+    """`metric_table` of `layout_runs` with, per layout, ``values[0]`` minus ``values[1]`` on its metric
+    (``metrics``: layout -> metric; ``says``: what a positive difference means) and `INTENT_NOTE`."""
+    t = metric_table(results, INTENT_METRICS, plot_metric="acc")
+    notes = []
+    for data, metric in metrics.items():
+        first, second = (results[f"{data}_{v}"].mean(metric) for v in values[:2])
+        if None not in (first, second):
+            notes.append(f"{data}: test {metric} {values[0]} minus {values[1]} {100 * (first - second):+.2f} "
+                         f"points (positive: {says})")
+    t.notes = notes + [INTENT_NOTE]
+    return t
 
 
 def metric_table(results: Results, metrics: list[str], *, label=lambda n: n, extra=None,
