@@ -154,8 +154,7 @@ def run_experiment(exp: Experiment, *, preset: str, seeds: list[int], out: str, 
     for r in runs:
         run_dir = run_folder(r, configs[r.name], out, store)
         print(f"\n##### {exp.name}: run {r.name} ({r.model}, preset {r.preset(preset)}) -> {run_dir}", flush=True)
-        done = sweep_locked(configs[r.name], run_dir, seeds, tuple(r.perturbations), shared=run_dir != os.path.join(
-            out, "runs", r.name))
+        done = sweep_locked(configs[r.name], run_dir, seeds, tuple(r.perturbations), shared=bool(store))
         failures += [f"{r.name} seed {s.seed}: {s.reason}" for s in done if not s.ok]
         results[r.name] = collect(r, configs[r.name], run_dir, seeds)
     table = exp.table(Results(results, preset, seeds, out))
