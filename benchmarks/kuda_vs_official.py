@@ -169,6 +169,9 @@ def _summary_record(args, config, times: dict, cpu: dict, flops_xla: dict, peaks
 
 
 def main(argv: list[str] | None = None) -> None:
+    from mmfuse_jax import runtime
+
+    malloc_tuned = runtime.tune_malloc()  # as our CLIs do (mmfuse_jax/runtime.py)
     args = _parse_args(argv)
 
     import jax.numpy as jnp
@@ -178,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     from benchmarks.train_step import load_config, matmul_peak_flops
 
     records: list[dict] = []
-    run = {"run": time.strftime("%Y-%m-%dT%H:%M:%S"), "git": _git_commit(), "torch_malloc": args.torch_malloc}
+    run = {"run": time.strftime("%Y-%m-%dT%H:%M:%S"), "git": _git_commit(), "torch_malloc": args.torch_malloc,
+           "ours_malloc_tuned": malloc_tuned}
 
     def out(rec: dict) -> None:
         rec = {"bench": "kuda_vs_official", **run, **rec}

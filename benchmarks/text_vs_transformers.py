@@ -112,12 +112,13 @@ class Ours:
         self.jax.block_until_ready(self.state.params)
         return {"epoch_s": time.perf_counter() - t0, "examples": len(self.rows)}
 
-    def warm_up(self) -> None:  # one step of every bucket shape compiles it (inputs placed as in training)
-        from mmfuse_jax.training import sharding
-
-        for k in sorted({k for _, k in self.plan(0)}):
-            idx = next(i for i, b in self.plan(0) if b == k)
-            self.state, m = self.train_step(self.state, sharding.to_global(self.collate(idx, k), self.mesh))
+    def warm_up(self) -> None:
+        """One step on a batch of every bucket shape, taken from the timed batches themselves (placed by
+        the loader's `prefetch.to_device`, as the epochs place theirs), so no timed block compiles."""
+        plan = self.plan(0)
+        for k in sorted({k for _, k in plan}):
+            batch = next(b for b, (_, kb) in zip(self.batches, plan) if kb == k)
+            self.state, m = self.train_step(self.state, batch)
         self.jax.block_until_ready(m["loss"])
 
 
@@ -148,6 +149,9 @@ def _interleave(a, ours: Ours, worker: TorchWorker, out) -> dict:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
+    from mmfuse_jax import runtime
+
+    malloc_tuned = runtime.tune_malloc()  # as our CLIs do (mmfuse_jax/runtime.py)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--torch_python", required=True, help="a Python with torch and transformers")
     p.add_argument("--n", type=int, default=1334, help="examples (MIntRec's train split size)")
@@ -186,7 +190,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
          "ours_params": int(n_params), "transformers_params": ready["params"], "torch": ready["torch"],
          "transformers": ready["transformers"], "torch_threads": ready["threads"],
          "ours_buckets": [b["text"] for b in ours.buckets], "ours_padded_fraction": ours.padded_fraction(),
-         "transformers_padded_fraction": ready["padded_fraction"]})
+         "transformers_padded_fraction": ready["padded_fraction"], "ours_malloc_tuned": malloc_tuned})
     res = _interleave(a, ours, worker, out)
     worker.close()
     med = {s: {k: statistics.median(v) for k, v in d.items()} for s, d in res.items()}

@@ -219,7 +219,12 @@ def catalogue() -> str:
 
 
 def run_app(main) -> None:
-    """`absl.app.run(main)` with `parse_flags`: --help exits 0 and lists the models and presets."""
+    """`absl.app.run(main)` with `parse_flags`: --help exits 0 and lists the models and presets; glibc's
+    allocator tuned for XLA's large buffers first (`runtime.tune_malloc`)."""
     from absl import app
+
+    from mmfuse_jax import runtime
+
+    runtime.tune_malloc()
 
     app.run(main, flags_parser=parse_flags)
