@@ -8,10 +8,11 @@ allocation and unmapped on free, so each train step first-touches those buffers 
 `tune_malloc` keeps glibc off mmap and stops it trimming (``mallopt``: no mmap, no trimming, 1 GB
 top pad; what ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=... MALLOC_TOP_PAD_=...`` do for the
 PyTorch side of our benchmarks), so freed blocks are reused. Measured (benchmarks/README.md, "Where
-a text step goes"): the forward and backward pass of a 22.7 M-parameter BERT step 117 -> 87 ms
-(28,000 -> ~1,000 page faults). Blocks over 64 MB allocated by XLA's worker threads still come
-from mmap (a thread arena's limit); one arena for all threads (``M_ARENA_MAX=1``) would keep those
-too, but made KuDA's step 35 % slower (allocator lock contention), so it is not set. The process
+a text step goes"): the forward and backward pass of a 22.7 M-parameter BERT step 112 -> 85 ms
+(28,000 -> ~70 page faults); the whole step only 206 -> 194 ms, because blocks over 64 MB allocated
+by XLA's worker threads still come from mmap (a thread arena's limit). One arena for all threads
+(``M_ARENA_MAX=1``) would keep those too, but made KuDA's step 35 % slower (allocator lock
+contention), so it is not set. The process
 keeps its peak heap until it exits.
 
 Called before JAX starts its threads. Not glibc (macOS, musl) or ``MMFUSE_MALLOC=system``: nothing
