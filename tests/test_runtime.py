@@ -11,8 +11,8 @@ import sys
 import pytest
 from conftest import REPO
 
-# A fresh interpreter: mallocs, fills and frees 48 MB (BERT's word embedding is 47 MB) from a worker
-# thread (as XLA's threads allocate) eight times and prints the minor page faults of the last seven
+# A fresh interpreter: mallocs, fills and frees 48 MB (BERT's word embedding is 47 MB) eight times from one
+# long-lived worker thread (as XLA's pool threads allocate) and prints the minor page faults of the last seven
 # and tune_malloc's answer.
 PROBE = """
 import ctypes, json, resource, threading
@@ -23,13 +23,13 @@ libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
 libc.free.argtypes = (ctypes.c_void_p,)
 faults = []
 def fill():
-    p = libc.malloc(48 * 2 ** 20)
-    ctypes.memset(p, 1, 48 * 2 ** 20)
-    libc.free(p)
-for i in range(8):
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    t = threading.Thread(target=fill); t.start(); t.join()
-    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    for i in range(8):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        p = libc.malloc(48 * 2 ** 20)
+        ctypes.memset(p, 1, 48 * 2 ** 20)
+        libc.free(p)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+t = threading.Thread(target=fill); t.start(); t.join()
 print(json.dumps({"tuned": tuned, "faults": sum(faults[1:])}))
 """
 
