@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import sys
@@ -42,3 +43,13 @@ def machine() -> dict[str, str]:
 def emit(record: dict, out=None) -> None:
     line = json.dumps(record, sort_keys=True)
     print(line, file=out or sys.stdout, flush=True)
+
+
+def emit_and_append(record: dict, path: str) -> None:
+    """`emit`, then append the line to ``path`` at once ('' = stdout only), so an interrupted run keeps
+    the records it made."""
+    emit(record)
+    if path:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import resource
 import statistics
 import time
 
-from benchmarks.common import emit, machine
+from benchmarks.common import emit_and_append, machine
 from benchmarks.padding import mintrec_like_lengths
 from benchmarks.text_vs_transformers import Ours
 
@@ -122,12 +121,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     a = p.parse_args(argv)
     records, run = [], time.strftime("%Y-%m-%dT%H:%M:%S")
 
-    def out(rec):  # appended to --out at once: an interrupted run keeps its records
+    def out(rec):
         records.append({"bench": "text_step_profile", "run": run, **rec})
-        emit(records[-1])
-        if a.out:
-            with open(a.out, "a") as f:
-                f.write(json.dumps(records[-1], sort_keys=True) + "\n")
+        emit_and_append(records[-1], a.out)
 
     lengths = mintrec_like_lengths(a.n, 48, a.seed)
     ours = Ours(lengths, a.batch_size, a.seed)

@@ -21,7 +21,6 @@ steps / block time, cycling through one epoch's batches), then ``--rounds`` whol
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -29,7 +28,7 @@ import time
 
 import numpy as np
 
-from benchmarks.common import emit, machine
+from benchmarks.common import emit_and_append, machine
 from benchmarks.kuda_vs_official_torch import TORCH_MALLOC_CHOICES, TorchWorker
 from benchmarks.padding import mintrec_like_lengths
 
@@ -169,13 +168,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     run = {"bench": "text_vs_transformers", "run": time.strftime("%Y-%m-%dT%H:%M:%S"), "torch_malloc": a.torch_malloc}
     records: list[dict] = []
 
-    def out(rec: dict) -> None:  # appended to --out at once: an interrupted run keeps its records
+    def out(rec: dict) -> None:
         records.append({**run, **rec})
-        emit(records[-1])
-        if a.out:
-            os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-            with open(a.out, "a") as f:
-                f.write(json.dumps(records[-1], sort_keys=True) + "\n")
+        emit_and_append(records[-1], a.out)
 
     lengths = mintrec_like_lengths(a.n, 48, a.seed)
     worker = TorchWorker(a.torch_python, _worker_config(a, lengths),
