@@ -42,7 +42,7 @@ def table(records: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     from mmfuse_jax import runtime
 
-    runtime.tune_malloc()  # as our CLIs do (mmfuse_jax/runtime.py)
+    runtime.tune_host()  # as our CLIs do (mmfuse_jax/runtime.py)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="demo")
     p.add_argument("--kuda_preset", default="demo", help="kuda's preset (bench = SIMS shapes, slow on CPU)")

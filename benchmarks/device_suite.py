@@ -107,7 +107,7 @@ def _parts(a, backend: str) -> list[tuple[str, str, list[str], dict | None]]:
 def main(argv: list[str] | None = None) -> list[dict]:
     from mmfuse_jax import runtime
 
-    runtime.tune_malloc()  # as our CLIs do (mmfuse_jax/runtime.py)
+    runtime.tune_host()  # as our CLIs do (mmfuse_jax/runtime.py)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--smoke", action="store_true", help="toy sizes, seconds on a CPU (the test suite's check)")
     p.add_argument("--official_dir", default=os.environ.get("KUDA_OFFICIAL_DIR", ""))

@@ -52,7 +52,7 @@ def measure(name: str, fn, args, extra: dict, reps: int) -> dict:
 def main(argv: list[str] | None = None) -> None:
     from mmfuse_jax import runtime
 
-    runtime.tune_malloc()  # as our CLIs do (mmfuse_jax/runtime.py)
+    runtime.tune_host()  # as our CLIs do (mmfuse_jax/runtime.py)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--dim", type=int, default=256)

@@ -171,7 +171,7 @@ def _summary_record(args, config, times: dict, cpu: dict, flops_xla: dict, peaks
 def main(argv: list[str] | None = None) -> None:
     from mmfuse_jax import runtime
 
-    malloc_tuned = runtime.tune_malloc()  # as our CLIs do (mmfuse_jax/runtime.py)
+    host = runtime.tune_host()  # as our CLIs do (mmfuse_jax/runtime.py)
     args = _parse_args(argv)
 
     import jax.numpy as jnp
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
 
     records: list[dict] = []
     run = {"run": time.strftime("%Y-%m-%dT%H:%M:%S"), "git": _git_commit(), "torch_malloc": args.torch_malloc,
-           "ours_malloc_tuned": malloc_tuned}
+           "ours_malloc_tuned": host["malloc_tuned"], "ours_cpu_inline": host["cpu_inline"]}
 
     def out(rec: dict) -> None:
         rec = {"bench": "kuda_vs_official", **run, **rec}

@@ -15,7 +15,7 @@ index into the 'auto' buckets; -1 = the bucket most batches fall in), jitted pie
   * ``update_cond``  the same with the guard as ``lax.cond(ok, update, keep)``;
   * ``update_noguard`` the same without a guard (a bound, not a step anyone should run).
 Each block also records user and system CPU milliseconds and minor page faults per call (getrusage).
-Our CLIs' allocator settings apply (`mmfuse_jax.runtime.tune_malloc`); ``MMFUSE_MALLOC=system`` measures
+Our CLIs' allocator settings apply (`mmfuse_jax.runtime.tune_host`: allocator and inline CPU execution); ``MMFUSE_MALLOC=system`` measures
 without them (the setup record says which).
 JSON lines to stdout and ``--out``; the summary has each piece's median milliseconds and its share of
 ``step``. The parameter count per top-level subtree says what the per-parameter work touches.
@@ -107,7 +107,7 @@ def _pieces(ours: Ours, batch):
 def main(argv: list[str] | None = None) -> list[dict]:
     from mmfuse_jax import runtime
 
-    malloc_tuned = runtime.tune_malloc()  # as our CLIs do; MMFUSE_MALLOC=system leaves glibc's defaults
+    host = runtime.tune_host()  # as our CLIs do; MMFUSE_MALLOC=system leaves glibc's defaults
     import jax
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     sizes = {k: int(sum(x.size for x in jax.tree_util.tree_leaves(v))) for k, v in params.items()}
     out({"event": "setup", "bucket": ours.buckets[bucket], "batches_in_bucket": counts[bucket],
          "batches": len(plan), "params_by_subtree": sizes, "params": sum(sizes.values()), "machine": machine(),
-         "malloc_tuned": malloc_tuned})
+         "malloc_tuned": host["malloc_tuned"], "cpu_inline": host["cpu_inline"]})
     for fn in pieces.values():  # compile
         jax.block_until_ready(fn())
     times = {k: [] for k in pieces}

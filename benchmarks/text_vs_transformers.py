@@ -152,7 +152,7 @@ def _interleave(a, ours: Ours, worker: TorchWorker, out) -> dict:
 def main(argv: list[str] | None = None) -> list[dict]:
     from mmfuse_jax import runtime
 
-    malloc_tuned = runtime.tune_malloc()  # as our CLIs do (mmfuse_jax/runtime.py)
+    host = runtime.tune_host()  # as our CLIs do (mmfuse_jax/runtime.py)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--torch_python", required=True, help="a Python with torch and transformers")
     p.add_argument("--n", type=int, default=1334, help="examples (MIntRec's train split size)")
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
          "ours_params": int(n_params), "transformers_params": ready["params"], "torch": ready["torch"],
          "transformers": ready["transformers"], "torch_threads": ready["threads"],
          "ours_buckets": [b["text"] for b in ours.buckets], "ours_padded_fraction": ours.padded_fraction(),
-         "transformers_padded_fraction": ready["padded_fraction"], "ours_malloc_tuned": malloc_tuned})
+         "transformers_padded_fraction": ready["padded_fraction"], "ours_malloc_tuned": host["malloc_tuned"], "ours_cpu_inline": host["cpu_inline"]})
     res = _interleave(a, ours, worker, out)
     worker.close()
     med = {s: {k: statistics.median(v) for k, v in d.items()} for s, d in res.items()}

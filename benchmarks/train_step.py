@@ -133,7 +133,7 @@ def run(config, *, steps: int, warmup: int) -> dict:
 def main(argv: list[str] | None = None) -> None:
     from mmfuse_jax import runtime
 
-    runtime.tune_malloc()  # as our CLIs do (mmfuse_jax/runtime.py)
+    runtime.tune_host()  # as our CLIs do (mmfuse_jax/runtime.py)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="configs/<model>.py:<preset>")
     p.add_argument("--steps", type=int, default=20)

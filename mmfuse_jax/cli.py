@@ -220,11 +220,11 @@ def catalogue() -> str:
 
 def run_app(main) -> None:
     """`absl.app.run(main)` with `parse_flags`: --help exits 0 and lists the models and presets; glibc's
-    allocator tuned for XLA's large buffers first (`runtime.tune_malloc`)."""
+    allocator and CPU dispatch tuned for XLA's large buffers first (`runtime.tune_host`)."""
     from absl import app
 
     from mmfuse_jax import runtime
 
-    runtime.tune_malloc()
+    runtime.tune_host()
 
     app.run(main, flags_parser=parse_flags)

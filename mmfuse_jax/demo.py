@@ -55,7 +55,7 @@ def _table(title: str, rows: dict, columns: list[tuple[str, str]]) -> str:
 def main(argv: list[str] | None = None) -> None:
     from mmfuse_jax import runtime
 
-    runtime.tune_malloc()  # before JAX starts its threads
+    runtime.tune_host()  # before JAX starts its threads
     from mmfuse_jax import cli, report
     from mmfuse_jax.training import identity, loop
 

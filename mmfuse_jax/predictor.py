@@ -361,7 +361,7 @@ def read_jsonl(path: str) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     from mmfuse_jax import runtime
 
-    runtime.tune_malloc()  # before JAX starts its threads
+    runtime.tune_host()  # before JAX starts its threads
     p = argparse.ArgumentParser(
         prog="predict.py", description="Predict with a trained run's best checkpoint: one JSON object per "
         'input line ({"text": ..., "audio": "a.npy", "video": "v.npy", "id": ...}; audio/video optional).')

@@ -1,5 +1,5 @@
-"""Process-wide allocator settings for the command-line entry points (train.py, eval.py, sweeps,
-experiments, the benchmarks' JAX side).
+"""Process-wide host settings for the command-line entry points (train.py, eval.py, sweeps,
+experiments, predict, the demo, the benchmarks' JAX side): `tune_host` = `tune_malloc` + `inline_cpu_execution`.
 
 XLA on CPU allocates each execution's temporary buffers and every new output with malloc and frees
 them when the step ends. With glibc's defaults a block over 32 MB (BERT's 30522 x 384 word embedding
@@ -10,14 +10,23 @@ top pad; what ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=... MALLOC_TOP_PAD_=..
 PyTorch side of our benchmarks), so freed blocks are reused. Measured (benchmarks/README.md, "Where
 a text step goes"): the forward and backward pass of a 22.7 M-parameter BERT step 112 -> 85 ms
 (28,000 -> ~70 page faults); the whole step only 206 -> 194 ms, because blocks over 64 MB allocated
-by XLA's worker threads still come from mmap (a thread arena's limit). One arena for all threads
-(``M_ARENA_MAX=1``) would keep those too, but made KuDA's step 35 % slower (allocator lock
-contention), so it is not set. The process
-keeps its peak heap until it exits.
+by XLA's worker threads still come from mmap: a thread's glibc arena grows in heaps of at most 64 MB,
+so a larger request is always mapped afresh and unmapped on free, whatever mallopt says (seen with
+strace: the text step's one 236 MB temporary buffer, mapped by a pool thread on every step, 57,700
+page faults and ~110 ms of system time per step). One arena for all threads (``M_ARENA_MAX=1``) would
+keep those too, but made KuDA's step 35 % slower (allocator lock contention), so it is not set.
+Instead `inline_cpu_execution` has JAX run CPU programs on the calling thread
+(``jax_cpu_enable_async_dispatch=False``; the same compiled programs, same numbers), whose
+allocations come from glibc's main arena, which `tune_malloc` keeps: 0 page faults per step.
+The price is the overlap of Python's work with a running step (a dispatched step no longer returns
+before it finishes); for the input pipeline `training.prefetch.to_device` gets that back with its
+background thread. JAX applies the flag only to single-device programs; a step sharded over several
+CPU devices keeps JAX's asynchronous path. The process keeps its peak heap until it exits.
 
-Called before JAX starts its threads. Not glibc (macOS, musl) or ``MMFUSE_MALLOC=system``: nothing
-changes. A library user who wants the same in a notebook calls ``mmfuse_jax.runtime.tune_malloc()``
-first thing.
+Called before JAX starts its threads (inline execution: before its CPU backend is created). Not
+glibc (macOS, musl) or ``MMFUSE_MALLOC=system``: nothing changes; ``MMFUSE_CPU_DISPATCH=async`` keeps
+JAX's asynchronous CPU dispatch with the tuned allocator. A library user who wants the same in a
+notebook calls ``mmfuse_jax.runtime.tune_host()`` first thing.
 """
 from __future__ import annotations
 
@@ -44,3 +53,21 @@ def tune_malloc() -> bool:
             mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
             _done = all(mallopt(param, value) == 1 for param, value in SETTINGS)
     return _done
+
+
+def inline_cpu_execution() -> bool:
+    """Sets ``jax_cpu_enable_async_dispatch=False`` (module doc) unless ``MMFUSE_CPU_DISPATCH=async``;
+    True when set. Has no effect on a CPU backend that already exists."""
+    if os.environ.get("MMFUSE_CPU_DISPATCH", "inline") == "async":
+        return False
+    import jax
+
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+    return True
+
+
+def tune_host() -> dict[str, bool]:
+    """`tune_malloc`, then `inline_cpu_execution` where the allocator is tuned (it is what keeps the
+    calling thread's large blocks). Returns what is in effect, for the records of the benchmarks."""
+    malloc = tune_malloc()
+    return {"malloc_tuned": malloc, "cpu_inline": inline_cpu_execution() if malloc else False}

@@ -1,5 +1,7 @@
 """`runtime.tune_malloc`: glibc keeps freed large blocks for reuse instead of unmapping them, so a
-buffer allocated again is not first-touched page by page (counted as minor page faults)."""
+buffer allocated again is not first-touched page by page (counted as minor page faults);
+`runtime.tune_host` adds inline CPU execution, which keeps XLA's over-64 MB temporaries off fresh
+mappings too."""
 from __future__ import annotations
 
 import json
@@ -33,13 +35,35 @@ t = threading.Thread(target=fill); t.start(); t.join()
 print(json.dumps({"tuned": tuned, "faults": sum(faults[1:])}))
 """
 
-def _probe(env_value: str | None) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+# A fresh interpreter: a jitted program whose 96 MB temporary (over a glibc thread arena's 64 MB heap)
+# XLA allocates on every call; the minor page faults of five calls after two warm-ups.
+XLA_PROBE = """
+import json, resource
+from mmfuse_jax import runtime
+host = runtime.tune_host()
+import jax, jax.numpy as jnp
+n = 24 * 2 ** 20
+@jax.jit
+def f(x):
+    y = jnp.sin(x)
+    return jnp.cumsum(y)[-1] + jnp.max(y * y[::-1])
+x = jnp.ones((n,), jnp.float32)
+jax.block_until_ready(f(x)); jax.block_until_ready(f(x))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    jax.block_until_ready(f(x))
+print(json.dumps({**host, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+"""
+
+
+def _probe(env_value: str | None, code: str = PROBE, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "MMFUSE_CPU_DISPATCH"}
     if env_value is None:
         env.pop("MMFUSE_MALLOC", None)
     else:
         env["MMFUSE_MALLOC"] = env_value
-    r = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    env.update(extra)
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -51,6 +75,16 @@ def test_tuned_malloc_reuses_large_blocks_and_system_leaves_glibc_alone():
     pages = 7 * 48 * 2 ** 20 // 4096  # what seven fresh 48 MB blocks first-touch
     assert system["faults"] > pages // 2, system  # glibc's default: mapped afresh every time
     assert tuned["faults"] < pages // 20, tuned  # tuned: the freed block is reused
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+def test_inline_cpu_execution_keeps_xlas_large_temporaries_mapped():
+    inline, async_ = _probe(None, XLA_PROBE), _probe(None, XLA_PROBE, MMFUSE_CPU_DISPATCH="async")
+    assert inline == {**inline, "malloc_tuned": True, "cpu_inline": True}
+    assert async_ == {**async_, "malloc_tuned": True, "cpu_inline": False}
+    pages = 5 * 24 * 2 ** 20 * 4 // 4096  # one fresh 96 MB temporary per call
+    assert async_["faults"] > pages // 2, (async_, inline)  # a pool thread maps it afresh on every call
+    assert inline["faults"] < pages // 20, (inline, async_)  # the calling thread's main arena keeps it
 
 
 def test_tune_malloc_is_idempotent():

@@ -11,7 +11,7 @@ import sys
 def main(argv: list[str] | None = None) -> None:
     from mmfuse_jax import runtime
 
-    runtime.tune_malloc()  # before JAX starts its threads
+    runtime.tune_host()  # before JAX starts its threads
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog="python -m mmfuse_jax.experiments", description=__doc__.splitlines()[0])
     p.add_argument("name", nargs="?", help="the experiment (see --list)")

@@ -2,7 +2,8 @@
 
 `to_device` is the idea of ``flax.jax_utils.prefetch_to_device`` for a mesh: it keeps ``depth``
 batches already handed to the devices (sharded on ``data`` by `sharding.to_global`; the transfer is
-asynchronous), so the step that runs next finds its inputs there instead of waiting for them.
+asynchronous), so the step that runs next finds its inputs there instead of waiting for them; the
+host side of those batches is made on a background thread.
 
 `host_sync` marks the places where the training loop reads device values on purpose (log steps,
 checkpoints, dev evaluation, setup). `HOST_READS` counts every read of a device array's value
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import itertools
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 
 import jax
@@ -23,21 +25,56 @@ from mmfuse_jax.training import sharding
 
 
 def to_device(batches: Iterable[dict[str, np.ndarray]], mesh, depth: int = 2) -> Iterator[dict]:
-    """``batches`` as global device arrays on ``mesh``, ``depth`` of them put ahead (depth 0: none)."""
-    it = iter(batches)
+    """``batches`` as global device arrays on ``mesh``, ``depth`` of them put ahead (depth 0: none,
+    everything on the caller's thread).
+
+    With ``depth > 0`` one background thread draws the host batches (the loader's reading, decoding
+    and padding) and puts them on the devices, so that work overlaps the running step even where JAX
+    executes CPU programs on the calling thread (`mmfuse_jax.runtime.inline_cpu_execution`). Order is
+    unchanged; an error in the producer is raised here, at the batch where it happened; closing the
+    generator (a loop that stops early) stops the producer and waits for it."""
     if depth <= 0:
-        yield from (sharding.to_global(b, mesh) for b in it)
+        yield from (sharding.to_global(b, mesh) for b in batches)
         return
-    queue: collections.deque = collections.deque()
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
 
-    def enqueue(n: int) -> None:
-        for b in itertools.islice(it, n):
-            queue.append(sharding.to_global(b, mesh))
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
-    enqueue(depth)
-    while queue:
-        yield queue.popleft()
-        enqueue(1)
+    it = iter(batches)
+
+    def produce() -> None:
+        try:
+            for b in it:
+                if not put(("batch", sharding.to_global(b, mesh))):
+                    return
+            put((done, None))
+        except BaseException as e:  # noqa: BLE001  (handed to the consumer, raised there)
+            put(("error", e))
+        finally:
+            getattr(it, "close", lambda: None)()  # a generator's own cleanup, on its thread
+
+    worker = threading.Thread(target=produce, name="mmfuse-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, item = ready.get()
+            if kind is done:
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 class _Reads:

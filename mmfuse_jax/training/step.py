@@ -69,7 +69,7 @@ def make_train_step(model, loss_fn, tx: optax.GradientTransformation, mesh, *,
         params = optax.apply_updates(state.params, updates)
         # A select per leaf needs the old and the new value of every parameter and moment at once (a
         # model-sized temporary). `lax.cond(ok, update, keep)` avoids it (the AdamW update of a 22.7 M
-        # parameter BERT 89 -> 57 ms, benchmarks/text_step_profile.py) but changes the update's float
+        # parameter BERT 60 -> 45 ms, benchmarks/text_step_profile.py) but changes the update's float
         # rounding in some models (MVCL-DAF++'s tiny learning test: test acc 0.823 -> 0.771), so every
         # measured number would move; not adopted until a change re-measures them.
         keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)

@@ -4,6 +4,8 @@ background and are whole when training returns."""
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import jax
 import numpy as np
@@ -26,7 +28,12 @@ def test_to_device_puts_batches_ahead_on_the_mesh():
 
     it = prefetch.to_device(batches(), mesh, depth=2)
     first = next(it)
-    assert pulled == [0, 1]  # the second batch is already on its way while the first one's step runs
+    deadline = time.monotonic() + 30
+    while len(pulled) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # the next batches are on their way while the first one's step runs: at most depth (queued) + 1
+    # (being made) ahead of the consumer
+    assert pulled[:2] == [0, 1] and len(pulled) <= 1 + 2 + 1, pulled
     assert isinstance(first["x"], jax.Array) and first["x"].sharding == sharding.data_sharded(mesh)
     rest = [int(b["x"][0, 0]) for b in it]
     assert [int(first["x"][0, 0]), *rest] == [0, 1, 2, 3, 4]
@@ -75,3 +82,32 @@ def test_no_host_reads_between_steps_outside_log_and_checkpoint_steps(tiny_synth
     assert checkpoint_steps(run, "last")[-1] == 12 and checkpoint_steps(run, "best")
     for folder in ("checkpoints", "best"):
         assert not [d for d in os.listdir(os.path.join(run, folder)) if "tmp" in d]
+
+
+def test_to_device_raises_the_producers_error_in_order_and_stops_when_closed():
+    mesh = sharding.make_mesh()
+
+    def failing():
+        yield {"x": np.zeros((mesh.size, 1), np.float32)}
+        raise ValueError("train.tsv row 2: unknown label 'Nope'")
+
+    it = prefetch.to_device(failing(), mesh, depth=2)
+    assert next(it)["x"].shape == (mesh.size, 1)  # the good batch first, then its error
+    with pytest.raises(ValueError, match="unknown label"):
+        next(it)
+    closed = []
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                yield {"x": np.full((mesh.size, 1), i, np.float32)}
+                i += 1
+        finally:
+            closed.append(threading.current_thread().name)
+
+    it = prefetch.to_device(endless(), mesh, depth=2)
+    assert [int(next(it)["x"][0, 0]) for _ in range(3)] == [0, 1, 2]
+    it.close()  # a loop that stops early: the producer stops and the source generator is closed
+    assert closed == ["mmfuse-prefetch"]
+    assert not any(t.name == "mmfuse-prefetch" for t in threading.enumerate())
