@@ -15,7 +15,8 @@ index into the 'auto' buckets; -1 = the bucket most batches fall in), jitted pie
   * ``update_cond``  the same with the guard as ``lax.cond(ok, update, keep)``;
   * ``update_noguard`` the same without a guard (a bound, not a step anyone should run).
 Each block also records user and system CPU milliseconds and minor page faults per call (getrusage).
-Our CLIs' allocator settings apply (`mmfuse_jax.runtime.tune_host`: allocator and inline CPU execution); ``MMFUSE_MALLOC=system`` measures
+Our CLIs' host settings apply (`mmfuse_jax.runtime.tune_host`: allocator, inline CPU execution);
+``MMFUSE_MALLOC=system`` measures
 without them (the setup record says which).
 JSON lines to stdout and ``--out``; the summary has each piece's median milliseconds and its share of
 ``step``. The parameter count per top-level subtree says what the per-parameter work touches.

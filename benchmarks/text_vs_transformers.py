@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
          "ours_params": int(n_params), "transformers_params": ready["params"], "torch": ready["torch"],
          "transformers": ready["transformers"], "torch_threads": ready["threads"],
          "ours_buckets": [b["text"] for b in ours.buckets], "ours_padded_fraction": ours.padded_fraction(),
-         "transformers_padded_fraction": ready["padded_fraction"], "ours_malloc_tuned": host["malloc_tuned"], "ours_cpu_inline": host["cpu_inline"]})
+         "transformers_padded_fraction": ready["padded_fraction"],
+         "ours_malloc_tuned": host["malloc_tuned"], "ours_cpu_inline": host["cpu_inline"]})
     res = _interleave(a, ours, worker, out)
     worker.close()
     med = {s: {k: statistics.median(v) for k, v in d.items()} for s, d in res.items()}
