@@ -12,7 +12,6 @@ import json
 import os
 from typing import Any
 
-import jax
 import numpy as np
 
 from mmfuse_jax import ood, perturb
@@ -20,7 +19,7 @@ from mmfuse_jax.data.formats import FORMATS
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.training import distributed, identity
 from mmfuse_jax.training.checkpoint import Checkpoints
-from mmfuse_jax.training.experiment import Experiment, build, init_params, make_eval_step, predict_split, score
+from mmfuse_jax.training.experiment import Experiment, abstract_params, build, make_eval_step, predict_split, score
 
 
 @dataclasses.dataclass
@@ -46,8 +45,7 @@ def restore_best(exp: Experiment, workdir: str) -> tuple[Any, dict]:
                           f"train.py --workdir={workdir}")
     ckpt = Checkpoints(workdir, keep=exp.config.keep_checkpoints)
     try:
-        restored = ckpt.restore_best(jax.tree_util.tree_map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), init_params(exp)))
+        restored = ckpt.restore_best(abstract_params(exp))
     finally:
         ckpt.close()
     if restored is None:

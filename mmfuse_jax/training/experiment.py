@@ -85,16 +85,40 @@ def build(config, *, data: bool = True) -> Experiment:
     return Experiment(config, spec, model, prepared, mesh, labels, _DTYPES[config.compute_dtype])
 
 
+def _init_fn(exp: Experiment):
+    key = jax.random.fold_in(jax.random.PRNGKey(exp.config.seed), 0)
+    batch = {k: jnp.asarray(v) for k, v in exp.dummy_batch().items()}
+    return (lambda k: exp.model.init(k, batch, train=False)["params"]), key
+
+
+def _pretrained_bert(exp: Experiment, params) -> Any | None:
+    """The pretrained BERT weights (host arrays) that replace ``params['bert']``, if configured."""
+    if exp.spec.uses_bert and exp.config.model.pretrained_bert and "bert" in params:
+        return bert_lib.load_pretrained(exp.config.dataset.bert_path)[1]
+    return None
+
+
+def abstract_params(exp: Experiment) -> Any:
+    """The shapes, dtypes and shardings of what `init_params` returns (a restore target), without
+    compiling or running the init."""
+    init_fn, key = _init_fn(exp)
+    shapes = jax.eval_shape(init_fn, key)
+    pretrained = _pretrained_bert(exp, shapes)
+    if pretrained is not None:
+        shapes = {**shapes, "bert": jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
+                                                           pretrained)}
+    return jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes,
+                                  exp.shardings(shapes))
+
+
 def init_params(exp: Experiment) -> Any:
     """Sharded init from the seed (replicated, or split on the ``model`` axis by `Experiment.shardings`),
     with the pretrained BERT loaded if configured."""
-    key = jax.random.fold_in(jax.random.PRNGKey(exp.config.seed), 0)
-    batch = {k: jnp.asarray(v) for k, v in exp.dummy_batch().items()}
-    init_fn = lambda k: exp.model.init(k, batch, train=False)["params"]
+    init_fn, key = _init_fn(exp)
     init = jax.jit(init_fn, out_shardings=exp.shardings(jax.eval_shape(init_fn, key)))
     params = init(key)
-    if exp.spec.uses_bert and exp.config.model.pretrained_bert and "bert" in params:
-        _, pretrained = bert_lib.load_pretrained(exp.config.dataset.bert_path)
+    pretrained = _pretrained_bert(exp, params)
+    if pretrained is not None:
         params = dict(params)
         params["bert"] = sharding.put(pretrained, exp.mesh, sharding.min_shard_size(exp.config))
     return params

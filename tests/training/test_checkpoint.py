@@ -50,3 +50,20 @@ def test_missing_runs_steps_and_selections_are_clear_errors(run_dir, tmp_path):
         read_checkpoint(run_dir, "last", step=7)
     with pytest.raises(ConfigError, match="'first'"):
         read_checkpoint(run_dir, "first")
+
+
+@pytest.mark.parametrize("model", ["text_only", "kuda"])
+def test_restore_target_is_what_init_gives_without_running_init(model, tiny_synthetic):
+    """`abstract_params` (evaluation's restore target): the tree, shapes, dtypes and shardings of
+    `init_params`, pretrained BERT included (its tree comes from the checkpoint file, not the model)."""
+    from conftest import tiny_config
+
+    from mmfuse_jax.training import experiment
+
+    config = tiny_config(model, tiny_synthetic)
+    assert config.model.pretrained_bert
+    exp = experiment.build(config, data=False)
+    real, abstract = experiment.init_params(exp), experiment.abstract_params(exp)
+    assert jax.tree_util.tree_structure(real) == jax.tree_util.tree_structure(abstract)
+    for r, a in zip(jax.tree_util.tree_leaves(real), jax.tree_util.tree_leaves(abstract)):
+        assert (r.shape, r.dtype, r.sharding) == (a.shape, a.dtype, a.sharding)
