@@ -12,6 +12,7 @@ import json
 import os
 from typing import Any
 
+import jax
 import numpy as np
 
 from mmfuse_jax import ood, perturb
@@ -54,6 +55,12 @@ def restore_best(exp: Experiment, workdir: str) -> tuple[Any, dict]:
     return restored
 
 
+def _layout(params) -> Any:
+    """The restored params' shardings: the layout the training loop's eval step was made for, so an
+    evaluation in the process that trained the model reuses that step (`step_lib.memo`)."""
+    return jax.tree_util.tree_map(lambda x: x.sharding, params)
+
+
 def evaluate(config, workdir: str, splits=("dev", "test"), perturb_spec: str = "") -> Evaluation:
     """Restore the best checkpoint of ``workdir`` and evaluate; writes ``eval_<split>.json``.
 
@@ -64,7 +71,7 @@ def evaluate(config, workdir: str, splits=("dev", "test"), perturb_spec: str = "
     suffix = perturb.file_suffix(perturb_spec)
     exp = build(config)
     params, meta = restore_best(exp, workdir)
-    eval_step = make_eval_step(exp)
+    eval_step = make_eval_step(exp, params_sharding=_layout(params))
     oos_label = config.dataset.get("oos_label")
     # Open-intent datasets: DOC thresholds are fitted on the in-scope training split's scores.
     train = predict_split(exp, params, "train", eval_step) if oos_label is not None else None
@@ -130,7 +137,7 @@ def evaluate_on(config, workdir: str, dataset, splits=("test",)) -> dict[str, di
     target = on_dataset(config, dataset)
     exp = build(target)
     params, _ = restore_best(exp, workdir)
-    eval_step = make_eval_step(exp)
+    eval_step = make_eval_step(exp, params_sharding=_layout(params))
     return {split: score(exp, predict_split(exp, params, split, eval_step)) for split in splits}
 
 

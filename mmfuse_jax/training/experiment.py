@@ -85,10 +85,25 @@ def build(config, *, data: bool = True) -> Experiment:
     return Experiment(config, spec, model, prepared, mesh, labels, _DTYPES[config.compute_dtype])
 
 
-def _init_fn(exp: Experiment):
+def _init_args(exp: Experiment) -> tuple[jax.Array, dict]:
+    """The init's key (from the seed) and a dummy batch (its shapes are all the init reads)."""
     key = jax.random.fold_in(jax.random.PRNGKey(exp.config.seed), 0)
-    batch = {k: jnp.asarray(v) for k, v in exp.dummy_batch().items()}
-    return (lambda k: exp.model.init(k, batch, train=False)["params"]), key
+    return key, {k: jnp.asarray(v) for k, v in exp.dummy_batch().items()}
+
+
+def _init_key(exp: Experiment, batch: dict) -> tuple:
+    """What fixes the init's program (`step_lib.memo`): the model and the batch's shapes and dtypes."""
+    return exp.model, tuple((k, v.shape, v.dtype.name) for k, v in sorted(batch.items()))
+
+
+def _init_fn(model):
+    return lambda key, batch: model.init(key, batch, train=False)["params"]
+
+
+def _param_shapes(exp: Experiment, key, batch) -> Any:
+    """`jax.eval_shape` of the init, traced once per model in the process."""
+    return step_lib.memo(("init shapes", *_init_key(exp, batch)),
+                         lambda: jax.eval_shape(_init_fn(exp.model), key, batch))
 
 
 def _pretrained_bert(exp: Experiment, params) -> Any | None:
@@ -101,8 +116,7 @@ def _pretrained_bert(exp: Experiment, params) -> Any | None:
 def abstract_params(exp: Experiment) -> Any:
     """The shapes, dtypes and shardings of what `init_params` returns (a restore target), without
     compiling or running the init."""
-    init_fn, key = _init_fn(exp)
-    shapes = jax.eval_shape(init_fn, key)
+    shapes = _param_shapes(exp, *_init_args(exp))
     pretrained = _pretrained_bert(exp, shapes)
     if pretrained is not None:
         shapes = {**shapes, "bert": jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
@@ -113,10 +127,13 @@ def abstract_params(exp: Experiment) -> Any:
 
 def init_params(exp: Experiment) -> Any:
     """Sharded init from the seed (replicated, or split on the ``model`` axis by `Experiment.shardings`),
-    with the pretrained BERT loaded if configured."""
-    init_fn, key = _init_fn(exp)
-    init = jax.jit(init_fn, out_shardings=exp.shardings(jax.eval_shape(init_fn, key)))
-    params = init(key)
+    with the pretrained BERT loaded if configured. The jitted init is kept per model and layout
+    (`step_lib.memo`): the seeds and stages of one model trace and compile it once."""
+    key, batch = _init_args(exp)
+    out = exp.shardings(_param_shapes(exp, key, batch))
+    init = step_lib.memo(("init", *_init_key(exp, batch), step_lib.sharding_key(out)),
+                         lambda: jax.jit(_init_fn(exp.model), out_shardings=out))
+    params = init(key, batch)
     pretrained = _pretrained_bert(exp, params)
     if pretrained is not None:
         params = dict(params)

@@ -9,7 +9,10 @@ count stays at the number of length buckets.
 """
 from __future__ import annotations
 
+import collections
+import threading
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +33,53 @@ class TraceCounter:
             self.count += 1
             return fn(*args, **kwargs)
         return traced
+
+
+# ----------------------------------------------------------------------------- per-process memo
+
+# Jitted functions (and the shapes a trace gives) kept per process by what fixes their program: the
+# model (a hashable Flax dataclass: equal fields, equal program), the mesh, dtypes, shardings. A jitted
+# function keeps its traces and executables, so the loop's eval step, every later evaluation (eval.py's
+# splits and perturbations, an experiment's runs and seeds of one model) and every init of that model
+# trace and compile once: tracing a model is seconds of Python (HCT-DMG traces all three primaries'
+# branches), and a new closure per call would trace again even when the persistent XLA cache has the
+# executable. Least recently used entries go beyond `_MEMO_SIZE`.
+_MEMO: collections.OrderedDict = collections.OrderedDict()
+_MEMO_SIZE = 32
+_MEMO_LOCK = threading.Lock()
+
+
+def memo(key: tuple, build: Callable[[], Any]) -> Any:
+    """``build()``, once per ``key`` in this process. A key that cannot be hashed (a model with a list or
+    array field) builds every time: correct, only slower."""
+    try:
+        hash(key)
+    except TypeError:
+        return build()
+    with _MEMO_LOCK:
+        if key in _MEMO:
+            _MEMO.move_to_end(key)
+            return _MEMO[key]
+    value = build()
+    with _MEMO_LOCK:
+        _MEMO[key] = value
+        while len(_MEMO) > _MEMO_SIZE:
+            _MEMO.popitem(last=False)
+    return value
+
+
+def memo_items() -> list[tuple[tuple, Any]]:
+    """The (key, value) pairs `memo` holds now, least recently used first."""
+    with _MEMO_LOCK:
+        return list(_MEMO.items())
+
+
+def sharding_key(tree: Any) -> Any:
+    """A hashable stand-in for a sharding or a tree of them (None stays None)."""
+    if tree is None:
+        return None
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, tuple(leaves)
 
 
 def _cast_inputs(batch: dict, dtype) -> dict:
@@ -95,7 +145,18 @@ def make_eval_step(model, mesh, *, compute_dtype=jnp.float32, counter: TraceCoun
                    params_sharding=None, extra_outputs: tuple[str, ...] = ()):
     """``params_sharding``: a sharding or tree of them; default (None) the params' own layout, so
     replicated and FSDP-sharded params both work. ``extra_outputs``: the spec's ``eval_outputs``,
-    returned beside `EVAL_OUTPUTS` when the model emits them. Outputs come back replicated."""
+    returned beside `EVAL_OUTPUTS` when the model emits them. Outputs come back replicated.
+
+    Without a ``counter``, one jitted function per (model, mesh, dtype, layout, outputs) in the process
+    (`memo`): evaluations of the same model reuse its traces and executables."""
+    if counter is not None:
+        return _eval_step(model, mesh, compute_dtype, counter, params_sharding, tuple(extra_outputs))
+    key = ("eval_step", model, mesh, jnp.dtype(compute_dtype).name, sharding_key(params_sharding),
+           tuple(extra_outputs))
+    return memo(key, lambda: _eval_step(model, mesh, compute_dtype, None, params_sharding, tuple(extra_outputs)))
+
+
+def _eval_step(model, mesh, compute_dtype, counter, params_sharding, extra_outputs):
     keep = set(EVAL_OUTPUTS) | set(extra_outputs)
 
     def eval_step(params, batch: dict):

@@ -100,6 +100,34 @@ def test_compiles_once_per_bucket_shape():
     assert counter.count == 2
 
 
+def test_eval_steps_are_kept_per_model_mesh_and_layout():
+    """`step_lib.memo`: equal models (equal fields) on one mesh and layout share one jitted eval step,
+    which traces once for both; anything else that changes the program gets its own."""
+    mesh = mesh_of(4)
+    spec, m, tx, st = setup(mesh)
+    again = spec.build(model_config("early_fusion"), {"num_classes": C, "bert": BERT})  # a new, equal object
+    assert again is not m and again == m
+    first = step_lib.make_eval_step(m, mesh, params_sharding=sharding.replicated(mesh))
+    assert step_lib.make_eval_step(again, mesh, params_sharding=sharding.replicated(mesh)) is first
+    batch = {k: jax.device_put(v, sharding.data_sharded(mesh)) for k, v in big_batch().items()}
+    out = first(st.params, batch)
+    step_lib.make_eval_step(again, mesh, params_sharding=sharding.replicated(mesh))(st.params, batch)
+    assert first._cache_size() == 1 and out["logits"].shape == (8, C)
+    others = [step_lib.make_eval_step(m, mesh_of(2), params_sharding=sharding.replicated(mesh_of(2))),
+              step_lib.make_eval_step(m, mesh, params_sharding=None),
+              step_lib.make_eval_step(m, mesh, params_sharding=sharding.replicated(mesh), extra_outputs=("gate",)),
+              step_lib.make_eval_step(m, mesh, params_sharding=sharding.replicated(mesh),
+                                      compute_dtype=jnp.bfloat16),
+              step_lib.make_eval_step(m.clone(hidden=m.hidden * 2),
+                                      mesh, params_sharding=sharding.replicated(mesh))]
+    assert len({id(f) for f in [first, *others]}) == 6
+    counter = step_lib.TraceCounter()  # a counted step is the caller's own, never shared
+    assert step_lib.make_eval_step(m, mesh, counter=counter) is not step_lib.make_eval_step(m, mesh, counter=counter)
+    built = []
+    unhashable = step_lib.memo(("x", [1]), lambda: built.append(1) or len(built))
+    assert unhashable == 1 and step_lib.memo(("x", [1]), lambda: built.append(1) or len(built)) == 2
+
+
 def test_batch_size_must_divide_the_mesh():
     from mmfuse_jax.errors import ConfigError
 

@@ -12,6 +12,8 @@ import pytest
 from conftest import REPO, synthetic_copy, synthetic_dataset, tiny_config
 
 from mmfuse_jax.training import loop
+from mmfuse_jax.training import step as step_lib
+from mmfuse_jax.training.experiment import build
 from mmfuse_jax.training.logging import read_metrics
 
 pytestmark = pytest.mark.slow
@@ -30,7 +32,13 @@ def _train_and_evaluate(name: str, bench: str, workdir: str, **overrides) -> dic
     """Train and evaluate the tiny preset of ``name``: the test results (checking what every run leaves)."""
     summary = loop.train_and_evaluate(tiny_config(name, bench, **overrides), workdir)
     assert summary["compiles"] <= tiny_config(name, bench, **overrides).dataset.num_buckets  # one per length bucket
-    results = loop.evaluate(tiny_config(name, bench, **overrides), workdir).results
+    config = tiny_config(name, bench, **overrides)
+    results = loop.evaluate(config, workdir).results
+    # The evaluation reused the training loop's eval step (`step_lib.memo`): one jitted function for the
+    # model, traced once per length bucket across the loop's dev evaluations and the final dev/test.
+    model = build(config, data=False).model
+    kept = [fn for key, fn in step_lib.memo_items() if key[0] == "eval_step" and key[1] == model]
+    assert len(kept) == 1 and kept[0]._cache_size() <= config.dataset.num_buckets, kept
     assert os.path.exists(os.path.join(workdir, "eval_test.json"))
     assert os.listdir(os.path.join(workdir, "best")) and os.listdir(os.path.join(workdir, "checkpoints"))
     records = read_metrics(workdir)
