@@ -31,9 +31,11 @@ def _as_dict(config: Any) -> dict:
 
 
 def after_evaluate(run_dir: str, config, preds: dict[str, dict[str, np.ndarray]], *,
-                   train: dict[str, np.ndarray] | None = None, checkpoint_step: int | None = None) -> str:
+                   train: dict[str, np.ndarray] | None = None, checkpoint_step: int | None = None,
+                   write: bool = True) -> str:
     """Save each split's predictions, and the DOC thresholds fitted on ``train`` (the training split's
-    predictions, open-intent datasets only) for ``checkpoint_step``; then write the report."""
+    predictions, open-intent datasets only) for ``checkpoint_step``; then write the report (``write=False``:
+    a caller that writes it once more files are in, e.g. perturbed evaluations; returns its path)."""
     config = _as_dict(config)
     for split, pred in preds.items():
         runfiles.save_predictions(run_dir, split, pred)
@@ -44,7 +46,7 @@ def after_evaluate(run_dir: str, config, preds: dict[str, dict[str, np.ndarray]]
         scale = 1.0 if scale is None else scale
         ood.save_doc_thresholds(run_dir, ood.fit_doc_thresholds(train["logits"], train["label"], scale),
                                 scale=scale, checkpoint_step=checkpoint_step)
-    return write_report(run_dir, config)
+    return write_report(run_dir, config) if write else os.path.join(run_dir, "report.md")
 
 
 # ------------------------------------------------------------------------- labels and predictions

@@ -74,14 +74,19 @@ def run_seed(config, workdir: str, perturbations: tuple[str, ...] = (), train: b
         if train:
             loop.run(config, workdir)
         ev = loop.run_evaluation(config, workdir)
-        report.after_evaluate(ev.run_dir, ev.config, ev.preds, train=ev.train, checkpoint_step=ev.checkpoint_step)
+        # With perturbations the report is written once, after them (its plots are drawn once per run),
+        # and also when one of them fails (the `finally`).
+        report.after_evaluate(ev.run_dir, ev.config, ev.preds, train=ev.train, checkpoint_step=ev.checkpoint_step,
+                              write=not perturbations)
         did = True
-    for spec in perturbations:
-        if not finished(config, workdir, suffix=perturb.file_suffix(spec)):
-            loop.run_evaluation(config, workdir, perturb=spec)
-            did = True
-    if did and perturbations:
-        report.write_report(stages_lib.final(config, workdir).run_dir)
+    try:
+        for spec in perturbations:
+            if not finished(config, workdir, suffix=perturb.file_suffix(spec)):
+                loop.run_evaluation(config, workdir, perturb=spec)
+                did = True
+    finally:
+        if did and perturbations:
+            report.write_report(stages_lib.final(config, workdir).run_dir)
     return did
 
 

@@ -11,6 +11,8 @@ from conftest import tiny_config
 
 from mmfuse_jax import aggregate, compare, sweep
 from mmfuse_jax.errors import ConfigError
+from mmfuse_jax.training import step as step_lib
+from mmfuse_jax.training.experiment import build
 
 
 def _fake_seed(parent, seed, metrics, *, stage=""):
@@ -61,8 +63,13 @@ def test_seeds_train_and_a_failing_seed_does_not_stop_the_others(tiny_synthetic,
         return real_run(c, d)
 
     monkeypatch.setattr(sweep.loop, "run", flaky)
+    step_lib.memo_clear()
     results = sweep.run_seeds(config, workdir, [0, 1, 2], perturbations=("drop:audio",))
     assert [(r.seed, r.ok) for r in results] == [(0, True), (1, False), (2, True)]
+    # seeds 0 and 2 trained with one jitted train step, traced once per length bucket (`step_lib.memo`)
+    model = build(config, data=False).model
+    kept = [v for k, v in step_lib.memo_items() if k[0] == "train_step" and k[1] == model]
+    assert len(kept) == 1 and 1 <= kept[0][1].count <= config.dataset.num_buckets, kept
     assert "boom for the test" in results[1].reason
     with open(os.path.join(workdir, "aggregate.json")) as f:
         agg = json.load(f)
@@ -83,3 +90,17 @@ def test_seeds_train_and_a_failing_seed_does_not_stop_the_others(tiny_synthetic,
     monkeypatch.setattr(sweep.loop, "run", real_run)
     again = sweep.run_seeds(config, workdir, [0, 1, 2], perturbations=("drop:audio",))
     assert [(r.seed, r.ok, r.skipped) for r in again] == [(0, True, True), (1, True, False), (2, True, True)]
+    # The report is written once, after the perturbed evaluations, and also when one of them fails.
+    seed0 = os.path.join(workdir, "seed_0")
+    os.remove(os.path.join(seed0, "report.md"))
+    real_eval = sweep.loop.run_evaluation
+
+    def broken(c, d, perturb=""):
+        if perturb == "drop:video":
+            raise RuntimeError("perturbation boom")
+        return real_eval(c, d, perturb=perturb)
+
+    monkeypatch.setattr(sweep.loop, "run_evaluation", broken)
+    with pytest.raises(RuntimeError, match="perturbation boom"):
+        sweep.run_seed(sweep.with_seed(config, 0), seed0, perturbations=("drop:audio", "shuffle:text", "drop:video"))
+    assert "| shuffle-text |" in open(os.path.join(seed0, "report.md")).read()

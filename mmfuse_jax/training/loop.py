@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import threading
@@ -105,6 +106,7 @@ class _Run:
     train_step: Any
     eval_step: Any
     counter: step_lib.TraceCounter
+    traced_before: int  # the counter's count at setup (a memoised step may have traced in an earlier run)
 
 
 def _setup(config, workdir: str, init_fn, frozen, counter) -> _Run:
@@ -138,17 +140,42 @@ def _setup(config, workdir: str, init_fn, frozen, counter) -> _Run:
         print(f"resumed from step {step} (epoch {meta['epoch']}, batch {meta['next_batch']})")
     writer = MetricsWriter(workdir, resume_step=step if restored is not None else None) \
         if distributed.is_primary() else distributed.NullWriter()
-    counter = counter or step_lib.TraceCounter()
-    train_step = step_lib.make_train_step(exp.model, exp.spec.make_loss(config), tx, exp.mesh,
-                                          compute_dtype=exp.compute_dtype, counter=counter,
-                                          state_sharding=state_sharding)
+    train_step, counter = _train_step(exp, config, tx, (total_steps, tuple(frozen)), state_sharding, counter)
     eval_step = make_eval_step(exp, params_sharding=state_sharding.params)
     if config.early_stop_metric not in metric_names(exp):
         raise ConfigError(f"config.early_stop_metric={config.early_stop_metric!r}: expected one of "
                           f"{metric_names(exp)}")
     plateau.check_config(config.optimizer, metric_names(exp))
     return _Run(config, workdir, exp, loader, state_lib.learning_rate_schedule(config.optimizer, total_steps),
-                state, meta, step, ckpt, writer, train_step, eval_step, counter)
+                state, meta, step, ckpt, writer, train_step, eval_step, counter, counter.count)
+
+
+def _program_key(config) -> str:
+    """The config fields that can change a train step's program, as text: all of them but the seed (it
+    reaches the step through the state's rng) and where files are (the dataset's root and BERT folder;
+    the model itself, BERT config included, is a key of its own)."""
+    d = json.loads(config.to_json_best_effort())
+    d.pop("seed", None)
+    for k in ("root", "bert_path", "prepared_dir"):
+        d.get("dataset", {}).pop(k, None)
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+def _train_step(exp, config, tx, schedule: tuple, state_sharding, counter):
+    """(jitted train step, its TraceCounter). Without a caller's ``counter``, one per model, program
+    config, schedule (total steps, frozen params), mesh, dtype and layout in the process (`step_lib.memo`):
+    the seeds of a sweep and a resumed run trace and compile it once (a run's ``compiles`` counts its
+    own new traces: 0 when an earlier run of the process traced every shape)."""
+    def make(c):
+        return step_lib.make_train_step(exp.model, exp.spec.make_loss(config), tx, exp.mesh,
+                                        compute_dtype=exp.compute_dtype, counter=c, state_sharding=state_sharding)
+
+    if counter is not None:
+        return make(counter), counter
+    key = ("train_step", exp.model, _program_key(config), schedule, exp.mesh, jnp.dtype(exp.compute_dtype).name,
+           step_lib.sharding_key(state_sharding))
+    fresh = step_lib.TraceCounter()
+    return step_lib.memo(key, lambda: (make(fresh), fresh))
 
 
 def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = None,
@@ -175,7 +202,8 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
                     raise Interrupted(r.step, workdir)
         finally:
             r.ckpt.close()  # waits for a save still being written
-    return {"interrupted": False, "step": r.step, "best": r.meta["best"], "compiles": r.counter.count,
+    return {"interrupted": False, "step": r.step, "best": r.meta["best"],
+            "compiles": r.counter.count - r.traced_before,
             "epochs": r.meta["epoch"]}
 
 

@@ -74,6 +74,12 @@ def memo_items() -> list[tuple[tuple, Any]]:
         return list(_MEMO.items())
 
 
+def memo_clear() -> None:
+    """Forget every memoised function (tests that count a run's own compiles)."""
+    with _MEMO_LOCK:
+        _MEMO.clear()
+
+
 def sharding_key(tree: Any) -> Any:
     """A hashable stand-in for a sharding or a tree of them (None stays None)."""
     if tree is None:
