@@ -30,9 +30,9 @@ def bench(tmp_path_factory):
 
 def _train_and_evaluate(name: str, bench: str, workdir: str, **overrides) -> dict:
     """Train and evaluate the tiny preset of ``name``: the test results (checking what every run leaves)."""
-    summary = loop.train_and_evaluate(tiny_config(name, bench, **overrides), workdir)
-    assert summary["compiles"] <= tiny_config(name, bench, **overrides).dataset.num_buckets  # one per length bucket
     config = tiny_config(name, bench, **overrides)
+    summary = loop.train_and_evaluate(config, workdir)
+    assert summary["compiles"] <= config.dataset.num_buckets  # one per length bucket
     results = loop.evaluate(config, workdir).results
     # The evaluation reused the training loop's eval step (`step_lib.memo`): one jitted function for the
     # model, traced once per length bucket across the loop's dev evaluations and the final dev/test.
