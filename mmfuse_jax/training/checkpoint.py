@@ -6,7 +6,7 @@ resumed run continues exactly where the saved one was. Orbax writes each step to
 folder and renames it when complete, so a run killed while saving leaves the previous step
 intact; a step that cannot be read is reported and the one before it is used.
 
-``async_save=True`` (what training uses): a save returns once the arrays are copied to host memory
+``async_save=True`` (what training uses): a save returns once the arrays are copied to host memory (`_host_copy`)
 and the files are written in the background while training goes on; the next save, `close` and
 `wait` wait for it, so a step is never read before it is whole, and a process killed mid-write
 leaves only Orbax's temporary folder (ignored on restore) beside the previous complete step.
@@ -47,13 +47,13 @@ class Checkpoints:
     def save_latest(self, state, meta: dict[str, Any]) -> None:
         step = int(jax.device_get(state.step))
         self._replace(self.latest, step)
-        self.latest.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+        self.latest.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_host_copy(state)),
                                                        meta=ocp.args.JsonSave(meta)), force=True)
 
     def save_best(self, state, meta: dict[str, Any]) -> None:
         step = int(jax.device_get(state.step))
         self._replace(self.best, step)
-        self.best.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(state.params),
+        self.best.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(_host_copy(state.params)),
                                                      meta=ocp.args.JsonSave(meta)), force=True)
 
     @staticmethod
@@ -97,6 +97,23 @@ class Checkpoints:
         self.wait()
         self.latest.close()
         self.best.close()
+
+
+def _host_copy(tree: Any) -> Any:
+    """What a save hands Orbax: a host (numpy) copy of ``tree`` when this process holds every array whole
+    (one process), else ``tree`` itself (each process writes its own shards).
+
+    The bytes on disk and what a restore gives back (arrays with the target's shardings) are the same
+    either way; the host copy is much cheaper. Orbax splits the writing of a replicated `jax.Array` among
+    its replicas through a jitted slice per shape and device, compiled on the first save of each process
+    (624 compiles, 11 s for a 395-leaf state on 4 CPU devices) and about 0.25 s blocking + 0.5 s background per save after that;
+    the same state from numpy: about 0.05 s blocking + 0.15 s background (measured 2026-12-05, 2-core
+    CPU). The copy is a real copy: the train step donates the state's buffers, which on CPU a zero-copy
+    view would share while the background write reads them."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    if jax.process_count() > 1 or not all(getattr(x, "is_fully_addressable", True) for x in leaves):
+        return tree
+    return jax.tree_util.tree_map(lambda x: np.array(x, copy=True), jax.device_get(tree))
 
 
 def _set_aside_if_corrupt(manager, step: int, error: Exception) -> None:

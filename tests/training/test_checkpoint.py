@@ -67,3 +67,40 @@ def test_restore_target_is_what_init_gives_without_running_init(model, tiny_synt
     assert jax.tree_util.tree_structure(real) == jax.tree_util.tree_structure(abstract)
     for r, a in zip(jax.tree_util.tree_leaves(real), jax.tree_util.tree_leaves(abstract)):
         assert (r.shape, r.dtype, r.sharding) == (a.shape, a.dtype, a.sharding)
+
+
+def test_async_save_is_a_host_copy_the_next_step_cannot_change(tmp_path):
+    """A save hands Orbax a numpy copy of the state (`checkpoint._host_copy`): no per-shape compiles, and
+    the train step that donates the state's buffers right after the save returns cannot change what the
+    background write puts on disk. The restore gives the target's shardings back."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.array(jax.devices()).reshape(2, -1), ("data", "model"))
+    layout = {"encoder": {"proj": {"kernel": PartitionSpec("model"), "bias": PartitionSpec()}},
+              "head": {"kernel": PartitionSpec()}}
+    # dims divisible by the replica count: Orbax would split the writing of such an array among its replicas
+    params = {"encoder": {"proj": {"kernel": jnp.arange(32.0).reshape(8, 4), "bias": jnp.ones(4)}},
+              "head": {"kernel": jnp.full((4, 8), 0.5)}}
+    params = jax.device_put(params, jax.tree_util.tree_map(lambda p: NamedSharding(mesh, p), layout))
+    st = state_lib.create(params, optax.adamw(1e-3), 0)
+    want = jax.device_get(st)
+    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), st)
+    compiles = []
+    listener = lambda event, *_, **__: compiles.append(event) if event.endswith("backend_compile_duration") \
+        else None
+    ckpt = Checkpoints(str(tmp_path), async_save=True)
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        ckpt.save_latest(st, {"epoch": 0})
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiles == []
+    overwrite = jax.jit(lambda s: jax.tree_util.tree_map(lambda x: x * 0 + 7, s), donate_argnums=0)
+    jax.block_until_ready(overwrite(st))  # the buffers the save read from are reused
+    ckpt.close()
+    got, meta = Checkpoints(str(tmp_path)).restore_latest(abstract)
+    assert meta == {"epoch": 0}
+    for g, w, a in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want),
+                       jax.tree_util.tree_leaves(abstract)):
+        np.testing.assert_array_equal(np.asarray(g), w)
+        assert g.sharding == a.sharding
