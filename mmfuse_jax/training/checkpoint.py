@@ -106,9 +106,9 @@ def _host_copy(tree: Any) -> Any:
     The bytes on disk and what a restore gives back (arrays with the target's shardings) are the same
     either way; the host copy is much cheaper. Orbax splits the writing of a replicated `jax.Array` among
     its replicas through a jitted slice per shape and device, compiled on the first save of each process
-    (624 compiles, 11 s for a 395-leaf state on 4 CPU devices) and about 0.25 s blocking + 0.5 s background per save after that;
-    the same state from numpy: about 0.05 s blocking + 0.15 s background (measured 2026-12-05, 2-core
-    CPU). The copy is a real copy: the train step donates the state's buffers, which on CPU a zero-copy
+    (624 compiles, 11 s for a 395-leaf state on 4 CPU devices), and about 0.25 s blocking + 0.5 s in the
+    background per save after that; the same state from numpy: about 0.05 s + 0.15 s (measured 2026-12-05,
+    2-core CPU). The copy is a real copy: the train step donates the state's buffers, which on CPU a zero-copy
     view would share while the background write reads them."""
     leaves = jax.tree_util.tree_leaves(tree)
     if jax.process_count() > 1 or not all(getattr(x, "is_fully_addressable", True) for x in leaves):
