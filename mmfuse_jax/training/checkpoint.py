@@ -57,10 +57,18 @@ class Checkpoints:
                                                      meta=ocp.args.JsonSave(meta)), force=True)
 
     @staticmethod
-    def _restore_newest(manager, args_for) -> tuple[Any, dict] | None:
+    def _restore_newest(manager, item: str, abstract) -> dict | None:
+        """``{item: arrays laid out as abstract's shardings, 'meta': dict}`` of the newest step that restores."""
+        host = jax.process_count() == 1  # the `_host_copy` of a save, the other way round
+        target = jax.tree_util.tree_map(lambda a: np.empty(a.shape, a.dtype), abstract) if host else abstract
         for step in sorted(manager.all_steps(), reverse=True):
             try:
-                restored = manager.restore(step, args=args_for())
+                restored = manager.restore(step, args=ocp.args.Composite(
+                    **{item: ocp.args.StandardRestore(target), "meta": ocp.args.JsonRestore()}))
+                if host:
+                    arrays = _fits(restored[item], abstract)
+                    restored = {**restored, item: jax.device_put(arrays, jax.tree_util.tree_map(
+                        lambda a: a.sharding, abstract))}
                 return restored
             except Exception as e:  # noqa: BLE001 - whatever Orbax raises; sorted out below
                 _set_aside_if_corrupt(manager, step, e)
@@ -74,15 +82,13 @@ class Checkpoints:
             manager.delete(step)
 
     def restore_latest(self, abstract_state) -> tuple[Any, dict] | None:
-        r = self._restore_newest(self.latest, lambda: ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        r = self._restore_newest(self.latest, "state", abstract_state)
         self._prune(self.latest, self._keep)
         self._prune(self.best, 1)
         return None if r is None else (r["state"], r["meta"])
 
     def restore_best(self, abstract_params) -> tuple[Any, dict] | None:
-        r = self._restore_newest(self.best, lambda: ocp.args.Composite(
-            params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore()))
+        r = self._restore_newest(self.best, "params", abstract_params)
         return None if r is None else (r["params"], r["meta"])
 
     def wait(self) -> None:
@@ -114,6 +120,20 @@ def _host_copy(tree: Any) -> Any:
     if jax.process_count() > 1 or not all(getattr(x, "is_fully_addressable", True) for x in leaves):
         return tree
     return jax.tree_util.tree_map(lambda x: np.array(x, copy=True), jax.device_get(tree))
+
+
+def _fits(restored: Any, abstract: Any) -> Any:
+    """``restored`` (host arrays) if its tree, shapes and dtypes are ``abstract``'s, else ValueError. Orbax
+    checks them itself only for `jax.Array` targets; a restore to host (numpy targets, then one
+    `jax.device_put`) costs 0.15 s instead of 0.4 s for a 395-leaf state (2-core CPU, 2026-12-05)."""
+    if jax.tree_util.tree_structure(restored) != jax.tree_util.tree_structure(abstract):
+        raise ValueError(f"saved tree {jax.tree_util.tree_structure(restored)} is not the model's "
+                         f"{jax.tree_util.tree_structure(abstract)}")
+    for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(restored), jax.tree_util.tree_leaves(abstract)):
+        if np.shape(got) != tuple(want.shape) or np.asarray(got).dtype != want.dtype:
+            raise ValueError(f"{jax.tree_util.keystr(path)}: saved {np.asarray(got).dtype}{list(np.shape(got))}, "
+                             f"the model's {np.dtype(want.dtype)}{list(want.shape)}")
+    return restored
 
 
 def _set_aside_if_corrupt(manager, step: int, error: Exception) -> None:

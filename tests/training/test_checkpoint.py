@@ -104,3 +104,24 @@ def test_async_save_is_a_host_copy_the_next_step_cannot_change(tmp_path):
                        jax.tree_util.tree_leaves(abstract)):
         np.testing.assert_array_equal(np.asarray(g), w)
         assert g.sharding == a.sharding
+
+
+@pytest.mark.parametrize("change", ["shape", "tree"])
+def test_restoring_another_models_checkpoint_is_a_clear_error_that_moves_nothing(run_dir, change):
+    """A readable step that does not fit the target (another model or config): ConfigError naming the step,
+    and the step stays where it is (only unreadable steps are set aside). A dtype is not checked: Orbax casts
+    to the target's, as it always has."""
+    import os
+
+    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), PARAMS)
+    if change == "shape":
+        abstract["head"]["kernel"] = jax.ShapeDtypeStruct((3, 6), jnp.float32)
+    else:
+        abstract["head"]["bias"] = jax.ShapeDtypeStruct((5,), jnp.float32)
+    before = sorted(os.listdir(os.path.join(run_dir, "best")))
+    with pytest.raises(ConfigError, match="checkpoint step 0 .* does not fit this config's model"):
+        Checkpoints(run_dir).restore_best(abstract)
+    assert sorted(os.listdir(os.path.join(run_dir, "best"))) == before
+    good = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), PARAMS)
+    params, meta = Checkpoints(run_dir).restore_best(good)
+    assert meta["step"] == 0 and isinstance(params["head"]["kernel"], jax.Array)
