@@ -152,11 +152,12 @@ def _setup(config, workdir: str, init_fn, frozen, counter) -> _Run:
 
 def _program_key(config) -> str:
     """The config fields that can change a train step's program, as text: all of them but the seed (it
-    reaches the step through the state's rng) and where files are (the dataset's root and BERT folder;
-    the model itself, BERT config included, is a key of its own)."""
+    reaches the step through the state's rng), where files are (the dataset's root and BERT folder;
+    the model itself, BERT config included, is a key of its own) and the synthetic benchmark's knobs
+    (they change the data's values; its shapes reach the step as the batch's, which jit keys on)."""
     d = json.loads(config.to_json_best_effort())
     d.pop("seed", None)
-    for k in ("root", "bert_path", "prepared_dir"):
+    for k in ("root", "bert_path", "prepared_dir", "synthetic"):
         d.get("dataset", {}).pop(k, None)
     return json.dumps(d, sort_keys=True, default=str)
 

@@ -128,6 +128,21 @@ def test_eval_steps_are_kept_per_model_mesh_and_layout():
     assert unhashable == 1 and step_lib.memo(("x", [1]), lambda: built.append(1) or len(built)) == 2
 
 
+def test_train_step_program_key_ignores_the_seed_file_locations_and_data_knobs(tmp_path):
+    """`loop._program_key` (the memoised train step's config part): two runs that differ only in their seed,
+    data folders or synthetic knobs share a step; any other field (here the learning rate) does not."""
+    from conftest import tiny_config
+
+    from mmfuse_jax.training import loop
+
+    base = tiny_config("hct_dmg", str(tmp_path / "a"))
+    same = tiny_config("hct_dmg", str(tmp_path / "b"), seed=7, **{"dataset.prepared_dir": str(tmp_path / "p")})
+    same.dataset.synthetic = {"audio_noise": 0.5}
+    assert loop._program_key(same) == loop._program_key(base)
+    assert loop._program_key(tiny_config("hct_dmg", str(tmp_path / "a"), **{"optimizer.lr": 0.5})) \
+        != loop._program_key(base)
+
+
 def test_batch_size_must_divide_the_mesh():
     from mmfuse_jax.errors import ConfigError
 
