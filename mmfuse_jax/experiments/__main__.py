@@ -1,4 +1,5 @@
-"""python -m mmfuse_jax.experiments NAME [--preset=demo] [--seeds=0,1,2] --out=DIR [--store=DIR] [--set field=value ...]
+"""python -m mmfuse_jax.experiments NAME [--preset=demo] [--seeds=0,1,2] --out=DIR [--store=DIR] [--runs=a,b]
+    [--set field=value ...]
 python -m mmfuse_jax.experiments --list
 """
 from __future__ import annotations
@@ -22,6 +23,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="", help="output folder (runs are reused from it; required)")
     p.add_argument("--store", default="", help="a folder of runs shared by experiments: a config trained for "
                    "one (every seed) is reused by the others (default: none, runs live in OUT/runs)")
+    p.add_argument("--runs", default="", help="train only these runs (comma-separated names, see results.json); "
+                   "the table shows what the others already have (default: every run)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="a config field set in every run, e.g. --set num_epochs=1 (repeatable)")
     args = p.parse_args(argv)
@@ -45,7 +48,8 @@ def main(argv: list[str] | None = None) -> None:
         runner.use_compilation_cache(os.path.join(args.store or args.out, ".xla_cache"))
         table, failed = runner.run_experiment(exp, preset=args.preset or exp.presets[0],
                                               seeds=sweep.parse_seeds(args.seeds), out=args.out,
-                                              sets=runner.parse_sets(args.set), argv=argv, store=args.store or None)
+                                              sets=runner.parse_sets(args.set), argv=argv, store=args.store or None,
+                                              only=[n for n in args.runs.split(",") if n] or None)
         failures.extend(failed)
         print("\n" + "\n".join(runner.to_markdown(table)))
         print(f"results: {args.out}/results.md")

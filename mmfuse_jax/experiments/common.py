@@ -20,9 +20,13 @@ INTENT_NOTE = ("mintrec2 rows: acc/f1 on the in-scope test rows; open_f1 / open_
 
 
 def metrics_of(results: Results, name: str, wanted: tuple[str, ...]) -> list[str]:
-    """The metrics of ``wanted`` that run ``name`` has on test (regression sets differ per dataset)."""
-    have = results[name].aggregate.get("splits", {}).get("test", {})
-    return [m for m in wanted if m in have] or sorted(have)[:4]
+    """The metrics of ``wanted`` that run ``name`` has on test (regression sets differ per dataset); if it has
+    none (it failed, or ``--runs`` left it out), those of the first run that has some."""
+    for n in [name, *results.names]:
+        have = results[n].aggregate.get("splits", {}).get("test", {})
+        if have:
+            return [m for m in wanted if m in have] or sorted(have)[:4]
+    return []
 
 
 def layout_runs(model: str, field: str, values: tuple[str, ...]) -> list[Run]:

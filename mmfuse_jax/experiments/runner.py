@@ -142,24 +142,42 @@ def collect(run: Run, config, run_dir: str, seeds: list[int]) -> RunResult:
     return RunResult(run, json.loads(config.to_json_best_effort()), agg, seed_runs, seed_configs)
 
 
+def select_runs(exp: Experiment, preset: str, only: list[str] | None) -> list[str]:
+    """The names of the runs to train: ``only`` (checked against the experiment's runs), or all of them."""
+    names = [r.name for r in exp.runs(preset)]
+    unknown = [n for n in only or () if n not in names]
+    if unknown:
+        raise ConfigError(f"--runs: experiment {exp.name!r} has no run {unknown[0]!r} at preset {preset!r}: "
+                          f"expected some of {names}")
+    return list(only) if only else names
+
+
 def run_experiment(exp: Experiment, *, preset: str, seeds: list[int], out: str, sets: dict[str, Any] | None = None,
-                   argv: list[str] | None = None, store: str | None = None) -> tuple[Table, list[str]]:
+                   argv: list[str] | None = None, store: str | None = None,
+                   only: list[str] | None = None) -> tuple[Table, list[str]]:
     """Train/evaluate what is missing, write OUT/results.{md,json}(, .png); returns the table and the
-    failures (``'<run> seed <k>: <reason>'``). ``store``: share runs with other experiments (module doc)."""
+    failures (``'<run> seed <k>: <reason>'``). ``store``: share runs with other experiments (module doc).
+    ``only`` (``--runs``): train just these runs; the others are not trained in this invocation, and the
+    table shows what they already have (their finished seeds, from an earlier invocation or another
+    experiment of the store), else ``–``. Every run's config is still built first (config errors first)."""
     if preset not in exp.presets:
         raise ConfigError(f"experiment {exp.name!r}: unknown preset {preset!r}: expected one of {list(exp.presets)}")
     runs = exp.runs(preset)
+    train = select_runs(exp, preset, only)
     configs = {r.name: build_config(r, preset, out, sets or {}, data=store) for r in runs}  # config errors first
     t0, results, failures = time.time(), {}, []
     for r in runs:
         run_dir = run_folder(r, configs[r.name], out, store)
-        print(f"\n##### {exp.name}: run {r.name} ({r.model}, preset {r.preset(preset)}) -> {run_dir}", flush=True)
-        done = sweep_locked(configs[r.name], run_dir, seeds, tuple(r.perturbations), shared=bool(store))
-        failures += [f"{r.name} seed {s.seed}: {s.reason}" for s in done if not s.ok]
+        if r.name in train:
+            print(f"\n##### {exp.name}: run {r.name} ({r.model}, preset {r.preset(preset)}) -> {run_dir}",
+                  flush=True)
+            done = sweep_locked(configs[r.name], run_dir, seeds, tuple(r.perturbations), shared=bool(store))
+            failures += [f"{r.name} seed {s.seed}: {s.reason}" for s in done if not s.ok]
         results[r.name] = collect(r, configs[r.name], run_dir, seeds)
     table = exp.table(Results(results, preset, seeds, out))
     write_results(exp, table, out, preset=preset, seeds=seeds, failures=failures,
-                  seconds=time.time() - t0, argv=argv, runs=runs)
+                  seconds=time.time() - t0, argv=argv, runs=runs,
+                  untrained=[r.name for r in runs if r.name not in train])
     return table, failures
 
 
@@ -169,13 +187,16 @@ def to_markdown(table: Table) -> list[str]:
 
 
 def write_results(exp: Experiment, table: Table, out: str, *, preset: str, seeds: list[int], failures: list[str],
-                  seconds: float, argv: list[str] | None, runs: list[Run]) -> None:
+                  seconds: float, argv: list[str] | None, runs: list[Run], untrained: list[str] = ()) -> None:
     os.makedirs(out, exist_ok=True)
     command = "python -m mmfuse_jax.experiments " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [f"# {exp.name}", "", exp.summary, "", f"Command: `{command}`  ", f"Preset {preset}; seeds {seeds} "
              f"(mean ± sample std, ddof=1); wall time of this invocation {seconds:.0f} s (finished runs reused).", ""]
     lines += to_markdown(table) + [""]
     lines += [f"- {n}" for n in table.notes]
+    if untrained:
+        lines += ["", "Not trained by this invocation (`--runs`; rows show the seeds they already had): "
+                  + ", ".join(untrained)]
     if failures:
         lines += ["", "Failed:"] + [f"- {f}" for f in failures]
     if table.plot:
@@ -185,6 +206,7 @@ def write_results(exp: Experiment, table: Table, out: str, *, preset: str, seeds
         f.write("\n".join(lines).rstrip() + "\n")
     record = {"experiment": exp.name, "preset": preset, "seeds": seeds, "command": command, "seconds": seconds,
               "header": table.header, "rows": table.rows, "notes": table.notes, "failures": failures,
+              "untrained": list(untrained),
               "data": table.data, "runs": {r.name: {"model": r.model, "preset": r.preset(preset),
                                                     "overrides": dict(r.overrides), "synthetic": dict(r.synthetic),
                                                     "perturbations": list(r.perturbations)} for r in runs}}
