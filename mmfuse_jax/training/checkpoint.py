@@ -123,16 +123,17 @@ def _host_copy(tree: Any) -> Any:
 
 
 def _fits(restored: Any, abstract: Any) -> Any:
-    """``restored`` (host arrays) if its tree, shapes and dtypes are ``abstract``'s, else ValueError. Orbax
-    checks them itself only for `jax.Array` targets; a restore to host (numpy targets, then one
-    `jax.device_put`) costs 0.15 s instead of 0.4 s for a 395-leaf state (2-core CPU, 2026-12-05)."""
+    """``restored`` (host arrays) if its tree and shapes are ``abstract``'s, else ValueError (Orbax checks
+    them itself only for `jax.Array` targets; dtypes it casts to the target's either way). A restore to
+    host (numpy targets, then one `jax.device_put`) costs 0.15 s instead of 0.4 s for a 395-leaf state
+    (2-core CPU, 2026-12-05)."""
     if jax.tree_util.tree_structure(restored) != jax.tree_util.tree_structure(abstract):
         raise ValueError(f"saved tree {jax.tree_util.tree_structure(restored)} is not the model's "
                          f"{jax.tree_util.tree_structure(abstract)}")
     for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(restored), jax.tree_util.tree_leaves(abstract)):
-        if np.shape(got) != tuple(want.shape) or np.asarray(got).dtype != want.dtype:
-            raise ValueError(f"{jax.tree_util.keystr(path)}: saved {np.asarray(got).dtype}{list(np.shape(got))}, "
-                             f"the model's {np.dtype(want.dtype)}{list(want.shape)}")
+        if np.shape(got) != tuple(want.shape):
+            raise ValueError(f"{jax.tree_util.keystr(path)}: saved shape {list(np.shape(got))}, "
+                             f"the model's {list(want.shape)}")
     return restored
 
 
