@@ -142,9 +142,10 @@ def collect(run: Run, config, run_dir: str, seeds: list[int]) -> RunResult:
     return RunResult(run, json.loads(config.to_json_best_effort()), agg, seed_runs, seed_configs)
 
 
-def select_runs(exp: Experiment, preset: str, only: list[str] | None) -> list[str]:
-    """The names of the runs to train: ``only`` (checked against the experiment's runs), or all of them."""
-    names = [r.name for r in exp.runs(preset)]
+def select_runs(exp: Experiment, runs: list[Run], preset: str, only: list[str] | None) -> list[str]:
+    """The names of the runs to train: ``only`` (checked against ``runs``, the experiment's at ``preset``),
+    or all of them."""
+    names = [r.name for r in runs]
     unknown = [n for n in only or () if n not in names]
     if unknown:
         raise ConfigError(f"--runs: experiment {exp.name!r} has no run {unknown[0]!r} at preset {preset!r}: "
@@ -163,7 +164,7 @@ def run_experiment(exp: Experiment, *, preset: str, seeds: list[int], out: str, 
     if preset not in exp.presets:
         raise ConfigError(f"experiment {exp.name!r}: unknown preset {preset!r}: expected one of {list(exp.presets)}")
     runs = exp.runs(preset)
-    train = select_runs(exp, preset, only)
+    train = select_runs(exp, runs, preset, only)
     configs = {r.name: build_config(r, preset, out, sets or {}, data=store) for r in runs}  # config errors first
     t0, results, failures = time.time(), {}, []
     for r in runs:
