@@ -23,13 +23,17 @@ from mmfuse_jax.training.experiment import abstract_params, build
 COMMON = ["num_epochs=1", "dataset.num_buckets=1"]
 NO_STAGE1 = ["stage1.enabled=False"]
 SMOKE = {"kuda_ratio_modes": NO_STAGE1, "kuda_no_nce": NO_STAGE1, "kuda_fusion_variants": NO_STAGE1}
-# Experiments of many runs of one model train a subset (`--runs`) that covers each switch value and each
-# dataset once; every switch is trained by the model's own tests, and each run left out here is still
-# configured and its model built (abstract init: traced, not compiled) below.
+# Experiments of several runs train a subset (`--runs`): each switch value and each dataset once, and no
+# run whose switch another test here or the model's own tests already train (named beside it). Each run
+# left out is still configured and its model built (abstract init: traced, not compiled) below.
 RUNS = {"dyken_kernels": ["mintrec_groups_replace", "mintrec2_channel_add"],
         "dyken_vs_concat": ["mintrec_concat_attention", "mintrec2_dynamic_kernels"],
+        "dyken_on_emotion": ["dyken", "text_only"],          # concat_attention: dyken_vs_concat
+        "hct_noise_gating": ["clean", "noisy_audio"],        # noisy_video: the same knob on the other modality
         "mvcl_coarse_view": ["mintrec_text_queried", "mintrec2_per_modality"],
-        "kuda_ratio_modes": ["paper", "attention_fixed"]}
+        "kuda_ratio_modes": ["paper", "attention_fixed"],
+        "kuda_fusion_variants": ["attention", "add"],        # concat: test_kuda_fusion.test_concat_variant_trains
+        "kuda_knowledge": ["target_stage1", "no_stage1"]}    # knowledge: test_kuda_stages.test_both_stages_end_to_end
 
 
 @pytest.fixture(scope="module")

@@ -205,6 +205,14 @@ def test_sigkill_at_every_stage_resumes_to_the_uninterrupted_result(bench, prepa
     for sub in ("best", "checkpoints"):
         assert not [d for d in listing(os.path.join(killed, sub)) if TMP in d], f"unfinished {sub} left behind"
 
+    # eval.py on the resumed run's best checkpoint: its dev numbers are the uninterrupted run's at that step.
+    out = finish(start(["eval.py", *args[1:]], str(tmp_path / "eval.log"), env))
+    assert "split  " in out and "test" in out, out[-3000:]
+    with open(os.path.join(killed, "eval_dev.json")) as f:
+        evaluated = json.load(f)["metrics"]
+    (at_best,) = [r for r in read_metrics(ref) if r.get("split") == "dev" and r["step"] == step]
+    assert evaluated and {k: v for k, v in at_best.items() if k in evaluated} == evaluated, (at_best, evaluated)
+
 
 def test_resume_between_log_steps_logs_the_same_train_metrics(bench, prepared, env, tmp_path):
     """checkpoint_every_steps=2, log_every=3, one epoch: checkpoints at 4 (mid-epoch) and 6, logs at 3
