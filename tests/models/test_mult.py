@@ -14,6 +14,8 @@ from mmfuse_jax import losses, registry
 from mmfuse_jax.data.formats import FORMATS
 from mmfuse_jax.models._affect import count_parameters
 
+pytestmark = pytest.mark.xdist_group("test_mult")  # one worker builds the module fixtures
+
 PRESETS = ("mosi", "mosei", "iemocap", "iemocap_aligned", "urfunny", "mustard")
 
 

@@ -14,6 +14,8 @@ from mmfuse_jax import losses, registry
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.models import mvcl_daf
 
+pytestmark = pytest.mark.xdist_group("test_mvcl_daf")  # one worker builds the module fixtures
+
 D = BERT.hidden_size
 
 
