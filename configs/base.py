@@ -60,6 +60,12 @@ def base_config(model_name: str, preset: str,
     # epoch on, a batch is only padded, not decoded again (decoding is ~0.2 ms per example).
     c.loader_cache_mb = 2048
     c.compute_dtype = "float32"
+    # Ours: XLA compiler options for the train and eval steps (jax.jit's compiler_options) as
+    # 'name=value,...', e.g. --config.compiler_options=xla_backend_optimization_level=1; '' = JAX's
+    # defaults. A trade of compile time for step time (the test suite compiles its short runs fast and
+    # its longer ones with this, tests/conftest.py); options can change float rounding, not the model,
+    # so a run may resume with others.
+    c.compiler_options = ""
     # The device mesh (training/sharding.py): ('data', 'model') over every device of every host.
     # model = M > 1 splits each param of >= min_shard_size elements (and its Adam moments) over M
     # devices (FSDP-style), for a model that outgrows one device; the batch is split over the rest.

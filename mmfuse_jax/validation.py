@@ -64,6 +64,27 @@ _CHOICES = (
 )
 
 
+def parse_compiler_options(text: str) -> dict[str, Any]:
+    """``config.compiler_options`` ('name=value,...': XLA option names, values as Python literals or
+    words) -> the dict jax.jit's compiler_options takes ({} for '')."""
+    import ast
+
+    if not isinstance(text, str):
+        raise ConfigError(f"config.compiler_options={text!r}: expected a string 'name=value,...' "
+                          "(e.g. 'xla_backend_optimization_level=1'), or '' for JAX's defaults")
+    out: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = (s.strip() for s in item.partition("="))
+        if not sep or not name.startswith("xla_"):
+            raise ConfigError(f"config.compiler_options: {item!r}: expected name=value with an XLA option name "
+                              "(xla_...), e.g. 'xla_backend_optimization_level=1'")
+        try:
+            out[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[name] = value  # a word (an enum value)
+    return out
+
+
 def _get(config, dotted: str) -> tuple[bool, Any]:
     node = config
     for part in dotted.split("."):
@@ -84,6 +105,9 @@ def validate(config, *, model_names: Iterable[str] = (), formats: Iterable[str] 
         present, value = _get(config, name)
         if present:
             check_choice(name, value, choices)
+    present, options = _get(config, "compiler_options")
+    if present:
+        parse_compiler_options(options)
     model_names, formats = list(model_names), list(formats)
     if model_names:
         check_choice("model_name", config.model_name, model_names)

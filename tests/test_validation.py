@@ -42,6 +42,9 @@ def test_valid_config_passes():
     ("dataset.format", "mmssa", "did you mean 'mmsa'?"),
     ("early_stop_metric", "f2", "config.early_stop_metric='f2': expected one of ['acc', 'f1']"),
     ("batch_size", True, "expected an integer"),
+    ("compiler_options", "backend_optimization_level=1", "expected name=value with an XLA option name (xla_...)"),
+    ("compiler_options", "xla_backend_optimization_level", "expected name=value"),
+    ("compiler_options", 1, "config.compiler_options=1: expected a string 'name=value,...'"),
 ])
 def test_bad_values_name_the_flag(key, value, expect):
     with pytest.raises(ConfigError) as e:

@@ -144,6 +144,7 @@ def init_params(exp: Experiment) -> Any:
 def make_eval_step(exp: Experiment, **kwargs):
     """The jitted eval step of ``exp``'s model, returning its spec's ``eval_outputs`` too."""
     return step_lib.make_eval_step(exp.model, exp.mesh, compute_dtype=exp.compute_dtype,
+                                   options=step_lib.compiler_options(exp.config),
                                    extra_outputs=exp.spec.eval_outputs, **kwargs)
 
 

@@ -38,6 +38,7 @@ RESUMABLE = (
     "num_epochs", "patience", "log_every", "eval_batch_size", "checkpoint_every_steps", "keep_checkpoints",
     "num_threads", "loader_cache_mb", "nonfinite_policy", "preset",
     "mesh",  # how params are laid out over devices (the same numbers on 1, 2 or 4 devices: tested)
+    "compiler_options",  # how XLA compiles the steps (may change float rounding, not the model)
 )
 
 
@@ -127,7 +128,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "dataset.buckets": "fixed", "dataset.read_options.tokenize_raw_text": False,
     "model.coarse_view": "text_queried",
     "model.text_input": "tokens", "model.output": "classification",
-    "optimizer.schedule": "linear",
+    "optimizer.schedule": "linear", "compiler_options": "",
     "init_from.run": "", "init_from.select": "best", "init_from.exclude": [],
     **{f"optimizer.plateau.{k}": _ASKED for k in ("cooldown", "factor", "metric", "mode", "patience", "threshold")},
 }

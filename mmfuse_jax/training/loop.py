@@ -169,7 +169,8 @@ def _train_step(exp, config, tx, schedule: tuple, state_sharding, counter):
     own new traces: 0 when an earlier run of the process traced every shape)."""
     def make(c):
         return step_lib.make_train_step(exp.model, exp.spec.make_loss(config), tx, exp.mesh,
-                                        compute_dtype=exp.compute_dtype, counter=c, state_sharding=state_sharding)
+                                        compute_dtype=exp.compute_dtype, counter=c, state_sharding=state_sharding,
+                                        options=step_lib.compiler_options(config))
 
     if counter is not None:
         return make(counter), counter

@@ -10,6 +10,7 @@ count stays at the number of length buckets.
 from __future__ import annotations
 
 import collections
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.training import sharding
 from mmfuse_jax.training.state import TrainState
 
@@ -105,10 +107,34 @@ def _cast_params(params, dtype):
                                   params)
 
 
+def compiler_options(config) -> dict | None:
+    """``config.compiler_options`` as jax.jit takes them (None: JAX's defaults), checked by XLA once per
+    process on a trivial program, so an unknown option or value is a ConfigError before any step."""
+    from mmfuse_jax.validation import parse_compiler_options
+
+    options = parse_compiler_options(config.get("compiler_options", "")) or None
+    if options:
+        _check_options(_options_key(options))
+    return options
+
+
+def _options_key(options) -> tuple:
+    return tuple(sorted((options or {}).items()))
+
+
+@functools.cache
+def _check_options(key: tuple) -> None:
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=dict(key)).lower(jnp.zeros(())).compile()
+    except Exception as e:  # XLA's INVALID_ARGUMENT for an unknown option or a value of the wrong type
+        raise ConfigError(f"config.compiler_options: XLA refused {dict(key)}: {str(e).splitlines()[0][:200]}") from e
+
+
 def make_train_step(model, loss_fn, tx: optax.GradientTransformation, mesh, *,
-                    compute_dtype=jnp.float32, counter: TraceCounter | None = None, state_sharding=None):
+                    compute_dtype=jnp.float32, counter: TraceCounter | None = None, state_sharding=None,
+                    options: dict | None = None):
     """``state_sharding``: a sharding (or a tree of them matching the TrainState) for the state in
-    and out; default replicated."""
+    and out; default replicated. ``options``: XLA compiler options (`compiler_options`)."""
     def train_step(state: TrainState, batch: dict):
         rng = jax.random.fold_in(state.rng, state.step)
 
@@ -139,7 +165,7 @@ def make_train_step(model, loss_fn, tx: optax.GradientTransformation, mesh, *,
     rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
     state_sharding = rep if state_sharding is None else state_sharding
     return jax.jit(fn, in_shardings=(state_sharding, data), out_shardings=(state_sharding, rep),
-                   donate_argnums=(0,))
+                   donate_argnums=(0,), compiler_options=options)
 
 
 # Model outputs every eval step returns; a spec adds its own (`registry.ModelSpec.eval_outputs`).
@@ -148,21 +174,23 @@ EVAL_OUTPUTS = ("logits", "prediction", "embedding")
 
 
 def make_eval_step(model, mesh, *, compute_dtype=jnp.float32, counter: TraceCounter | None = None,
-                   params_sharding=None, extra_outputs: tuple[str, ...] = ()):
+                   params_sharding=None, extra_outputs: tuple[str, ...] = (), options: dict | None = None):
     """``params_sharding``: a sharding or tree of them; default (None) the params' own layout, so
     replicated and FSDP-sharded params both work. ``extra_outputs``: the spec's ``eval_outputs``,
     returned beside `EVAL_OUTPUTS` when the model emits them. Outputs come back replicated.
+    ``options``: XLA compiler options (`compiler_options`).
 
     Without a ``counter``, one jitted function per (model, mesh, dtype, layout, outputs) in the process
     (`memo`): evaluations of the same model reuse its traces and executables."""
     if counter is not None:
-        return _eval_step(model, mesh, compute_dtype, counter, params_sharding, tuple(extra_outputs))
+        return _eval_step(model, mesh, compute_dtype, counter, params_sharding, tuple(extra_outputs), options)
     key = ("eval_step", model, mesh, jnp.dtype(compute_dtype).name, sharding_key(params_sharding),
-           tuple(extra_outputs))
-    return memo(key, lambda: _eval_step(model, mesh, compute_dtype, None, params_sharding, tuple(extra_outputs)))
+           tuple(extra_outputs), _options_key(options))
+    return memo(key, lambda: _eval_step(model, mesh, compute_dtype, None, params_sharding, tuple(extra_outputs),
+                                        options))
 
 
-def _eval_step(model, mesh, compute_dtype, counter, params_sharding, extra_outputs):
+def _eval_step(model, mesh, compute_dtype, counter, params_sharding, extra_outputs, options):
     keep = set(EVAL_OUTPUTS) | set(extra_outputs)
 
     def eval_step(params, batch: dict):
@@ -172,4 +200,4 @@ def _eval_step(model, mesh, compute_dtype, counter, params_sharding, extra_outpu
 
     fn = counter.wrap(eval_step) if counter else eval_step
     rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
-    return jax.jit(fn, in_shardings=(params_sharding, data), out_shardings=rep)
+    return jax.jit(fn, in_shardings=(params_sharding, data), out_shardings=rep, compiler_options=options)

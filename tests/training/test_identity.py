@@ -100,6 +100,12 @@ def _saved_without(model: str, drop: tuple[str, ...], tmp_path):
 def test_runs_saved_before_later_fields_existed_still_match_where_their_behaviour_is_unchanged(tmp_path):
     workdir, config = _saved_without("dyken_hyena", ("model.fusion", "dataset.buckets"), tmp_path)
     identity.check(workdir, config)  # the old behaviour is today's default
+    workdir, config = _saved_without("early_fusion", ("compiler_options",), tmp_path)
+    identity.check(workdir, config)  # '' (JAX's defaults) is what every run before the field compiled with
+    assert identity.stable_fingerprint(config) == identity.stable_fingerprint(
+        json.loads(open(os.path.join(workdir, "config.json")).read()))
+    config.compiler_options = "xla_backend_optimization_level=1"
+    identity.check(workdir, config)  # resumable: how XLA compiles the steps, not the model
     workdir, config = _saved_without("mvcl_daf", ("model.coarse_view",), tmp_path)
     with pytest.raises(ConfigError, match="model.coarse_view='text_queried', you asked for 'per_modality'"):
         identity.check(workdir, config)  # the default changed: an old MVCL-DAF++ run is another model

@@ -10,6 +10,7 @@ from jax.sharding import AxisType
 from models.test_models import BERT, C, make_batch, model_config
 
 from mmfuse_jax import losses, registry
+from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.training import sharding
 from mmfuse_jax.training import state as state_lib
 from mmfuse_jax.training import step as step_lib
@@ -171,3 +172,28 @@ def test_bfloat16_compute_keeps_float32_master_state():
     dtypes = {x.dtype for x in jax.tree_util.tree_leaves((st2.params, st2.opt_state)) if hasattr(x, "dtype")}
     assert jnp.bfloat16 not in dtypes and metrics["loss"].dtype == jnp.float32
     assert np.isfinite(float(metrics["loss"]))
+
+
+def test_compiler_options_reach_the_steps_and_xla_refusals_are_config_errors():
+    """config.compiler_options: one jitted eval step per option set (the memo keys on them), the same
+    predictions up to float rounding, and an option XLA does not know is a ConfigError before any step."""
+    mesh = mesh_of(1)
+    spec, m, tx, st = setup(mesh)
+    batch = big_batch(4)
+    level1 = step_lib.compiler_options(ml_collections.ConfigDict(
+        {"compiler_options": "xla_backend_optimization_level=1"}))
+    assert level1 == {"xla_backend_optimization_level": 1}
+    assert step_lib.compiler_options(ml_collections.ConfigDict({"compiler_options": ""})) is None
+    plain, tuned = step_lib.make_eval_step(m, mesh), step_lib.make_eval_step(m, mesh, options=level1)
+    assert plain is not tuned and step_lib.make_eval_step(m, mesh, options=dict(level1)) is tuned
+    with pytest.raises(Exception, match="No such compile option"):  # the options reach XLA's compile
+        step_lib.make_eval_step(m, mesh, options={"xla_no_such_option": 1})(st.params, batch)
+    np.testing.assert_allclose(tuned(st.params, batch)["logits"], plain(st.params, batch)["logits"], rtol=1e-5,
+                               atol=1e-6)
+    train = step_lib.make_train_step(m, spec.make_loss(model_config("early_fusion")), tx, mesh, options=level1)
+    new_state, metrics = train(st, batch)
+    assert int(new_state.step) == 1 and np.isfinite(float(metrics["loss"]))
+    for text, message in (("xla_no_such_option=1", "No such compile option: 'xla_no_such_option'"),
+                          ("xla_backend_optimization_level=high", "not a valid int32 value")):
+        with pytest.raises(ConfigError, match=message):
+            step_lib.compiler_options(ml_collections.ConfigDict({"compiler_options": text}))

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, synthetic_copy, synthetic_dataset, tiny_config
+from conftest import LONG_RUN, REPO, synthetic_copy, synthetic_dataset, tiny_config
 
 from mmfuse_jax.training import loop
 from mmfuse_jax.training import step as step_lib
@@ -28,7 +28,7 @@ def bench(tmp_path_factory):
 
 def _train_and_evaluate(name: str, bench: str, workdir: str, **overrides) -> dict:
     """Train and evaluate the tiny preset of ``name``: the test results (checking what every run leaves)."""
-    config = tiny_config(name, bench, **overrides)
+    config = tiny_config(name, bench, **LONG_RUN, **overrides)
     summary = loop.train_and_evaluate(config, workdir)
     assert summary["compiles"] <= config.dataset.num_buckets  # one per length bucket
     results = loop.evaluate(config, workdir).results
@@ -67,7 +67,7 @@ def test_dyken_hyena_beats_text_only(bench, tmp_path_factory):
     root = str(tmp_path_factory.mktemp("e2e_dyken") / "bench")
     synthetic_copy(root, "mintrec", synthetic.SyntheticSpec(train=800, dev=96, test=96))
     workdir = str(tmp_path_factory.mktemp("dyken_run"))
-    config = tiny_config("dyken_hyena", root, **{"optimizer.lr": 1e-3, "num_epochs": 8})
+    config = tiny_config("dyken_hyena", root, **LONG_RUN, **{"optimizer.lr": 1e-3, "num_epochs": 8})
     loop.train_and_evaluate(config, workdir)
     dyken = loop.evaluate(config, workdir).results["test"]["acc"]
     # Text alone cannot separate the two intents of a pair (tests/data/test_synthetic.py shows both use
@@ -85,6 +85,7 @@ def test_open_intent_on_the_synthetic_mintrec2_variant(tmp_path):
     config = mod.get_config("tiny_mintrec2")
     config.dataset.root = str(tmp_path / "bench2")
     config.dataset.bert_path = str(tmp_path / "bench2" / "bert")
+    config.compiler_options = LONG_RUN["compiler_options"]
     synthetic_dataset(config.dataset)
     workdir = str(tmp_path / "run")
     loop.train_and_evaluate(config, workdir)
@@ -114,7 +115,7 @@ def test_cli_user_errors_are_one_clear_line(bench, tmp_path):
 
 
 def test_bfloat16_compute_still_learns(bench, tmp_path):
-    config = tiny_config("early_fusion", bench, compute_dtype="bfloat16", **{"dataset.num_buckets": 1})
+    config = tiny_config("early_fusion", bench, compute_dtype="bfloat16", **LONG_RUN, **{"dataset.num_buckets": 1})
     workdir = str(tmp_path / "bf16")
     loop.train_and_evaluate(config, workdir)
     res = loop.evaluate(config, workdir).results
