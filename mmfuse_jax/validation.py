@@ -61,6 +61,7 @@ _CHOICES = (
     ("dataset.task", ("classification", "regression")),
     ("dataset.nonfinite", ("error", "zero")),
     ("dataset.buckets", ("fixed", "auto")),
+    ("model.bert_dropout", ("threefry", "hashed")),  # encoders.bert.DROPOUT_IMPLS
 )
 
 

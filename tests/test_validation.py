@@ -14,7 +14,7 @@ def _config(**over):
         "loader_cache_mb": 0, "compute_dtype": "float32", "nonfinite_policy": "stop", "early_stop_mode": "max",
         "early_stop_metric": "acc",
         "optimizer": {"lr": 1e-3, "weight_decay": 0.01, "warmup_ratio": 0.1, "grad_clip": 1.0},
-        "mesh": {"model": 1},
+        "mesh": {"model": 1}, "model": {"bert_dropout": "threefry"},
         "dataset": {"format": "mintrec", "task": "classification", "nonfinite": "error", "num_buckets": 4,
                     "metric": "classification"},
     })
@@ -45,6 +45,7 @@ def test_valid_config_passes():
     ("compiler_options", "backend_optimization_level=1", "expected name=value with an XLA option name (xla_...)"),
     ("compiler_options", "xla_backend_optimization_level", "expected name=value"),
     ("compiler_options", 1, "config.compiler_options=1: expected a string 'name=value,...'"),
+    ("model.bert_dropout", "hash", "did you mean 'hashed'?"),
 ])
 def test_bad_values_name_the_flag(key, value, expect):
     with pytest.raises(ConfigError) as e:

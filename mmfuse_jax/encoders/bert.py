@@ -34,6 +34,7 @@ from flax import traverse_util
 
 from mmfuse_jax.errors import DataError
 from mmfuse_jax.layers.attention import dot_product_attention
+from mmfuse_jax.layers.dropout import HashedDropout
 
 MODEL_TYPES = ("bert", "roberta")
 _ACTIVATIONS = {"gelu": lambda x: nn.gelu(x, approximate=False), "gelu_new": nn.gelu,
@@ -57,6 +58,10 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
     model_type: str = "bert"  # 'bert' | 'roberta' (MODEL_TYPES; module docstring)
+    # Ours, never read from or written to config.json: how dropout masks are drawn (`DROPOUT_IMPLS`),
+    # config.model.bert_dropout. 'threefry': flax nn.Dropout (jax.random); 'hashed':
+    # layers.dropout.HashedDropout (a counter-based hash of the element index, one fused pass).
+    dropout_impl: str = "threefry"
 
     @classmethod
     def from_json(cls, path: str) -> BertConfig:
@@ -67,7 +72,7 @@ class BertConfig:
             raise DataError(path, None, "a Hugging Face BERT config.json", "no such file") from None
         except json.JSONDecodeError as e:
             raise DataError(path, None, "valid JSON", str(e)) from None
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)} - {"dropout_impl"}
         cfg = cls(**{k: v for k, v in raw.items() if k in names})
         if cfg.model_type not in MODEL_TYPES:
             raise DataError(path, "model_type", f"one of {list(MODEL_TYPES)} (the text encoders we implement)",
@@ -81,9 +86,18 @@ class BertConfig:
 
     def to_hf_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        del d["dropout_impl"]
         d.update(architectures=["RobertaModel" if self.model_type == "roberta" else "BertModel"],
                  position_embedding_type="absolute", initializer_range=0.02)
         return d
+
+
+DROPOUT_IMPLS = ("threefry", "hashed")
+
+
+def _dropout(cfg: BertConfig, rate: float) -> nn.Module:
+    """The dropout module of ``cfg.dropout_impl`` (both have no params: the param tree is the same)."""
+    return HashedDropout(rate) if cfg.dropout_impl == "hashed" else nn.Dropout(rate)
 
 
 def _dense(features: int, name: str) -> nn.Dense:
@@ -116,7 +130,7 @@ class BertEmbeddings(nn.Module):
              + nn.Embed(cfg.type_vocab_size, cfg.hidden_size, embedding_init=init,
                         name="token_type_embeddings")(token_type_ids))
         x = _layer_norm(cfg)(x)
-        return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=not train)
+        return _dropout(cfg, cfg.hidden_dropout_prob)(x, deterministic=not train)
 
 
 class BertSelfAttention(nn.Module):
@@ -128,7 +142,7 @@ class BertSelfAttention(nn.Module):
         heads, head_dim = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
         split = lambda y: y.reshape(*y.shape[:2], heads, head_dim)
         q, k, v = (split(_dense(cfg.hidden_size, n)(x_btd)) for n in ("query", "key", "value"))
-        out = dot_product_attention(q, k, v, mask_bt, dropout=nn.Dropout(cfg.attention_probs_dropout_prob),
+        out = dot_product_attention(q, k, v, mask_bt, dropout=_dropout(cfg, cfg.attention_probs_dropout_prob),
                                     deterministic=not train)
         return out.reshape(*x_btd.shape[:2], cfg.hidden_size)
 
@@ -141,7 +155,7 @@ class BertDenseResidual(nn.Module):
     @nn.compact
     def __call__(self, x, residual, *, train: bool):
         x = _dense(self.cfg.hidden_size, "dense")(x)
-        x = nn.Dropout(self.cfg.hidden_dropout_prob)(x, deterministic=not train)
+        x = _dropout(self.cfg, self.cfg.hidden_dropout_prob)(x, deterministic=not train)
         return _layer_norm(self.cfg)(x + residual)
 
 

@@ -78,6 +78,8 @@ def build(config, *, data: bool = True) -> Experiment:
         if data else None
     bert_cfg = bert_lib.BertConfig.from_json(os.path.join(config.dataset.bert_path, "config.json")) \
         if spec.uses_bert else None
+    if bert_cfg is not None:  # config.model.bert_dropout: how the text encoder draws its dropout masks
+        bert_cfg = dataclasses.replace(bert_cfg, dropout_impl=config.model.get("bert_dropout", "threefry"))
     model = spec.build(config.model, {"num_classes": len(labels), "bert": bert_cfg})
     mesh = sharding.mesh_from_config(config)
     sharding.check_batch_size(config.batch_size, mesh)

@@ -132,6 +132,46 @@ def test_bert_model_output_shapes():
     assert set(plain) == {"sequence_output", "pooled_output"}
 
 
+def test_hashed_dropout_draws_other_masks_and_changes_nothing_else(tmp_path):
+    """BertConfig.dropout_impl='hashed' (config.model.bert_dropout): the same params and the same eval
+    outputs; in training other masks, the same for the same rng (the mask's own statistics:
+    tests/layers); the field is ours, never written to or read from config.json."""
+    import dataclasses
+
+    cfg = dataclasses.replace(_tiny_config(), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.5)
+    hashed = dataclasses.replace(cfg, dropout_impl="hashed")
+    b, length = 4, 16
+    ids = jax.random.randint(jax.random.key(1), (b, length), 0, cfg.vocab_size, jnp.int32)
+    mask = jnp.ones((b, length), jnp.int32)
+    params = _init(cfg)
+    assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(_init(hashed))
+
+    def run(c, train, seed=2):
+        return BertModel(c).apply({"params": params}, ids, mask, train=train,
+                                  rngs={"dropout": jax.random.key(seed)})["sequence_output"]
+    np.testing.assert_array_equal(run(cfg, False), run(hashed, False))
+    np.testing.assert_array_equal(run(hashed, True), run(hashed, True))
+    assert not np.allclose(run(hashed, True), run(cfg, True))
+    assert not np.allclose(run(hashed, True), run(hashed, True, seed=3))
+    save_pretrained(str(tmp_path), hashed, params)
+    saved = json.load(open(os.path.join(str(tmp_path), "config.json")))
+    assert "dropout_impl" not in saved
+    assert BertConfig.from_json(os.path.join(str(tmp_path), "config.json")).dropout_impl == "threefry"
+
+
+@pytest.mark.parametrize("impl", ["threefry", "hashed"])
+def test_config_model_bert_dropout_reaches_every_bert_model(impl, tiny_synthetic):
+    from conftest import tiny_config
+
+    from mmfuse_jax import registry
+    from mmfuse_jax.training.experiment import build
+
+    for name in registry.names():
+        if registry.get(name).uses_bert and name != "kuda":  # KuDA reads an MMSA-layout dataset
+            exp = build(tiny_config(name, tiny_synthetic, **{"model.bert_dropout": impl}), data=False)
+            assert exp.model.bert.dropout_impl == impl, name
+
+
 # ------------------------------------------------------------------------ checkpoint I/O
 
 def test_save_then_load_round_trips_params_exactly(tmp_path):
