@@ -1,7 +1,8 @@
 """Text fine-tuning: our ``text_only`` vs Hugging Face ``BertForSequenceClassification`` + ``torch.optim.AdamW``.
 
 python -m benchmarks.text_vs_transformers --torch_python=/tmp/venv_torch/bin/python \
-    [--n=1334 --batch_size=16 --threads=2 --rounds=3 --block=10 --torch_malloc=tuned --out=...]
+    [--n=1334 --batch_size=16 --threads=2 --rounds=3 --block=10 --torch_malloc=tuned --bert_dropout=threefry
+     --out=...]
 
 Both sides: a random BERT of all-MiniLM-L6-v2's shape (6 layers, hidden 384, 12 heads, FFN 1536, vocab
 30522), 20 classes (MIntRec's intents), batch 16, AdamW with configs/text_only.py's settings (lr 2e-5,
@@ -10,7 +11,8 @@ mean ~14 tokens, max 48), the same lengths on both sides. The torch side (`bench
 runs in its own interpreter with ``--threads`` threads and glibc's allocator tuned (``--torch_malloc``,
 as `benchmarks.kuda_vs_official`); it pads each batch to its longest row (``DataCollatorWithPadding``).
 Ours: the shared jitted train step, batches by the loader's code (`data/buckets.py` 'auto' buckets
-from the lengths, batches grouped by bucket, `pipeline.collate`, `prefetch.to_device`).
+from the lengths, batches grouped by bucket, `pipeline.collate`, `prefetch.to_device`); its BERT's dropout masks
+from ``--bert_dropout`` (config.model.bert_dropout: 'threefry', text_only's default, or 'hashed').
 
 Measured INTERLEAVED (the sides alternate, the order flipping every round; the idle side waits on the
 pipe): ``--rounds`` rounds of a ``--block``-step block per side (train-step examples/s = batch size x
@@ -31,6 +33,7 @@ import numpy as np
 from benchmarks.common import emit_and_append, machine
 from benchmarks.kuda_vs_official_torch import TORCH_MALLOC_CHOICES, TorchWorker
 from benchmarks.padding import mintrec_like_lengths
+from mmfuse_jax.encoders.bert import DROPOUT_IMPLS
 
 DEFAULT_OUT = os.path.join("benchmarks", "results", "text_vs_transformers_cpu.jsonl")
 MINILM = {"vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
@@ -41,7 +44,7 @@ NUM_CLASSES = 20
 class Ours:
     """Our text_only train step and data path over the examples."""
 
-    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int):
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, bert_dropout: str = "threefry"):
         import jax
 
         from benchmarks.train_step import load_config
@@ -55,7 +58,8 @@ class Ours:
         self.jax, self.buckets_lib, self.batch_size, self.seed = jax, buckets, batch_size, seed
         config = load_config(os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "text_only.py"))
         spec = registry.get("text_only")
-        self.model = spec.build(config.model, {"num_classes": NUM_CLASSES, "bert": BertConfig(**MINILM)})
+        bert = BertConfig(**MINILM, dropout_impl=bert_dropout)
+        self.model = spec.build(config.model, {"num_classes": NUM_CLASSES, "bert": bert})
         self.mesh = sharding.make_mesh()
         rng = np.random.default_rng(seed)
         self.rows = [{"text_ids": np.asarray([2, *rng.integers(5, MINILM["vocab_size"], n - 2), 3], np.int32),
@@ -163,9 +167,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--warmup", type=int, default=3, help="untimed torch steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--torch_malloc", default="tuned", choices=TORCH_MALLOC_CHOICES)
+    p.add_argument("--bert_dropout", default="threefry", choices=DROPOUT_IMPLS,
+                   help="how our BERT draws its dropout masks (config.model.bert_dropout; default: text_only's)")
     p.add_argument("--out", default=DEFAULT_OUT)
     a = p.parse_args(argv)
-    run = {"bench": "text_vs_transformers", "run": time.strftime("%Y-%m-%dT%H:%M:%S"), "torch_malloc": a.torch_malloc}
+    run = {"bench": "text_vs_transformers", "run": time.strftime("%Y-%m-%dT%H:%M:%S"), "torch_malloc": a.torch_malloc,
+           "bert_dropout": a.bert_dropout}
     records: list[dict] = []
 
     def out(rec: dict) -> None:
@@ -177,7 +184,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                          os.path.join(tempfile.gettempdir(), "text_vs_transformers_worker.log"), a.torch_malloc,
                          script=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                              "text_vs_transformers_torch.py"))
-    ours = Ours(lengths, a.batch_size, a.seed)
+    ours = Ours(lengths, a.batch_size, a.seed, a.bert_dropout)
     ready = worker.reply()
     ours.warm_up()
     worker.call(cmd="steps", n=a.warmup)
