@@ -2,7 +2,7 @@
 
 python -m benchmarks.kuda_vs_official --official_dir=/tmp/KuDA --torch_python=/tmp/torchenv/bin/python \
     [--config=configs/kuda.py:bench --steps=10 --warmup=3 --block=2 --threads=2 --torch_malloc=tuned
-     --out=benchmarks/results/...]
+     --bert_dropout=threefry|hashed --out=benchmarks/results/...]
 
 The official side runs in a worker subprocess under ``--torch_python`` (a Python with torch,
 transformers, einops, scipy, tabulate). The worker reads the official sources from ``--official_dir``
@@ -104,6 +104,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch_size", type=int, default=0, help="override config.batch_size (both sides)")
     p.add_argument("--compute_dtype", default="", help="override config.compute_dtype; bfloat16 = torch autocast")
     p.add_argument("--torch_device", default="cpu", choices=("cpu", "cuda"), help="where the official code runs")
+    p.add_argument("--bert_dropout", default="", help="override config.model.bert_dropout (ours: threefry | hashed)")
     p.add_argument("--out", default=DEFAULT_OUT, help="JSON lines appended here ('' = stdout only)")
     return p.parse_args(argv)
 
@@ -182,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
 
     records: list[dict] = []
     run = {"run": time.strftime("%Y-%m-%dT%H:%M:%S"), "git": _git_commit(), "torch_malloc": args.torch_malloc,
-           "ours_malloc_tuned": host["malloc_tuned"], "ours_cpu_inline": host["cpu_inline"]}
+           "ours_malloc_tuned": host["malloc_tuned"], "ours_cpu_inline": host["cpu_inline"],
+           "bert_dropout": args.bert_dropout or "config"}
 
     def out(rec: dict) -> None:
         rec = {"bench": "kuda_vs_official", **run, **rec}
@@ -198,6 +200,8 @@ def main(argv: list[str] | None = None) -> None:
         config.batch_size = args.batch_size
     if args.compute_dtype:
         config.compute_dtype = args.compute_dtype
+    if args.bert_dropout:
+        config.model.bert_dropout = args.bert_dropout
     dtype = {"bfloat16": jnp.bfloat16}.get(config.compute_dtype, jnp.float32)  # the MFU's matmul
     t_start = time.perf_counter()
     exp, st, train_step, counter, batches, flops_xla, n_params = ours_setup(config, args.warmup + args.steps)
