@@ -64,6 +64,7 @@ import tempfile
 import time
 
 from benchmarks.kuda_vs_official_torch import TORCH_MALLOC_CHOICES, TorchWorker
+from mmfuse_jax.encoders.bert import DROPOUT_IMPLS
 
 DEFAULT_OUT = os.path.join("benchmarks", "results", "kuda_vs_official_cpu.jsonl")
 
@@ -104,7 +105,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch_size", type=int, default=0, help="override config.batch_size (both sides)")
     p.add_argument("--compute_dtype", default="", help="override config.compute_dtype; bfloat16 = torch autocast")
     p.add_argument("--torch_device", default="cpu", choices=("cpu", "cuda"), help="where the official code runs")
-    p.add_argument("--bert_dropout", default="", help="override config.model.bert_dropout (ours: threefry | hashed)")
+    p.add_argument("--bert_dropout", default="", choices=("", *DROPOUT_IMPLS),
+                   help="override config.model.bert_dropout (ours; default: the config's)")
     p.add_argument("--out", default=DEFAULT_OUT, help="JSON lines appended here ('' = stdout only)")
     return p.parse_args(argv)
 
