@@ -99,7 +99,9 @@ def _init_key(exp: Experiment, batch: dict) -> tuple:
 
 
 def _init_fn(model):
-    return lambda key, batch: model.init(key, batch, train=False)["params"]
+    """The init as one function object per model (`step_lib.memo`): JAX keys its traces on the function,
+    so `_param_shapes`' `eval_shape` and `init_params`' jit share one trace of the model."""
+    return step_lib.memo(("init fn", model), lambda: lambda key, batch: model.init(key, batch, train=False)["params"])
 
 
 def _param_shapes(exp: Experiment, key, batch) -> Any:

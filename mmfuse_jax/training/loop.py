@@ -150,13 +150,22 @@ def _setup(config, workdir: str, init_fn, frozen, counter) -> _Run:
                 state, meta, step, ckpt, writer, train_step, eval_step, counter, counter.count)
 
 
+# The config sections a train step's program is made of: the loss reads config.model (`registry.ModelSpec.
+# make_loss`), the optimizer config.optimizer, the batch shapes come from config.dataset and the batch
+# size; the rest of the config (epochs, early stopping, checkpoints, logging, threads, stage recipes
+# such as HCT-DMG's gate_freeze or KuDA's stage1, whose stages reach the step as their own model,
+# optimizer and schedule) is the host loop's.
+_PROGRAM_FIELDS = ("model", "optimizer", "dataset", "batch_size", "compute_dtype", "compiler_options", "mesh")
+
+
 def _program_key(config) -> str:
-    """The config fields that can change a train step's program, as text: all of them but the seed (it
-    reaches the step through the state's rng), where files are (the dataset's root and BERT folder;
-    the model itself, BERT config included, is a key of its own) and the synthetic benchmark's knobs
-    (they change the data's values; its shapes reach the step as the batch's, which jit keys on)."""
+    """The config fields that can change a train step's program, as text: `_PROGRAM_FIELDS`, less where
+    files are (the dataset's root and BERT folder; the model itself, BERT config included, is a key of
+    its own) and the synthetic benchmark's knobs (they change the data's values; its shapes reach the
+    step as the batch's, which jit keys on). The seed reaches the step through the state's rng, the
+    number of epochs through the schedule (total steps), a key of its own."""
     d = json.loads(config.to_json_best_effort())
-    d.pop("seed", None)
+    d = {k: d[k] for k in _PROGRAM_FIELDS if k in d}
     for k in ("root", "bert_path", "prepared_dir", "synthetic"):
         d.get("dataset", {}).pop(k, None)
     return json.dumps(d, sort_keys=True, default=str)

@@ -129,19 +129,48 @@ def test_eval_steps_are_kept_per_model_mesh_and_layout():
     assert unhashable == 1 and step_lib.memo(("x", [1]), lambda: built.append(1) or len(built)) == 2
 
 
-def test_train_step_program_key_ignores_the_seed_file_locations_and_data_knobs(tmp_path):
+def test_train_step_program_key_ignores_the_seed_file_locations_and_the_host_loop(tmp_path):
     """`loop._program_key` (the memoised train step's config part): two runs that differ only in their seed,
-    data folders or synthetic knobs share a step; any other field (here the learning rate) does not."""
+    data folders, synthetic knobs or the host loop's settings (epochs, early stopping, checkpoints, logging,
+    a stage recipe) share a step; a field of the loss, the optimizer, the batch or the dtype does not."""
     from conftest import tiny_config
 
     from mmfuse_jax.training import loop
 
     base = tiny_config("hct_dmg", str(tmp_path / "a"))
-    same = tiny_config("hct_dmg", str(tmp_path / "b"), seed=7, **{"dataset.prepared_dir": str(tmp_path / "p")})
+    same = tiny_config("hct_dmg", str(tmp_path / "b"), seed=7, num_epochs=3, patience=1, keep_checkpoints=2,
+                       log_every=1, **{"dataset.prepared_dir": str(tmp_path / "p"), "gate_freeze.enabled": False,
+                                       "early_stop_metric": "f1"})
     same.dataset.synthetic = {"audio_noise": 0.5}
     assert loop._program_key(same) == loop._program_key(base)
-    assert loop._program_key(tiny_config("hct_dmg", str(tmp_path / "a"), **{"optimizer.lr": 0.5})) \
-        != loop._program_key(base)
+    for field, value in (("optimizer.lr", 0.5), ("model.dropout", 0.3), ("batch_size", 8),
+                         ("compute_dtype", "bfloat16"), ("dataset.num_buckets", 1)):
+        assert loop._program_key(tiny_config("hct_dmg", str(tmp_path / "a"), **{field: value})) \
+            != loop._program_key(base), field
+    kuda = tiny_config("kuda", str(tmp_path / "k"))
+    assert loop._program_key(tiny_config("kuda", str(tmp_path / "k"), **{"model.nce_weight": 0.0})) \
+        != loop._program_key(kuda)  # read by the loss (`kuda.make_loss`), not the model
+
+
+def test_init_shapes_and_init_share_one_trace_of_the_model(tiny_synthetic, monkeypatch):
+    """`experiment.abstract_params` (eval_shape of the init) and `init_params` (the jitted init) trace the
+    model once between them: the init is one function object per model, and JAX keys traces on it."""
+    from conftest import tiny_config
+
+    from mmfuse_jax.training import experiment
+
+    step_lib.memo_clear()
+    exp = experiment.build(tiny_config("text_only", tiny_synthetic), data=False)
+    cls, traces = type(exp.model), []
+    original = cls.init
+    monkeypatch.setattr(cls, "init", lambda self, *a, **k: traces.append(1) or original(self, *a, **k))
+    shapes = experiment.abstract_params(exp)
+    params = experiment.init_params(exp)
+    assert len(traces) == 1, traces
+    assert jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), params) == \
+        jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), shapes)
+    experiment.init_params(exp)  # a later init of the model (another seed, stage or run) traces nothing
+    assert len(traces) == 1, traces
 
 
 def test_batch_size_must_divide_the_mesh():
