@@ -54,7 +54,8 @@ class ModelSpec:
     build(config.model, info) -> nn.Module, where ``info`` has ``num_classes`` and ``bert`` (a
     `BertConfig` or None). make_loss(config) -> loss_fn(outputs, batch) -> (scalar loss, dict of
     aux scalars), every reduction weighted by ``batch['valid']``; loss hyperparameters come from
-    the config given to make_loss, never through the outputs dict.
+    the config given to make_loss (its ``model``, ``optimizer`` or ``dataset`` sections: the memoised
+    train step is keyed on those, `training.loop._program_key`), never through the outputs dict.
     eval_outputs: model outputs the eval step returns beside ``logits``/``prediction``/``embedding``
         (saved in ``predictions_<split>.npz``).
     output_labels: names for the trailing axis of an eval output (e.g. which modality each column of

@@ -152,6 +152,22 @@ def test_train_step_program_key_ignores_the_seed_file_locations_and_the_host_loo
         != loop._program_key(kuda)  # read by the loss (`kuda.make_loss`), not the model
 
 
+@pytest.mark.parametrize("name", registry.names())
+def test_every_loss_reads_only_the_config_sections_the_step_memo_keys_on(name, tmp_path):
+    """Each model's ``make_loss`` builds its loss from `loop._PROGRAM_FIELDS` alone, so two runs the train
+    step memo treats as one program cannot have different losses."""
+    from conftest import tiny_config
+
+    from mmfuse_jax.training import loop
+
+    full = tiny_config(name, str(tmp_path))
+    only = ml_collections.ConfigDict({k: full[k] for k in loop._PROGRAM_FIELDS if k in full})
+    spec = registry.get(name)
+    loss_a, loss_b = spec.make_loss(only), spec.make_loss(full)
+    assert type(loss_a) is type(loss_b)
+    assert getattr(loss_a, "keywords", None) == getattr(loss_b, "keywords", None)
+
+
 def test_init_shapes_and_init_share_one_trace_of_the_model(tiny_synthetic, monkeypatch):
     """`experiment.abstract_params` (eval_shape of the init) and `init_params` (the jitted init) trace the
     model once between them: the init is one function object per model, and JAX keys traces on it."""
