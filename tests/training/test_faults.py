@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import REPO, synthetic_copy
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_faults")]  # one worker builds the module fixtures
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_faults")]  # one worker builds the fixtures (pytest < 9: README Tests)
 
 
 @pytest.fixture(scope="module")

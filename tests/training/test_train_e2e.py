@@ -51,7 +51,7 @@ def text_only(bench, tmp_path_factory):
     return _train_and_evaluate("text_only", bench, str(tmp_path_factory.mktemp("text_only")))
 
 
-@pytest.mark.xdist_group("text_only_baseline")  # one worker trains the shared baseline (--dist loadgroup)
+@pytest.mark.xdist_group("text_only_baseline")  # one worker trains the baseline (pytest < 9: README Tests)
 def test_fusion_beats_text_only(bench, text_only, tmp_path):
     results = {"text_only": text_only, "early_fusion": _train_and_evaluate("early_fusion", bench, str(tmp_path))}
     text = results["text_only"]["test"]["acc"]
