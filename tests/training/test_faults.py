@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from conftest import REPO, synthetic_copy
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_faults")]  # one worker builds the fixtures (pytest < 9: README Tests)
+# one worker builds the module fixtures (with pytest < 9: README Tests)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_faults")]
 
 
 @pytest.fixture(scope="module")
