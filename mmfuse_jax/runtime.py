@@ -17,7 +17,9 @@ page faults and ~110 ms of system time per step). One arena for all threads (``M
 keep those too, but made KuDA's step 35 % slower (allocator lock contention), so it is not set.
 Instead `inline_cpu_execution` has JAX run CPU programs on the calling thread
 (``jax_cpu_enable_async_dispatch=False``; the same compiled programs, same numbers), whose
-allocations come from glibc's main arena, which `tune_malloc` keeps: 0 page faults per step.
+allocations come from glibc's main arena, which `tune_malloc` keeps: 0 page faults per step (on a busy
+machine an occasional step still maps its temporary afresh: 1 call in 9 in 2 of 6 probes with two other
+processes spinning; with asynchronous dispatch, every call).
 The price is the overlap of Python's work with a running step (a dispatched step no longer returns
 before it finishes); for the input pipeline `training.prefetch.to_device` gets that back with its
 background thread. JAX applies the flag only to single-device programs; a step sharded over several

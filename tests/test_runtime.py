@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 
@@ -36,7 +37,7 @@ print(json.dumps({"tuned": tuned, "faults": sum(faults[1:])}))
 """
 
 # A fresh interpreter: a jitted program whose 96 MB temporary (over a glibc thread arena's 64 MB heap)
-# XLA allocates on every call; the minor page faults of five calls after two warm-ups.
+# XLA allocates on every call; the minor page faults of each of nine calls after two warm-ups.
 XLA_PROBE = """
 import json, resource
 from mmfuse_jax import runtime
@@ -49,10 +50,12 @@ def f(x):
     return jnp.cumsum(y)[-1] + jnp.max(y * y[::-1])
 x = jnp.ones((n,), jnp.float32)
 jax.block_until_ready(f(x)); jax.block_until_ready(f(x))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
+faults = []
+for _ in range(9):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     jax.block_until_ready(f(x))
-print(json.dumps({**host, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({**host, "faults": faults}))
 """
 
 
@@ -82,9 +85,11 @@ def test_inline_cpu_execution_keeps_xlas_large_temporaries_mapped():
     inline, async_ = _probe(None, XLA_PROBE), _probe(None, XLA_PROBE, MMFUSE_CPU_DISPATCH="async")
     assert inline == {**inline, "malloc_tuned": True, "cpu_inline": True}
     assert async_ == {**async_, "malloc_tuned": True, "cpu_inline": False}
-    pages = 5 * 24 * 2 ** 20 * 4 // 4096  # one fresh 96 MB temporary per call
-    assert async_["faults"] > pages // 2, (async_, inline)  # a pool thread maps it afresh on every call
-    assert inline["faults"] < pages // 20, (inline, async_)  # the calling thread's main arena keeps it
+    pages = 24 * 2 ** 20 * 4 // 4096  # one fresh 96 MB temporary
+    # The median call: on a busy machine (the suite's other worker) an occasional inline call still maps
+    # afresh (seen: 1 call of 9 in 2 of 6 probes, the other 8 at 0-5 faults); async maps on every call.
+    assert statistics.median(async_["faults"]) > pages // 2, (async_, inline)  # a pool thread's arena
+    assert statistics.median(inline["faults"]) < pages // 20, (inline, async_)  # the main arena keeps it
 
 
 def test_tune_malloc_is_idempotent():

@@ -189,6 +189,37 @@ def test_init_shapes_and_init_share_one_trace_of_the_model(tiny_synthetic, monke
     assert len(traces) == 1, traces
 
 
+def test_init_with_a_pretrained_bert_skips_only_the_random_bert(tiny_synthetic):
+    """A model whose BERT the checkpoint replaces: its jitted init computes no BERT (the program's
+    outputs hold none of its weights), every other parameter equals the full init's bit for bit, and
+    ``params['bert']`` is the checkpoint. Without a pretrained BERT the random BERT is the init's."""
+    from conftest import tiny_config
+    from flax import traverse_util
+
+    from mmfuse_jax.encoders import bert as bert_lib
+    from mmfuse_jax.training import experiment
+
+    config = tiny_config("mvcl_daf", tiny_synthetic)
+    exp = experiment.build(config, data=False)
+    key, batch = experiment._init_args(exp)
+    full = jax.jit(lambda k, b: exp.model.init(k, b, train=False)["params"])(key, batch)
+    skip = experiment._init_fn(exp.model, True)
+    assert skip(key, batch)["bert"] is None
+    bert_leaves = len(jax.tree_util.tree_leaves(full["bert"]))
+    outputs = len(jax.tree_util.tree_leaves(jax.eval_shape(skip, key, batch)))
+    assert bert_leaves > 10 and outputs == len(jax.tree_util.tree_leaves(full)) - bert_leaves
+    params = traverse_util.flatten_dict(jax.device_get(experiment.init_params(exp)))
+    checkpoint = bert_lib.load_pretrained(config.dataset.bert_path)[1]
+    want = traverse_util.flatten_dict(jax.device_get({**full, "bert": checkpoint}))
+    assert set(params) == set(want)
+    assert all(np.array_equal(params[k], want[k]) for k in want), [k for k in want if not np.array_equal(params[k],
+                                                                                                       want[k])]
+    config.model.pretrained_bert = False
+    params = traverse_util.flatten_dict(jax.device_get(experiment.init_params(experiment.build(config, data=False))))
+    want = traverse_util.flatten_dict(jax.device_get(full))
+    assert set(params) == set(want) and all(np.array_equal(params[k], want[k]) for k in want)
+
+
 def test_batch_size_must_divide_the_mesh():
     from mmfuse_jax.errors import ConfigError
 
