@@ -19,7 +19,7 @@ from mmfuse_jax.data import ensure_dataset, pipeline
 from mmfuse_jax.data.formats import FORMATS
 from mmfuse_jax.encoders import bert as bert_lib
 from mmfuse_jax.errors import ConfigError
-from mmfuse_jax.training import distributed, sharding
+from mmfuse_jax.training import distributed, init_pieces, sharding
 from mmfuse_jax.training import step as step_lib
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -105,22 +105,26 @@ def _loads_bert(exp: Experiment) -> bool:
 
 
 def _init_fn(model, loads_bert: bool):
-    """The init as one function object per model (`step_lib.memo`): JAX keys its traces on the function,
-    so `_param_shapes`' `eval_shape` and `init_params`' jit share one trace of the model. With
-    ``loads_bert`` it returns ``params['bert']`` as None (the checkpoint's weights replace it), so XLA
-    computes no random BERT: a tiny BERT model's init compiles in ~1 s less (text_only 1.09 -> 0.12 s,
-    KuDA 8.1 -> 6.9 s). Every other parameter is unchanged: each is drawn from its own key (its path)."""
+    """The model's init. With ``loads_bert`` it returns ``params['bert']`` as None (the checkpoint's
+    weights replace it), so no random BERT is computed (jitted whole, a tiny BERT model's init compiled in
+    ~1 s less: text_only 1.09 -> 0.12 s, KuDA 8.1 -> 6.9 s). Every other parameter is unchanged: each is
+    drawn from its own key (its path)."""
     def init(key, batch):
         params = model.init(key, batch, train=False)["params"]
         return {**params, "bert": None} if loads_bert and "bert" in params else params
 
-    return step_lib.memo(("init fn", model, loads_bert), lambda: init)
+    return init
+
+
+def _init_jaxpr(exp: Experiment, key, batch) -> tuple[Any, Any]:
+    """(the init's jaxpr, its output shapes), traced once per model in the process (`step_lib.memo`):
+    the shapes of `abstract_params` and the values of `init_params` come from one trace."""
+    return step_lib.memo(("init jaxpr", *_init_key(exp, batch)), lambda: jax.make_jaxpr(
+        _init_fn(exp.model, _loads_bert(exp)), return_shape=True)(key, batch))
 
 
 def _param_shapes(exp: Experiment, key, batch) -> Any:
-    """`jax.eval_shape` of the init, traced once per model in the process."""
-    return step_lib.memo(("init shapes", *_init_key(exp, batch)),
-                         lambda: jax.eval_shape(_init_fn(exp.model, _loads_bert(exp)), key, batch))
+    return _init_jaxpr(exp, key, batch)[1]
 
 
 def _pretrained_bert(exp: Experiment, params) -> Any | None:
@@ -143,14 +147,16 @@ def abstract_params(exp: Experiment) -> Any:
 
 
 def init_params(exp: Experiment) -> Any:
-    """Sharded init from the seed (replicated, or split on the ``model`` axis by `Experiment.shardings`),
-    with the pretrained BERT loaded if configured. The jitted init is kept per model and layout
-    (`step_lib.memo`): the seeds and stages of one model trace and compile it once."""
+    """Init from the seed, laid out on the mesh (replicated, or split on the ``model`` axis by
+    `Experiment.shardings`), with the pretrained BERT loaded if configured. The init's jaxpr is
+    evaluated in pieces (`init_pieces`: the jitted init's numbers for a fraction of its compile; its
+    programs are shared by the seeds, stages and variants of a model) on this host, then put on the
+    devices as the pretrained weights are (the same values on every host)."""
     key, batch = _init_args(exp)
-    out = exp.shardings(_param_shapes(exp, key, batch))
-    init = step_lib.memo(("init", *_init_key(exp, batch), step_lib.sharding_key(out)),
-                         lambda: jax.jit(_init_fn(exp.model, _loads_bert(exp)), out_shardings=out))
-    params = init(key, batch)
+    closed, shapes = _init_jaxpr(exp, key, batch)
+    leaves = init_pieces.evaluate(closed, *jax.tree_util.tree_leaves((key, batch)))
+    params = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shapes), [np.asarray(x) for x in leaves])
+    params = jax.device_put(params, exp.shardings(shapes))
     pretrained = _pretrained_bert(exp, params)
     if pretrained is not None:
         params = dict(params)
