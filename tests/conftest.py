@@ -53,6 +53,47 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+# Tests that share an expensive module fixture (a trained run, built models): `make test`'s xdist workers
+# (`--dist loadgroup`) run each group on one worker, so the fixture is built once in the session, not once
+# per worker (measured before: the KuDA fusion variants' 17 s fixture, the finished run of the CLI error
+# tests 11 s, MulT's 11 s, ... each built on both workers). A node id starting with a prefix is in its
+# group; every other test is scheduled alone. The groups are given to xdist by `pytest_xdist_make_scheduler`
+# below: pytest-xdist's own `xdist_group` mark has no effect under pytest 9 (xdist 3.8 writes the group into
+# `item._nodeid`, which pytest 9 no longer reads).
+GROUPS = {
+    "tests/models/test_models.py": "test_models", "tests/models/test_kuda.py": "test_kuda",
+    "tests/models/test_kuda_fusion.py": "test_kuda_fusion", "tests/models/test_hct_dmg.py": "test_hct_dmg",
+    "tests/models/test_hct_dmg_stages.py": "test_hct_dmg_stages", "tests/models/test_mult.py": "test_mult",
+    "tests/models/test_mag_bert.py": "test_mag_bert", "tests/models/test_mvcl_daf.py": "test_mvcl_daf",
+    "tests/encoders/test_roberta.py": "test_roberta", "tests/cli/test_user_errors.py": "finished_run",
+    "tests/training/test_faults.py": "test_faults", "tests/test_report.py": "test_report",
+    "tests/test_predictor.py": "test_predictor",
+    # the text_only baseline both comparisons train (test_train_e2e's module fixture)
+    "tests/training/test_train_e2e.py::test_fusion_beats_text_only": "text_only_baseline",
+    "tests/training/test_train_e2e.py::test_mvcl_daf_beats_text_only": "text_only_baseline",
+}
+
+
+def group_of(nodeid: str) -> str | None:
+    """The `GROUPS` group of a test's node id, or None."""
+    return next((group for prefix, group in GROUPS.items() if nodeid == prefix or
+                 nodeid.startswith(prefix + ("::" if prefix.endswith(".py") else "["))), None)
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: unknown to a run without it (-p no:xdist)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup` with `GROUPS`: xdist's group scheduler, each group one unit of work."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class Scheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid) or super()._split_scope(nodeid)
+
+    return Scheduling(config, log)
+
+
 def synthetic_copy(dest: str, generator: str, spec) -> str:
     """``synthetic.GENERATORS[generator].write(dest, spec)``, written once per session (shared by the
     workers under a file lock) and copied: most of a write is initialising its random BERT."""

@@ -19,8 +19,6 @@ from conftest import tiny_config
 from mmfuse_jax import registry
 from mmfuse_jax.errors import DataError
 
-pytestmark = pytest.mark.xdist_group("test_predictor")  # one worker builds the fixtures (pytest < 9: README Tests)
-
 _SPEC = {"train": 120, "dev": 30, "test": 30, "oos_train": 24, "oos_dev": 10, "oos_test": 15, "audio_dim": 6,
          "video_dim": 5, "audio_len": (6, 20), "video_len": (4, 12), "bert_hidden": 24, "bert_heads": 2,
          "bert_layers": 1}

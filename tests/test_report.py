@@ -11,8 +11,6 @@ from test_predictor import trained_run
 
 from mmfuse_jax import ood, registry, report, runfiles
 
-pytestmark = pytest.mark.xdist_group("test_report")  # one worker builds the fixtures (pytest < 9: README Tests)
-
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):

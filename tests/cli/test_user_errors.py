@@ -17,7 +17,6 @@ import pytest
 from conftest import REPO
 
 CONFIG = f"{REPO}/configs/early_fusion.py:tiny"
-pytestmark = pytest.mark.xdist_group("finished_run")  # one worker trains the run (pytest < 9: README Tests)
 
 
 def _cli(*args, timeout=600, **kw):

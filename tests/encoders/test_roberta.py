@@ -20,8 +20,6 @@ from mmfuse_jax.encoders.bert import BertConfig, BertModel, load_pretrained, loa
 from mmfuse_jax.encoders.roberta import write_random_roberta
 from mmfuse_jax.errors import DataError
 
-pytestmark = pytest.mark.xdist_group("test_roberta")  # one worker builds the fixtures (pytest < 9: README Tests)
-
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
 CKPT_DIR = os.path.join(FIXTURES, "roberta_tiny")
 ATOL = 1e-4

@@ -14,8 +14,6 @@ from mmfuse_jax import registry
 from mmfuse_jax.models._affect import count_parameters
 from mmfuse_jax.training import step as step_lib
 
-pytestmark = pytest.mark.xdist_group("test_hct_dmg")  # one worker builds the fixtures (pytest < 9: README Tests)
-
 SMALL = {"dim": 16, "num_layers": 1, "mem_layers": 1, "num_heads": 2, "embed_dropout": 0.0, "attn_dropout": 0.0,
          "relu_dropout": 0.0, "res_dropout": 0.0, "out_dropout": 0.0}
 KEY = jax.random.key(0, impl="rbg")  # RngBitGenerator keys compile far faster than threefry on CPU

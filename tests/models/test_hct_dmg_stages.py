@@ -23,8 +23,6 @@ from mmfuse_jax.models import hct_dmg
 from mmfuse_jax.training import stages as stages_lib
 from mmfuse_jax.training.checkpoint import read_checkpoint
 
-pytestmark = pytest.mark.xdist_group("test_hct_dmg_stages")  # one worker builds the fixtures (pytest < 9: README Tests)
-
 SMALL = {"dim": 12, "num_layers": 2, "mem_layers": 1, "num_heads": 2, "embed_dropout": 0.0, "attn_dropout": 0.0,
          "attn_dropout_audio": 0.0, "attn_dropout_video": 0.0, "relu_dropout": 0.0, "res_dropout": 0.0,
          "out_dropout": 0.0}

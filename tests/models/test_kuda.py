@@ -18,8 +18,6 @@ from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.models import kuda
 from mmfuse_jax.models.kuda_layers import cpc_nce, sentiment_ratio
 
-pytestmark = pytest.mark.xdist_group("test_kuda")  # one worker builds the fixtures (pytest < 9: README Tests)
-
 B, LT, LA, LV, DA, DV = 3, 7, 11, 5, 9, 6
 BERT = BertConfig(vocab_size=31, hidden_size=12, num_hidden_layers=2, num_attention_heads=2,
                   intermediate_size=20, max_position_embeddings=16, hidden_dropout_prob=0.0,

@@ -12,8 +12,6 @@ from test_kuda import B, build, make_batch  # noqa: E402  (tests/models is on sy
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.models import kuda
 
-pytestmark = pytest.mark.xdist_group("test_kuda_fusion")  # one worker builds the fixtures (pytest < 9: README Tests)
-
 
 @pytest.fixture(scope="module")
 def variants():

@@ -16,8 +16,6 @@ from mmfuse_jax.layers.align import CTCAlign
 from mmfuse_jax.models.mag_bert import MultimodalAdaptationGate, mean_align
 from mmfuse_jax.training import step as step_lib
 
-pytestmark = pytest.mark.xdist_group("test_mag_bert")  # one worker builds the fixtures (pytest < 9: README Tests)
-
 T, H, DA, DV = 7, 12, 9, 6  # tokens, hidden, audio and video features (odd, distinct)
 
 

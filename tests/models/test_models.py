@@ -11,8 +11,6 @@ import pytest
 from mmfuse_jax import registry
 from mmfuse_jax.encoders.bert import BertConfig
 
-pytestmark = pytest.mark.xdist_group("test_models")  # one worker builds the fixtures (pytest < 9: README Tests)
-
 B, LT, LA, LV, DA, DV, C = 3, 7, 11, 5, 9, 6, 5
 BERT = BertConfig(vocab_size=31, hidden_size=12, num_hidden_layers=2, num_attention_heads=2,
                   intermediate_size=20, max_position_embeddings=16)

@@ -14,8 +14,6 @@ from mmfuse_jax import losses, registry
 from mmfuse_jax.data.formats import FORMATS
 from mmfuse_jax.models._affect import count_parameters
 
-pytestmark = pytest.mark.xdist_group("test_mult")  # one worker builds the fixtures (pytest < 9: README Tests)
-
 PRESETS = ("mosi", "mosei", "iemocap", "iemocap_aligned", "urfunny", "mustard")
 
 

@@ -14,8 +14,6 @@ from mmfuse_jax import losses, registry
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.models import mvcl_daf
 
-pytestmark = pytest.mark.xdist_group("test_mvcl_daf")  # one worker builds the fixtures (pytest < 9: README Tests)
-
 D = BERT.hidden_size
 
 

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from conftest import REPO, synthetic_copy
 
-# one worker builds the module fixtures (with pytest < 9: README Tests)
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_faults")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

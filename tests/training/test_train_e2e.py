@@ -51,7 +51,6 @@ def text_only(bench, tmp_path_factory):
     return _train_and_evaluate("text_only", bench, str(tmp_path_factory.mktemp("text_only")))
 
 
-@pytest.mark.xdist_group("text_only_baseline")  # one worker trains the baseline (pytest < 9: README Tests)
 def test_fusion_beats_text_only(bench, text_only, tmp_path):
     results = {"text_only": text_only, "early_fusion": _train_and_evaluate("early_fusion", bench, str(tmp_path))}
     text = results["text_only"]["test"]["acc"]
@@ -122,7 +121,6 @@ def test_bfloat16_compute_still_learns(bench, tmp_path):
     assert res["test"]["acc"] >= 0.85, res
 
 
-@pytest.mark.xdist_group("text_only_baseline")
 def test_mvcl_daf_beats_text_only(bench, text_only, tmp_path):
     """MVCL-DAF++ (coarse-to-fine fusion + prototype and multi-view losses) on the tiny benchmark."""
     mvcl = _train_and_evaluate("mvcl_daf", bench, str(tmp_path), **{"dataset.num_buckets": 1})  # one compile
