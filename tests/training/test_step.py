@@ -199,7 +199,7 @@ def test_init_with_a_pretrained_bert_skips_only_the_random_bert(tiny_synthetic):
     from mmfuse_jax.encoders import bert as bert_lib
     from mmfuse_jax.training import experiment
 
-    config = tiny_config("mvcl_daf", tiny_synthetic)
+    config = tiny_config("early_fusion", tiny_synthetic)
     exp = experiment.build(config, data=False)
     key, batch = experiment._init_args(exp)
     full = jax.jit(lambda k, b: exp.model.init(k, b, train=False)["params"])(key, batch)
