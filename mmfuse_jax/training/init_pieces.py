@@ -121,6 +121,13 @@ def evaluate(closed: jcore.ClosedJaxpr, *args) -> list:
     return [v.val if isinstance(v, jcore.Literal) else env[v] for v in jaxpr.outvars]
 
 
+def call(fn, *args) -> Any:
+    """``jax.jit(fn)(*args)``, computed in pieces (an init: `evaluate`), for a function traced once."""
+    closed, shapes = jax.make_jaxpr(fn, return_shape=True)(*args)
+    leaves = evaluate(closed, *jax.tree_util.tree_leaves(args))
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shapes), leaves)
+
+
 def clear() -> None:
     """Forget the jitted pieces (tests that count compiles)."""
     with _LOCK:

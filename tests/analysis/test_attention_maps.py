@@ -11,6 +11,7 @@ from mult_fixtures import feature_batch, load_config
 from mmfuse_jax import registry
 from mmfuse_jax.analysis.attention_maps import attention_kl, attention_maps, per_example_kl
 from mmfuse_jax.layers.attention import ATTENTION_COLLECTION, MultiHeadAttention
+from mmfuse_jax.training import init_pieces
 
 SMALL = {"dim": 8, "num_layers": 1, "mem_layers": 1, "num_heads": 2, "embed_dropout": 0.0, "attn_dropout": 0.0,
          "relu_dropout": 0.0, "res_dropout": 0.0, "out_dropout": 0.0}
@@ -63,7 +64,7 @@ def _model(name):
     c.dataset.feat_dims = {"text": 12, "audio": 5, "video": 6}
     m = registry.get(name).build(c.model, {"num_classes": 1})
     batch = feature_batch(c.dataset)
-    return m, batch, jax.jit(lambda: m.init(jax.random.key(0), batch)["params"])()
+    return m, batch, init_pieces.call(lambda: m.init(jax.random.key(0), batch)["params"])
 
 
 @pytest.mark.parametrize("name", ["mult", "hct_dmg"])

@@ -19,6 +19,7 @@ from mmfuse_jax.data.pipeline import tokenize
 from mmfuse_jax.encoders.bert import BertConfig, BertModel, load_pretrained, load_tokenizer, params_from_state_dict
 from mmfuse_jax.encoders.roberta import write_random_roberta
 from mmfuse_jax.errors import DataError
+from mmfuse_jax.training import init_pieces
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
 CKPT_DIR = os.path.join(FIXTURES, "roberta_tiny")
@@ -148,7 +149,7 @@ def test_kuda_trains_with_a_roberta_text_branch(pretrained):
     module, roberta = pretrained
     m = kuda.build(model_config("kuda"), {"bert": module.cfg})
     batch = make_batch()  # ids < 31 < vocab; text_type_ids 0 (one token type)
-    params = jax.jit(lambda k: m.init(k, batch, train=False))(jax.random.key(0))["params"]
+    params = init_pieces.call(lambda k: m.init(k, batch, train=False), jax.random.key(0))["params"]
     params = {**params, "bert": {k: v for k, v in roberta.items() if k != "pooler"}}
 
     def loss(p):

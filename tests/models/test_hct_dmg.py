@@ -12,6 +12,7 @@ from mult_fixtures import feature_batch, load_config, write_mult
 
 from mmfuse_jax import registry
 from mmfuse_jax.models._affect import count_parameters
+from mmfuse_jax.training import init_pieces
 from mmfuse_jax.training import step as step_lib
 
 SMALL = {"dim": 16, "num_layers": 1, "mem_layers": 1, "num_heads": 2, "embed_dropout": 0.0, "attn_dropout": 0.0,
@@ -35,7 +36,7 @@ def with_gate(params, logits):
 def model():
     m, c = small()
     batch = feature_batch(c.dataset)
-    params = jax.jit(lambda: m.init(KEY, batch)["params"])()
+    params = init_pieces.call(lambda: m.init(KEY, batch)["params"])
     return m, batch, params
 
 

@@ -20,6 +20,7 @@ from mult_fixtures import feature_batch, load_config
 from mmfuse_jax import registry
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.models import hct_dmg
+from mmfuse_jax.training import init_pieces
 from mmfuse_jax.training import stages as stages_lib
 from mmfuse_jax.training.checkpoint import read_checkpoint
 
@@ -40,7 +41,7 @@ def small(**overrides):
 @pytest.fixture(scope="module")
 def model():
     m, batch = small()
-    return m, batch, jax.jit(lambda: m.init(KEY, batch)["params"])()
+    return m, batch, init_pieces.call(lambda: m.init(KEY, batch)["params"])
 
 
 def _flat(params) -> dict[str, np.ndarray]:

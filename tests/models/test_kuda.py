@@ -17,6 +17,7 @@ from mmfuse_jax.encoders.bert import BertConfig
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.models import kuda
 from mmfuse_jax.models.kuda_layers import cpc_nce, sentiment_ratio
+from mmfuse_jax.training import init_pieces
 
 B, LT, LA, LV, DA, DV = 3, 7, 11, 5, 9, 6
 BERT = BertConfig(vocab_size=31, hidden_size=12, num_hidden_layers=2, num_attention_heads=2,
@@ -48,7 +49,7 @@ def build(**overrides):
 @pytest.fixture(scope="module")
 def official():
     m = build()
-    params = jax.jit(lambda k: m.init(k, make_batch(), train=False))(jax.random.key(0))["params"]
+    params = init_pieces.call(lambda k: m.init(k, make_batch(), train=False), jax.random.key(0))["params"]
     evaluate = jax.jit(lambda p, b: m.apply({"params": p}, b, train=False))
 
     def objective(p, b, rng):
@@ -112,7 +113,8 @@ def video_stage1():
     out = {}
     for clone in (True, False):
         m = build(stage=1, modality="video", clone_init=clone, encoder_layers=3, adapter_layers=2)
-        out[clone] = m, jax.jit(lambda k, m=m: m.init(k, make_batch(), train=False))(jax.random.key(0))["params"]
+        init = lambda k, m=m: m.init(k, make_batch(), train=False)
+        out[clone] = m, init_pieces.call(init, jax.random.key(0))["params"]
     return out
 
 

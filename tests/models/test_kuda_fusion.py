@@ -11,6 +11,7 @@ from test_kuda import B, build, make_batch  # noqa: E402  (tests/models is on sy
 
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.models import kuda
+from mmfuse_jax.training import init_pieces
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def variants():
     out = {}
     for fusion in ("attention", "concat", "add"):
         m = build(fusion=fusion)
-        params = jax.jit(lambda k, m=m: m.init(k, make_batch(), train=False))(jax.random.key(0))["params"]
+        params = init_pieces.call(lambda k, m=m: m.init(k, make_batch(), train=False), jax.random.key(0))["params"]
         out[fusion] = (m, params, jax.jit(lambda p, b, m=m: m.apply({"params": p}, b, train=False)))
     return out
 

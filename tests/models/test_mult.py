@@ -13,6 +13,7 @@ from mult_fixtures import feature_batch, load_config, mult_split, split_batch
 from mmfuse_jax import losses, registry
 from mmfuse_jax.data.formats import FORMATS
 from mmfuse_jax.models._affect import count_parameters
+from mmfuse_jax.training import init_pieces
 
 PRESETS = ("mosi", "mosei", "iemocap", "iemocap_aligned", "urfunny", "mustard")
 
@@ -88,7 +89,7 @@ def trained():
     m, _ = build("mult", "iemocap", **SMALL)
     split = mult_split(np.random.default_rng(0), 96, name="iemocap", lens=(8, 10, 9), dims=(12, 5, 6))
     batches = [split_batch(split, np.arange(i, i + 32), "iemocap") for i in (0, 32, 64)]
-    params = jax.jit(lambda: m.init(KEY, batches[0])["params"])()
+    params = init_pieces.call(lambda: m.init(KEY, batches[0])["params"])
     tx = optax.adam(3e-3)
 
     @jax.jit

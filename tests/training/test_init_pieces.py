@@ -25,25 +25,19 @@ class Toy(nn.Module):
         return x.sum() + (scale[:, None] * table).sum() + steps.sum()
 
 
-def _flat(fn, *args):
-    closed, shapes = jax.make_jaxpr(fn, return_shape=True)(*args)
-    leaves = init_pieces.evaluate(closed, *jax.tree_util.tree_leaves(args))
-    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shapes), leaves)
-
-
 def test_pieces_equal_the_jitted_init_and_share_programs():
     init_pieces.clear()
     fn = lambda key, x: Toy().init(key, x)["params"]
     args = (jax.random.PRNGKey(3), jnp.ones((2, 5)))
     want = jax.jit(fn)(*args)
-    got = _flat(fn, *args)
+    got = init_pieces.call(fn, *args)
     assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
     for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
         assert a.dtype == b.dtype and np.array_equal(np.asarray(a), np.asarray(b))
     assert got["steps"].dtype == jnp.int32  # an exact (integer) draw, run eagerly
     programs = len(init_pieces._PIECES)
     assert programs < len(jax.tree_util.tree_leaves(want))  # e.g. the two (6,) zero biases: one program
-    got_again = _flat(fn, jax.random.PRNGKey(4), jnp.ones((2, 5)))
+    got_again = init_pieces.call(fn, jax.random.PRNGKey(4), jnp.ones((2, 5)))
     assert len(init_pieces._PIECES) == programs  # another seed: the same pieces, nothing new compiled
     assert not np.array_equal(np.asarray(got_again["xavier"]["kernel"]), np.asarray(got["xavier"]["kernel"]))
 
@@ -51,6 +45,6 @@ def test_pieces_equal_the_jitted_init_and_share_programs():
 def test_outputs_that_are_inputs_or_literals_pass_through():
     fn = lambda key, x: {"x": x, "zero": jnp.float32(0.0), "u": jax.random.uniform(key, (3,)) * 2.0 + 1.0}
     args = (jax.random.PRNGKey(0), jnp.arange(4.0))
-    got, want = _flat(fn, *args), jax.jit(fn)(*args)
+    got, want = init_pieces.call(fn, *args), jax.jit(fn)(*args)
     for k in want:
         assert np.array_equal(np.asarray(got[k]), np.asarray(want[k])), k
