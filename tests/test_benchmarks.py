@@ -100,3 +100,17 @@ def test_device_suite_smoke_runs_every_part(tiny_synthetic, tmp_path):
     step = parts[("train_step", "text_only/bfloat16")]["results"][-1]
     assert step["compute_dtype"] == "bfloat16" and 0 < step["mfu"]
     assert parts[("hyena", "fft_vs_direct")]["results"][-1]["summary"]
+
+
+def test_init_benchmark_times_both_modes_and_checks_they_agree(tmp_path):
+    """benchmarks.init_compile: each mode in its own fresh process, one record each and a summary whose
+    parameters' hashes agree (the pieces are the jitted init's numbers)."""
+    out = tmp_path / "init.jsonl"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.init_compile", "--models=early_fusion:tiny", "--rounds=1",
+                        f"--data={tmp_path / 'data'}", f"--out={out}"], cwd=REPO, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(rec["mode"] for rec in records[:2]) == ["jit", "pieces"]
+    assert records[0]["hash"] == records[1]["hash"] and records[0]["params"] > 10
+    assert records[-1]["summary"] and records[-1]["equal"] is True and records[-1]["speedup"] > 0

@@ -14,11 +14,14 @@ runs to create the variables) and cuts the rest in two:
 
 A piece is compiled as a unit, as it was inside the whole init, so XLA makes the same choices in it (it
 folds ``normal(key) * stddev`` into one multiply both ways): every registered model's parameters equal
-the jitted init's bit for bit (tests/training/test_init_pieces.py). Measured in a fresh process on the
-2-core CPU, with the suite's XLA flags, trace included: KuDA tiny 7.3 -> 3.5 s, MVCL-DAF++ 2.8 -> 1.7 s,
-MAG-BERT 2.6 -> 1.3 s; HCT-DMG 1.8 -> 2.6 s (its few draws compile quickly whole, and its 176 eager
-equations each dispatch); the pieces' programs are shared by every later init in the process (the
-stages and variants of a model) and, with JAX's persistent compilation cache, across processes.
+the jitted init's bit for bit (tests/models/test_models.py, tests/training/test_init_pieces.py).
+Measured (`benchmarks/init_compile.py`: a fresh process each, no persistent cache, trace included, medians
+of 2; benchmarks/README.md): with the test suite's XLA flags KuDA tiny 6.3 -> 3.1 s, MAG-BERT 2.1 -> 1.1 s,
+MVCL-DAF++ 2.0 -> 1.3 s, HCT-DMG 3.1 -> 2.4 s, but text_only 0.35 -> 0.43 s; with XLA's default flags KuDA
+10.4 -> 8.0 s, MAG-BERT 3.6 -> 2.2 s, while the small inits lose up to 0.35 s (text_only 0.52 -> 0.70 s,
+DyKen-Hyena 2.8 -> 3.1 s): an eager primitive compiles on its first use in a process. The pieces' programs
+are shared by every later init in the process (the stages and variants of a model) and, with JAX's
+persistent compilation cache (the experiments CLI, the test suite), across processes.
 """
 from __future__ import annotations
 

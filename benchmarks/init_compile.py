@@ -1,0 +1,106 @@
+"""A model's init: jitted whole vs in pieces (`mmfuse_jax/training/init_pieces.py`), fresh processes.
+
+python -m benchmarks.init_compile [--models=kuda:tiny,mvcl_daf:tiny,... --rounds=2 --out=...]
+
+Each (model, mode) runs in a new interpreter with no persistent compilation cache (what a user's first
+`train.py` pays), interleaved round by round: ``jit`` = `jax.jit` of the model's init (what
+`experiment.init_params` did before), ``pieces`` = `init_pieces.evaluate` of its jaxpr (what it does now);
+both return no random BERT where the checkpoint replaces it. Timed: trace + compile + run, to host arrays.
+Each record carries a hash of the parameters' bytes: the two modes must agree (``equal`` in the summary).
+The synthetic datasets are written once, before the timed processes, under ``--data`` (default: a
+temporary folder). JSON lines to stdout and ``--out``; then one summary line per model (medians, ratio).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+DEFAULT_OUT = os.path.join("benchmarks", "results", "init_cpu.jsonl")
+MODELS = ("kuda:tiny", "mvcl_daf:tiny", "mag_bert:tiny", "hct_dmg:tiny", "mult:tiny", "dyken_hyena:tiny",
+          "early_fusion:tiny", "text_only:tiny")
+
+
+def _config(spec: str, data: str):
+    import importlib
+
+    name, preset = spec.split(":")
+    config = importlib.import_module(f"configs.{name}").get_config(preset)
+    if len(config.dataset.get("synthetic", {})):  # the preset's synthetic benchmark, under --data
+        config.dataset.root = os.path.join(data, spec.replace(":", "_"))
+        config.dataset.bert_path = os.path.join(config.dataset.root, "bert")
+    return config
+
+
+def child(spec: str, mode: str, data: str) -> dict:
+    """One timed init in this (fresh) process."""
+    import jax
+    import numpy as np
+
+    from mmfuse_jax.training import experiment, init_pieces
+
+    exp = experiment.build(_config(spec, data), data=False)
+    t0 = time.perf_counter()
+    key, batch = experiment._init_args(exp)
+    fn = experiment._init_fn(exp.model, experiment._loads_bert(exp))
+    if mode == "jit":
+        params = jax.jit(fn)(key, batch)
+    else:
+        params = init_pieces.call(fn, key, batch)
+    leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(params)]
+    seconds = time.perf_counter() - t0
+    digest = hashlib.sha256(b"".join(x.tobytes() for x in leaves)).hexdigest()[:16]
+    return {"model": spec, "mode": mode, "seconds": round(seconds, 3), "params": len(leaves), "hash": digest}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated config:preset")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--data", default="", help="where the synthetic datasets are written (default: a temp folder)")
+    p.add_argument("--out", default=DEFAULT_OUT, help="JSON lines appended here ('' = stdout only)")
+    p.add_argument("--child", default="", help=argparse.SUPPRESS)
+    p.add_argument("--mode", default="pieces", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, args.mode, args.data)))
+        return
+    from benchmarks.common import emit_and_append, machine
+    from mmfuse_jax.data import ensure_dataset
+
+    data = args.data or tempfile.mkdtemp(prefix="init-bench-")
+    models = [m for m in args.models.split(",") if m]
+    for spec in models:
+        ensure_dataset(_config(spec, data).dataset)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+    env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
+    info = {"benchmark": "init_compile", "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "date": time.strftime("%Y-%m-%d"), **machine()}
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for r in range(args.rounds):
+        for spec in models:
+            for mode in (("jit", "pieces") if r % 2 == 0 else ("pieces", "jit")):
+                out = subprocess.run([sys.executable, "-m", "benchmarks.init_compile", f"--child={spec}",
+                                      f"--mode={mode}", f"--data={data}"], capture_output=True, text=True,
+                                     env=env, check=False)
+                if out.returncode:
+                    raise SystemExit(f"{spec} {mode} failed:\n{out.stderr[-3000:]}")
+                record = {**info, **json.loads(out.stdout.strip().splitlines()[-1]), "round": r}
+                runs.setdefault((spec, mode), []).append(record)
+                emit_and_append(record, args.out)
+    for spec in models:
+        jit_s = statistics.median(x["seconds"] for x in runs[spec, "jit"])
+        pieces_s = statistics.median(x["seconds"] for x in runs[spec, "pieces"])
+        hashes = {x["hash"] for mode in ("jit", "pieces") for x in runs[spec, mode]}
+        emit_and_append({**info, "model": spec, "summary": True, "jit_s": jit_s, "pieces_s": pieces_s,
+                         "speedup": round(jit_s / pieces_s, 2), "equal": len(hashes) == 1}, args.out)
+
+
+if __name__ == "__main__":
+    main()
