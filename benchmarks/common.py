@@ -53,3 +53,39 @@ def emit_and_append(record: dict, path: str) -> None:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         with open(path, "a") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def preset_config(spec: str, data: str):
+    """``config:preset`` (e.g. ``kuda:tiny``) from configs/, its synthetic benchmark (if any) under ``data``."""
+    import importlib
+
+    name, preset = spec.split(":")
+    config = importlib.import_module(f"configs.{name}").get_config(preset)
+    if len(config.dataset.get("synthetic", {})):
+        config.dataset.root = os.path.join(data, spec.replace(":", "_"))
+        config.dataset.bert_path = os.path.join(config.dataset.root, "bert")
+    return config
+
+
+def fresh_rounds(module: str, models: list[str], modes: tuple[str, str], rounds: int, info: dict, out: str,
+                 args: tuple[str, ...] = ()) -> dict[tuple[str, str], list[dict]]:
+    """Each (model, mode) measured by ``python -m module --child=model --mode=mode *args`` in a new
+    interpreter without a persistent compilation cache (what a user's first run pays), round by round,
+    the two modes' order alternating between rounds; the child prints its record as its last stdout line.
+    Every record (``info`` + the child's + the round) is emitted and appended to ``out``."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+    env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for r in range(rounds):
+        for spec in models:
+            for mode in (modes if r % 2 == 0 else modes[::-1]):
+                done = subprocess.run([sys.executable, "-m", module, f"--child={spec}", f"--mode={mode}", *args],
+                                      capture_output=True, text=True, env=env, check=False)
+                if done.returncode:
+                    raise SystemExit(f"{spec} {mode} failed:\n{done.stderr[-3000:]}")
+                record = {**info, **json.loads(done.stdout.strip().splitlines()[-1]), "round": r}
+                runs.setdefault((spec, mode), []).append(record)
+                emit_and_append(record, out)
+    return runs

@@ -17,8 +17,6 @@ import hashlib
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -27,25 +25,15 @@ MODELS = ("kuda:tiny", "mvcl_daf:tiny", "mag_bert:tiny", "hct_dmg:tiny", "mult:t
           "early_fusion:tiny", "text_only:tiny")
 
 
-def _config(spec: str, data: str):
-    import importlib
-
-    name, preset = spec.split(":")
-    config = importlib.import_module(f"configs.{name}").get_config(preset)
-    if len(config.dataset.get("synthetic", {})):  # the preset's synthetic benchmark, under --data
-        config.dataset.root = os.path.join(data, spec.replace(":", "_"))
-        config.dataset.bert_path = os.path.join(config.dataset.root, "bert")
-    return config
-
-
 def child(spec: str, mode: str, data: str) -> dict:
     """One timed init in this (fresh) process."""
     import jax
     import numpy as np
 
+    from benchmarks.common import preset_config
     from mmfuse_jax.training import experiment, init_pieces
 
-    exp = experiment.build(_config(spec, data), data=False)
+    exp = experiment.build(preset_config(spec, data), data=False)
     t0 = time.perf_counter()
     key, batch = experiment._init_args(exp)
     fn = experiment._init_fn(exp.model, experiment._loads_bert(exp))
@@ -71,29 +59,17 @@ def main(argv=None) -> None:
     if args.child:
         print(json.dumps(child(args.child, args.mode, args.data)))
         return
-    from benchmarks.common import emit_and_append, machine
+    from benchmarks.common import emit_and_append, fresh_rounds, machine, preset_config
     from mmfuse_jax.data import ensure_dataset
 
     data = args.data or tempfile.mkdtemp(prefix="init-bench-")
     models = [m for m in args.models.split(",") if m]
     for spec in models:
-        ensure_dataset(_config(spec, data).dataset)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
-    env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
+        ensure_dataset(preset_config(spec, data).dataset)
     info = {"benchmark": "init_compile", "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "date": time.strftime("%Y-%m-%d"), **machine()}
-    runs: dict[tuple[str, str], list[dict]] = {}
-    for r in range(args.rounds):
-        for spec in models:
-            for mode in (("jit", "pieces") if r % 2 == 0 else ("pieces", "jit")):
-                out = subprocess.run([sys.executable, "-m", "benchmarks.init_compile", f"--child={spec}",
-                                      f"--mode={mode}", f"--data={data}"], capture_output=True, text=True,
-                                     env=env, check=False)
-                if out.returncode:
-                    raise SystemExit(f"{spec} {mode} failed:\n{out.stderr[-3000:]}")
-                record = {**info, **json.loads(out.stdout.strip().splitlines()[-1]), "round": r}
-                runs.setdefault((spec, mode), []).append(record)
-                emit_and_append(record, args.out)
+    runs = fresh_rounds("benchmarks.init_compile", models, ("jit", "pieces"), args.rounds, info, args.out,
+                        (f"--data={data}",))
     for spec in models:
         jit_s = statistics.median(x["seconds"] for x in runs[spec, "jit"])
         pieces_s = statistics.median(x["seconds"] for x in runs[spec, "pieces"])

@@ -83,7 +83,8 @@ def setup(config, total_steps: int):
         loop.init_params(exp))
     counter = step_lib.TraceCounter()
     train_step = step_lib.make_train_step(exp.model, exp.spec.make_loss(exp.config), tx, exp.mesh,
-                                          compute_dtype=exp.compute_dtype, counter=counter)
+                                          compute_dtype=exp.compute_dtype, counter=counter,
+                                          update=state_lib.make_update(config.optimizer, total_steps, frozen))
     batches = [sharding.to_global(b, exp.mesh) for _, b in zip(range(min(len(loader), 8)), loader.epoch(0))]
     return exp, loader, tx, st, train_step, counter, batches
 

@@ -114,3 +114,19 @@ def test_init_benchmark_times_both_modes_and_checks_they_agree(tmp_path):
     assert sorted(rec["mode"] for rec in records[:2]) == ["jit", "pieces"]
     assert records[0]["hash"] == records[1]["hash"] and records[0]["params"] > 10
     assert records[-1]["summary"] and records[-1]["equal"] is True and records[-1]["speedup"] > 0
+
+
+def test_step_benchmark_times_both_updates_and_compares_their_params(tmp_path):
+    """benchmarks.step_compile: per-leaf and grouped update each in a fresh process; the grouped program is
+    smaller and its parameters after the steps are the per-leaf ones up to float rounding."""
+    out = tmp_path / "step.jsonl"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.step_compile", "--models=text_only:tiny", "--rounds=1",
+                        "--steps=2", f"--data={tmp_path / 'data'}", f"--out={out}"], cwd=REPO, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(rec["mode"] for rec in records[:2]) == ["grouped", "per_leaf"]
+    assert all(rec["compile_s"] > 0 and rec["step_s"] > 0 and rec["param_arrays"] > 10 for rec in records[:2])
+    summary = records[-1]
+    assert summary["summary"] and summary["grouped_hlo_lines"] < summary["per_leaf_hlo_lines"], summary
+    assert 0 <= summary["max_param_difference"] < 1e-4 and summary["compile_speedup"] > 0

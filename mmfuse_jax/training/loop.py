@@ -176,10 +176,13 @@ def _train_step(exp, config, tx, schedule: tuple, state_sharding, counter):
     config, schedule (total steps, frozen params), mesh, dtype and layout in the process (`step_lib.memo`):
     the seeds of a sweep and a resumed run trace and compile it once (a run's ``compiles`` counts its
     own new traces: 0 when an earlier run of the process traced every shape)."""
+    replicated = all(s.is_fully_replicated for s in jax.tree_util.tree_leaves(state_sharding))
+    update = state_lib.make_update(config.optimizer, *schedule, replicated=replicated)
+
     def make(c):
         return step_lib.make_train_step(exp.model, exp.spec.make_loss(config), tx, exp.mesh,
                                         compute_dtype=exp.compute_dtype, counter=c, state_sharding=state_sharding,
-                                        options=step_lib.compiler_options(config))
+                                        options=step_lib.compiler_options(config), update=update)
 
     if counter is not None:
         return make(counter), counter

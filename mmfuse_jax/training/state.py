@@ -13,7 +13,7 @@ import optax
 from flax import traverse_util
 
 from mmfuse_jax.errors import ConfigError
-from mmfuse_jax.training import plateau
+from mmfuse_jax.training import grouped_update, plateau
 
 SCHEDULES = ("linear", "warmup_cosine_epochs", "plateau")
 
@@ -86,21 +86,45 @@ def _frozen_labels(patterns: tuple[str, ...]):
     return labels
 
 
+def _chain(opt, schedule: optax.Schedule, clip: optax.GradientTransformation,
+           decay_mask) -> optax.GradientTransformation:
+    """The trained parameters' chain: ``clip``, AdamW with weight decay where ``decay_mask``, and the
+    reduce-on-plateau factor if the schedule is 'plateau'."""
+    parts = [clip, optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
+                               mask=decay_mask)]
+    if opt.get("schedule") == "plateau":  # (only then: the other schedules keep their state layout)
+        # The reduce-on-plateau factor scales the whole AdamW update, as a lower lr does in torch.
+        parts.append(plateau.scale_by_plateau(opt.plateau.mode))
+    return optax.chain(*parts)
+
+
 def make_optimizer(opt, total_steps: int, frozen: tuple[str, ...] = ()) -> optax.GradientTransformation:
     """AdamW with the schedule; parameters whose '/'-joined path matches a regex in ``frozen`` (a
     stage's `registry.Stage.frozen`) get no update at all (no gradient step, no weight decay)."""
     schedule = learning_rate_schedule(opt, total_steps)
     plateau.check_config(opt)
-    parts = [optax.clip_by_global_norm(opt.grad_clip) if opt.grad_clip > 0 else optax.identity(),
-             optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
-                         mask=_decay_mask)]
-    if opt.get("schedule") == "plateau":  # (only then: the other schedules keep their state layout)
-        # The reduce-on-plateau factor scales the whole AdamW update, as a lower lr does in torch.
-        parts.append(plateau.scale_by_plateau(opt.plateau.mode))
-    tx = optax.chain(*parts)
+    clip = optax.clip_by_global_norm(opt.grad_clip) if opt.grad_clip > 0 else optax.identity()
+    tx = _chain(opt, schedule, clip, _decay_mask)
     if frozen:
         tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, _frozen_labels(tuple(frozen)))
     return tx
+
+
+def make_update(opt, total_steps: int, frozen: tuple[str, ...] = (), *,
+                replicated: bool = True) -> grouped_update.Update:
+    """The train step's update for `make_optimizer`'s optimizer (its state, its arithmetic):
+    ``opt.update`` 'per_leaf' (optax array by array, the default) or 'grouped' (over concatenated
+    vectors: far fewer kernels to compile, `training/grouped_update.py`). A state sharded over the mesh's
+    ``model`` axis (``replicated=False``) keeps the per-leaf update."""
+    mode = opt.get("update", "per_leaf")
+    if mode not in grouped_update.UPDATES:
+        raise ConfigError(f"config.optimizer.update={mode!r}: expected one of {list(grouped_update.UPDATES)}")
+    tx = make_optimizer(opt, total_steps, frozen)
+    if not replicated or mode == "per_leaf":
+        return grouped_update.per_leaf(tx)
+    chain = _chain(opt, learning_rate_schedule(opt, total_steps), optax.identity(),
+                   lambda groups: {k: k == grouped_update.DECAY for k in groups})
+    return grouped_update.grouped(chain, opt.grad_clip, _decay_mask, _frozen_labels(tuple(frozen)) if frozen else None)
 
 
 def current_lr(schedule: optax.Schedule, state: TrainState, step: int) -> float:

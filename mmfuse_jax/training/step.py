@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from mmfuse_jax.errors import ConfigError
-from mmfuse_jax.training import sharding
+from mmfuse_jax.training import grouped_update, sharding
 from mmfuse_jax.training.state import TrainState
 
 
@@ -132,9 +132,13 @@ def _check_options(key: tuple) -> None:
 
 def make_train_step(model, loss_fn, tx: optax.GradientTransformation, mesh, *,
                     compute_dtype=jnp.float32, counter: TraceCounter | None = None, state_sharding=None,
-                    options: dict | None = None):
+                    options: dict | None = None, update: grouped_update.Update | None = None):
     """``state_sharding``: a sharding (or a tree of them matching the TrainState) for the state in
-    and out; default replicated. ``options``: XLA compiler options (`compiler_options`)."""
+    and out; default replicated. ``options``: XLA compiler options (`compiler_options`). ``update``: how
+    the gradients change the params and ``tx``'s state (`state.make_update`); default optax's per-leaf
+    update of ``tx``."""
+    update = grouped_update.per_leaf(tx) if update is None else update
+
     def train_step(state: TrainState, batch: dict):
         rng = jax.random.fold_in(state.rng, state.step)
 
@@ -147,16 +151,8 @@ def make_train_step(model, loss_fn, tx: optax.GradientTransformation, mesh, *,
         (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
         grad_norm = optax.global_norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        # A select per leaf needs the old and the new value of every parameter and moment at once (a
-        # model-sized temporary). `lax.cond(ok, update, keep)` avoids it (the AdamW update of a 22.7 M
-        # parameter BERT 60 -> 45 ms, benchmarks/text_step_profile.py) but changes the update's float
-        # rounding in some models (MVCL-DAF++'s tiny learning test: test acc 0.823 -> 0.771), so every
-        # measured number would move; not adopted until a change re-measures them.
-        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
-        new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
-                                  opt_state=keep(opt_state, state.opt_state),
+        params, opt_state = update(grads, state.opt_state, state.params, ok)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                                   nonfinite=state.nonfinite + (~ok).astype(jnp.int32))
         metrics = {"loss": loss, "grad_norm": grad_norm, "count": batch["valid"].sum(), **aux}
         return new_state, metrics

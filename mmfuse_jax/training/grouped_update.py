@@ -1,0 +1,143 @@
+"""The train step's optimizer update over a few concatenated vectors instead of array by array.
+
+Leaf by leaf (`per_leaf`, optax's way and the default), the gradient clip, AdamW's moments, weight decay,
+the learning rate, the parameter update and the step's non-finite guard are a chain of element-wise
+operations for every parameter array: the 130 arrays of MVCL-DAF++ `tiny` make a train step of 44,000
+lines of optimised HLO. `grouped` (``config.optimizer.update``) concatenates the trained arrays into one
+vector per weight-decay group ("decay", "rest"), runs the *same* optax transformations on those vectors
+and splits the result back: on the same gradients, parameters and optimizer state equal optax's per-leaf
+update bit for bit (the clip's norm is still summed array by array, in the tree's order), and the state
+keeps its per-leaf layout, so checkpoints do not depend on the choice (tests/training/
+test_grouped_update.py: clipping, frozen parameters, the plateau factor, a rejected step). Inside a whole
+train step the gradients themselves may differ in their last bits, since XLA fuses their reductions with
+whatever consumes them; a run's numbers therefore depend on the choice, as on XLA options.
+
+What it buys: a smaller program, compiled faster (MVCL-DAF++ tiny's step 4.8 -> 3.5 s, benchmarks/README
+"Grouped optimizer update"); the test suite's `tiny` presets use it. What it costs: copying parameters,
+gradients and both moments into the vectors and back every step, more than it saves for large models.
+A state sharded over the mesh's ``model`` axis keeps the per-leaf update.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+# (grads, opt_state, params, ok) -> (params, opt_state): the step's update, keeping the old values where
+# ``ok`` (a scalar bool) is False.
+Update = Callable[[Any, Any, Any, jax.Array], tuple[Any, Any]]
+
+DECAY, REST = "decay", "rest"
+UPDATES = ("per_leaf", "grouped")
+
+
+def keep_where(ok, new, old):
+    """``new`` where ``ok``, else ``old``, leaf by leaf (the step's non-finite guard)."""
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+
+def per_leaf(tx: optax.GradientTransformation) -> Update:
+    """optax's own update, then the guard. A select per leaf needs the old and the new value of every
+    parameter and moment at once (a model-sized temporary). `lax.cond(ok, update, keep)` avoids it (the
+    AdamW update of a 22.7 M parameter BERT 60 -> 45 ms, benchmarks/text_step_profile.py) but changes the
+    update's float rounding in some models (MVCL-DAF++'s tiny learning test: test acc 0.823 -> 0.771), so
+    every measured number would move; not adopted until a change re-measures them."""
+    def update(grads, opt_state, params, ok):
+        updates, new_opt_state = tx.update(grads, opt_state, params)
+        return keep_where(ok, optax.apply_updates(params, updates), params), keep_where(ok, new_opt_state, opt_state)
+    return update
+
+
+class _Layout:
+    """Which leaves of the params are trained and in which group, and how to move between the per-leaf
+    trees of the trained leaves (``trained_def``: the params' structure, with optax's `MaskedNode` in
+    place of frozen leaves when some are frozen) and the grouped vectors."""
+
+    def __init__(self, params, decay: dict, frozen: dict | None):
+        leaves, self.treedef = jax.tree_util.tree_flatten(params)
+        decay_leaves = self.treedef.flatten_up_to(decay)
+        frozen_leaves = self.treedef.flatten_up_to(frozen) if frozen is not None else [False] * len(leaves)
+        self.trained = [i for i, f in enumerate(frozen_leaves) if not f]
+        self.frozen = [i for i, f in enumerate(frozen_leaves) if f]
+        self.shapes = [leaves[i].shape for i in self.trained]
+        self.group = [DECAY if decay_leaves[i] else REST for i in self.trained]
+        self.keys = [k for k in (DECAY, REST) if k in self.group]
+        dtypes = {jnp.dtype(leaves[i].dtype) for i in self.trained}
+        if len(dtypes) > 1:
+            raise ValueError(f"grouped update: the trained parameters have several dtypes {sorted(map(str, dtypes))}")
+        if frozen is None:
+            self.trained_def = self.treedef
+        else:
+            masked = [optax.MaskedNode() if f else 0 for f in frozen_leaves]
+            self.trained_def = jax.tree_util.tree_structure(self.treedef.unflatten(masked))
+        self.grouped_def = jax.tree_util.tree_structure(dict.fromkeys(self.keys, 0))
+
+    def to_groups(self, trained_leaves: list) -> dict:
+        return {k: jnp.concatenate([x.reshape(-1) for x, g in zip(trained_leaves, self.group) if g == k])
+                for k in self.keys}
+
+    def from_groups(self, groups: dict) -> list:
+        pieces = {}
+        for k in self.keys:
+            sizes = [int(np.prod(s)) for s, g in zip(self.shapes, self.group) if g == k]
+            pieces[k] = iter(jnp.split(groups[k], np.cumsum(sizes)[:-1]) if len(sizes) > 1 else [groups[k]])
+        return [next(pieces[g]).reshape(s) for s, g in zip(self.shapes, self.group)]
+
+    def state_to_groups(self, state):
+        """Every params-shaped tree in an optax state (AdamW's moments) as the grouped vectors."""
+        is_params = lambda x: jax.tree_util.tree_structure(x) == self.trained_def
+        return jax.tree_util.tree_map(lambda x: self.to_groups(jax.tree_util.tree_leaves(x)) if is_params(x) else x,
+                                      state, is_leaf=is_params)
+
+    def state_from_groups(self, state):
+        is_grouped = lambda x: isinstance(x, dict) and jax.tree_util.tree_structure(x) == self.grouped_def
+        return jax.tree_util.tree_map(
+            lambda x: self.trained_def.unflatten(self.from_groups(x)) if is_grouped(x) else x, state,
+            is_leaf=is_grouped)
+
+
+def grouped(chain: optax.GradientTransformation, grad_clip: float, decay_mask: Callable,
+            frozen_labels: Callable | None) -> Update:
+    """The grouped update of ``chain`` (the trained parameters' optax chain, built with `optax.identity()`
+    where the per-leaf chain clips and with a weight-decay mask that reads a group's name: the per-leaf
+    chain's state has the same structure), global-norm clipping at ``grad_clip`` (<= 0: none) and
+    ``decay_mask`` / ``frozen_labels`` (params -> a tree of bools / of 'trained' and 'frozen'), as the
+    per-leaf optimizer `training.state.make_optimizer` builds them (the state wrapped in optax's
+    `multi_transform` state when some parameters are frozen)."""
+    def update(grads, opt_state, params, ok):
+        frozen = None
+        if frozen_labels is not None:
+            frozen = jax.tree_util.tree_map(lambda label: label == "frozen", frozen_labels(params))
+        layout = _Layout(params, decay_mask(params), frozen)
+        g_leaves, p_leaves = layout.treedef.flatten_up_to(grads), layout.treedef.flatten_up_to(params)
+        g_trained, p_trained = [g_leaves[i] for i in layout.trained], [p_leaves[i] for i in layout.trained]
+        inner = opt_state.inner_states["trained"].inner_state if frozen is not None else opt_state
+        g, p = layout.to_groups(g_trained), layout.to_groups(p_trained)
+        if grad_clip > 0:  # optax.clip_by_global_norm's arithmetic, its norm summed array by array as there
+            norm = optax.tree.norm(g_trained)
+            trigger = jnp.squeeze(norm < grad_clip)
+            g = {k: jax.lax.select(trigger, t, (t / norm.astype(t.dtype)) * grad_clip) for k, t in g.items()}
+        state = layout.state_to_groups(inner)
+        expected = jax.tree_util.tree_structure(chain.init(p))
+        if jax.tree_util.tree_structure(state) != expected:
+            raise ValueError(f"grouped update: the optimizer state does not have the layout of its chain "
+                             f"({jax.tree_util.tree_structure(state)} vs {expected}); use optimizer.update='per_leaf'")
+        updates, new_state = chain.update(g, state, p)
+        new_p = keep_where(ok, optax.apply_updates(p, updates), p)
+        new_inner = layout.state_from_groups(keep_where(ok, new_state, state))
+        new_leaves = list(p_leaves)
+        for i, x in zip(layout.trained, layout.from_groups(new_p)):
+            new_leaves[i] = x
+        for i in layout.frozen:  # optax.set_to_zero's update, applied and guarded as per leaf
+            new_leaves[i] = jnp.where(ok, optax.apply_updates(p_leaves[i], jnp.zeros_like(g_leaves[i])), p_leaves[i])
+        if frozen is not None:
+            trained = opt_state.inner_states["trained"]._replace(inner_state=new_inner)
+            new_opt_state = opt_state._replace(inner_states={**opt_state.inner_states, "trained": trained})
+        else:
+            new_opt_state = new_inner
+        return layout.treedef.unflatten(new_leaves), new_opt_state
+    return update
