@@ -81,7 +81,8 @@ def base_config(model_name: str, preset: str,
     # The device mesh (training/sharding.py): ('data', 'model') over every device of every host.
     # model = M > 1 splits each param of >= min_shard_size elements (and its Adam moments) over M
     # devices (FSDP-style), for a model that outgrows one device; the batch is split over the rest.
-    c.mesh = ml_collections.ConfigDict({"model": 1, "min_shard_size": 2 ** 18})
+    # devices = N > 0 uses only the first N devices of this host (one host; 0: all of them).
+    c.mesh = ml_collections.ConfigDict({"model": 1, "min_shard_size": 2 ** 18, "devices": 0})
     if preset in ("demo", "tiny"):
         c.optimizer.lr = 1e-3 if preset == "demo" else 3e-3  # tuned on the synthetic benchmark
         c.optimizer.weight_decay = 0.01

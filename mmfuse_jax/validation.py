@@ -51,6 +51,7 @@ _NUMBERS = (
     ("optimizer.warmup_ratio", False, lambda v: 0 <= v < 1, "in [0, 1)"),
     ("optimizer.grad_clip", False, lambda v: v >= 0, ">= 0 (0: off)"),
     ("mesh.model", True, lambda v: v >= 1, ">= 1"),
+    ("mesh.devices", True, lambda v: v >= 0, ">= 0 (0: every device)"),
     ("dataset.num_buckets", True, lambda v: 1 <= v <= 4, "in 1..4 (each bucket is one compiled shape)"),
 )
 
@@ -62,6 +63,7 @@ _CHOICES = (
     ("dataset.nonfinite", ("error", "zero")),
     ("dataset.buckets", ("fixed", "auto")),
     ("model.bert_dropout", ("threefry", "hashed")),  # encoders.bert.DROPOUT_IMPLS
+    ("optimizer.update", ("per_leaf", "grouped")),    # training.grouped_update.UPDATES
 )
 
 

@@ -13,8 +13,8 @@ def _config(**over):
         "log_every": 5, "checkpoint_every_steps": 0, "keep_checkpoints": 2, "seed": 0, "num_threads": 2,
         "loader_cache_mb": 0, "compute_dtype": "float32", "nonfinite_policy": "stop", "early_stop_mode": "max",
         "early_stop_metric": "acc",
-        "optimizer": {"lr": 1e-3, "weight_decay": 0.01, "warmup_ratio": 0.1, "grad_clip": 1.0},
-        "mesh": {"model": 1}, "model": {"bert_dropout": "threefry"},
+        "optimizer": {"lr": 1e-3, "weight_decay": 0.01, "warmup_ratio": 0.1, "grad_clip": 1.0, "update": "per_leaf"},
+        "mesh": {"model": 1, "devices": 0}, "model": {"bert_dropout": "threefry"},
         "dataset": {"format": "mintrec", "task": "classification", "nonfinite": "error", "num_buckets": 4,
                     "metric": "classification"},
     })
@@ -46,6 +46,8 @@ def test_valid_config_passes():
     ("compiler_options", "xla_backend_optimization_level", "expected name=value"),
     ("compiler_options", 1, "config.compiler_options=1: expected a string 'name=value,...'"),
     ("model.bert_dropout", "hash", "did you mean 'hashed'?"),
+    ("optimizer.update", "group", "did you mean 'grouped'?"),
+    ("mesh.devices", -1, "config.mesh.devices=-1: expected an integer >= 0 (0: every device)"),
 ])
 def test_bad_values_name_the_flag(key, value, expect):
     with pytest.raises(ConfigError) as e:

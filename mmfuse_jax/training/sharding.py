@@ -42,8 +42,19 @@ def make_mesh(model: int = 1, devices=None) -> Mesh:
 
 
 def mesh_from_config(config) -> Mesh:
+    """``config.mesh``: ``model`` (above) over every device, or over the first ``devices`` of them (one host;
+    0 or absent: all), e.g. 1 for a model so small that splitting its batch costs more than it saves."""
     mesh_cfg = config.get("mesh") or {}
-    return make_mesh(int(mesh_cfg.get("model", 1)))
+    n = int(mesh_cfg.get("devices", 0))
+    devices = jax.devices()
+    if n:
+        if jax.process_count() > 1:
+            raise ConfigError(f"config.mesh.devices={n}: only for one host (this run has {jax.process_count()} "
+                              "processes); use 0 (every device)")
+        if n > len(devices):
+            raise ConfigError(f"config.mesh.devices={n}: only {len(devices)} devices here")
+        devices = devices[:n]
+    return make_mesh(int(mesh_cfg.get("model", 1)), devices)
 
 
 def min_shard_size(config) -> int:

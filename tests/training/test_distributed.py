@@ -75,6 +75,18 @@ def test_one_process_feeds_every_row():
     sharding.check_batch_size(6, sharding.make_mesh(2))  # the batch is split over 'data' only
 
 
+def test_mesh_devices_takes_the_first_devices_of_the_host():
+    import ml_collections
+
+    config = lambda **mesh: ml_collections.ConfigDict({"mesh": {"model": 1, "devices": 0, **mesh}})
+    assert sharding.mesh_from_config(config()).devices.size == 4  # 0: every device
+    one = sharding.mesh_from_config(config(devices=1))
+    assert list(one.devices.flat) == jax.devices()[:1] and dict(one.shape) == {"data": 1, "model": 1}
+    assert dict(sharding.mesh_from_config(config(devices=2, model=2)).shape) == {"data": 1, "model": 2}
+    with pytest.raises(ConfigError, match="config.mesh.devices=5: only 4 devices here"):
+        sharding.mesh_from_config(config(devices=5))
+
+
 # ------------------------------------------------------------------------------ the model axis
 
 

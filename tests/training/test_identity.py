@@ -113,3 +113,9 @@ def test_runs_saved_before_later_fields_existed_still_match_where_their_behaviou
     with pytest.raises(ConfigError) as e:
         identity.check(workdir, config)
     assert "optimizer.schedule='linear', you asked for 'plateau'" in str(e.value) and "plateau." not in str(e.value)
+    # optimizer.update: runs before it updated per leaf; the tiny presets now ask for 'grouped' (other rounding)
+    workdir, config = _saved_without("text_only", ("optimizer.update",), tmp_path)
+    with pytest.raises(ConfigError, match="optimizer.update='per_leaf', you asked for 'grouped'"):
+        identity.check(workdir, config)
+    config.optimizer.update = "per_leaf"
+    identity.check(workdir, config)
