@@ -93,13 +93,13 @@ def test_shapes_of_both_stages_on_every_preset(preset):
          "video": jnp.zeros((2, lv, c.dataset.feat_dims.video)), "video_mask": jnp.ones((2, lv), jnp.int32),
          "label": jnp.zeros(2), "valid": jnp.ones(2), "label_text": jnp.zeros(2)}
     m2 = kuda.build(c.model, {"bert": bert})
-    shapes = jax.eval_shape(lambda: m2.apply(m2.init(jax.random.key(0), b), b))
+    shapes = jax.eval_shape(lambda: m2.init_with_output(jax.random.key(0), b)[0])  # one trace, not compiled
     assert shapes["prediction"].shape == (2,) and shapes["embedding"].shape == (2, 256)
     c.model.update({"stage": 1, "modality": "text"})
     m1 = kuda.build(c.model, {"bert": bert})
     def init_and_apply():
-        variables = m1.init(jax.random.key(0), b)
-        return variables["params"], m1.apply(variables, b)
+        out, variables = m1.init_with_output(jax.random.key(0), b)
+        return variables["params"], out
 
     p1, out1 = jax.eval_shape(init_and_apply)
     assert out1["prediction"].shape == (2,) and out1["embedding"].shape == (2, 2 * bert.hidden_size)

@@ -247,7 +247,8 @@ def test_learns_on_the_tiny_synthetic_benchmark(tiny_synthetic, tmp_path):
     from mmfuse_jax.training import loop
     from mmfuse_jax.training.logging import read_metrics
 
-    config = tiny_config("mag_bert", tiny_synthetic, patience=24, **{"dataset.num_buckets": 1})  # one compile
+    # one bucket: one compile; one device: 72 steps of a tiny model run faster unsplit (19.7 -> 14.7 s)
+    config = tiny_config("mag_bert", tiny_synthetic, patience=24, **{"dataset.num_buckets": 1, "mesh.devices": 1})
     step_lib.memo_clear()  # nothing traced before: the run's own compiles are counted
     summary, workdir = loop.train_and_evaluate(config, str(tmp_path)), str(tmp_path)
     assert summary["compiles"] == 1 and summary["epochs"] == 24

@@ -38,9 +38,8 @@ def test_shapes_on_every_dataset_preset(model, preset):
     m, c = build(model, preset, num_layers=1, mem_layers=1)  # depth does not change any shape
     batch = feature_batch(c.dataset)
 
-    def run():
-        params = m.init(jax.random.key(0), batch, train=False)
-        out = m.apply(params, batch, train=True, rngs={"dropout": jax.random.key(1)})
+    def run():  # one trace: the training forward pass that creates the params
+        out, _ = m.init_with_output({"params": jax.random.key(0), "dropout": jax.random.key(1)}, batch, train=True)
         return out, registry.get(model).make_loss(None)(out, batch)[0]
 
     out, loss = jax.eval_shape(run)  # traced, not compiled: the presets' real sizes stay cheap
