@@ -89,3 +89,34 @@ def fresh_rounds(module: str, models: list[str], modes: tuple[str, str], rounds:
                 runs.setdefault((spec, mode), []).append(record)
                 emit_and_append(record, out)
     return runs
+
+
+def fresh_parser(doc: str, models: tuple[str, ...], out: str, mode: str):
+    """The flags of a fresh-process benchmark (`fresh_rounds`): --models, --rounds, --data, --out, and the
+    hidden --child/--mode a timed child process gets."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--models", default=",".join(models), help="comma-separated config:preset")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--data", default="", help="where the synthetic datasets are written (default: a temp folder)")
+    p.add_argument("--out", default=out, help="JSON lines appended here ('' = stdout only)")
+    p.add_argument("--child", default="", help=argparse.SUPPRESS)
+    p.add_argument("--mode", default=mode, help=argparse.SUPPRESS)
+    return p
+
+
+def fresh_setup(benchmark: str, args) -> tuple[str, list[str], dict]:
+    """(data folder, models, the records' common fields): every model's synthetic dataset written once,
+    before the timed processes."""
+    import tempfile
+
+    from mmfuse_jax.data import ensure_dataset
+
+    data = args.data or tempfile.mkdtemp(prefix=f"{benchmark}-")
+    models = [m for m in args.models.split(",") if m]
+    for spec in models:
+        ensure_dataset(preset_config(spec, data).dataset)
+    info = {"benchmark": benchmark, "xla_flags": os.environ.get("XLA_FLAGS", ""), "date": time.strftime("%Y-%m-%d"),
+            **machine()}
+    return data, models, info

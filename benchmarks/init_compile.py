@@ -12,12 +12,10 @@ temporary folder). JSON lines to stdout and ``--out``; then one summary line per
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import statistics
-import tempfile
 import time
 
 DEFAULT_OUT = os.path.join("benchmarks", "results", "init_cpu.jsonl")
@@ -48,26 +46,14 @@ def child(spec: str, mode: str, data: str) -> dict:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default=",".join(MODELS), help="comma-separated config:preset")
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--data", default="", help="where the synthetic datasets are written (default: a temp folder)")
-    p.add_argument("--out", default=DEFAULT_OUT, help="JSON lines appended here ('' = stdout only)")
-    p.add_argument("--child", default="", help=argparse.SUPPRESS)
-    p.add_argument("--mode", default="pieces", help=argparse.SUPPRESS)
+    from benchmarks.common import emit_and_append, fresh_parser, fresh_rounds, fresh_setup
+
+    p = fresh_parser(__doc__, MODELS, DEFAULT_OUT, "pieces")
     args = p.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child, args.mode, args.data)))
         return
-    from benchmarks.common import emit_and_append, fresh_rounds, machine, preset_config
-    from mmfuse_jax.data import ensure_dataset
-
-    data = args.data or tempfile.mkdtemp(prefix="init-bench-")
-    models = [m for m in args.models.split(",") if m]
-    for spec in models:
-        ensure_dataset(preset_config(spec, data).dataset)
-    info = {"benchmark": "init_compile", "xla_flags": os.environ.get("XLA_FLAGS", ""),
-            "date": time.strftime("%Y-%m-%d"), **machine()}
+    data, models, info = fresh_setup("init_compile", args)
     runs = fresh_rounds("benchmarks.init_compile", models, ("jit", "pieces"), args.rounds, info, args.out,
                         (f"--data={data}",))
     for spec in models:

@@ -12,11 +12,9 @@ synthetic datasets are written once, before the timed processes. JSON lines to s
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
-import tempfile
 import time
 
 DEFAULT_OUT = os.path.join("benchmarks", "results", "step_compile_cpu.jsonl")
@@ -62,27 +60,15 @@ def max_difference(data: str, spec: str) -> float:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default=",".join(MODELS), help="comma-separated config:preset")
-    p.add_argument("--rounds", type=int, default=2)
+    from benchmarks.common import emit_and_append, fresh_parser, fresh_rounds, fresh_setup
+
+    p = fresh_parser(__doc__, MODELS, DEFAULT_OUT, "grouped")
     p.add_argument("--steps", type=int, default=5, help="timed steps after the first (same batches both modes)")
-    p.add_argument("--data", default="", help="where the synthetic datasets are written (default: a temp folder)")
-    p.add_argument("--out", default=DEFAULT_OUT, help="JSON lines appended here ('' = stdout only)")
-    p.add_argument("--child", default="", help=argparse.SUPPRESS)
-    p.add_argument("--mode", default="grouped", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child, args.mode, args.data, args.steps)))
         return
-    from benchmarks.common import emit_and_append, fresh_rounds, machine, preset_config
-    from mmfuse_jax.data import ensure_dataset
-
-    data = args.data or tempfile.mkdtemp(prefix="step-bench-")
-    models = [m for m in args.models.split(",") if m]
-    for spec in models:
-        ensure_dataset(preset_config(spec, data).dataset)
-    info = {"benchmark": "step_compile", "xla_flags": os.environ.get("XLA_FLAGS", ""),
-            "date": time.strftime("%Y-%m-%d"), **machine()}
+    data, models, info = fresh_setup("step_compile", args)
     runs = fresh_rounds("benchmarks.step_compile", models, ("per_leaf", "grouped"), args.rounds, info, args.out,
                         (f"--data={data}", f"--steps={args.steps}"))
     for spec in models:
