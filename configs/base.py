@@ -50,7 +50,7 @@ def base_config(model_name: str, preset: str,
     # grouped_update.py: the same arithmetic and state layout, far fewer kernels to compile; the gradients
     # may round differently in their last bits, since XLA fuses their reductions with other consumers).
     # Measured on the tiny presets (2-core CPU, the test suite's XLA flags): the train step's compile
-    # mvcl_daf 4.8 -> 3.5 s, kuda 8.7 -> 6.9 s, hct_dmg 7.1 -> 5.4 s (benchmarks/README).
+    # kuda 5.7 -> 5.0 s, mvcl_daf 4.5 -> 3.8 s, hct_dmg 5.2 -> 4.6 s (benchmarks/step_compile.py, README there).
     c.optimizer.update = "per_leaf"
     c.batch_size = 16
     c.eval_batch_size = 16
