@@ -119,9 +119,8 @@ def make_update(opt, total_steps: int, frozen: tuple[str, ...] = (), *,
     mode = opt.get("update", "per_leaf")
     if mode not in grouped_update.UPDATES:
         raise ConfigError(f"config.optimizer.update={mode!r}: expected one of {list(grouped_update.UPDATES)}")
-    tx = make_optimizer(opt, total_steps, frozen)
     if not replicated or mode == "per_leaf":
-        return grouped_update.per_leaf(tx)
+        return grouped_update.per_leaf(make_optimizer(opt, total_steps, frozen))
     chain = _chain(opt, learning_rate_schedule(opt, total_steps), optax.identity(),
                    lambda groups: {k: k == grouped_update.DECAY for k in groups})
     return grouped_update.grouped(chain, opt.grad_clip, _decay_mask, _frozen_labels(tuple(frozen)) if frozen else None)
