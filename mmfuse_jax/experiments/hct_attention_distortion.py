@@ -185,6 +185,7 @@ def _notes(measured: dict) -> list[str]:
              "there); D, sharpness: means over the subset's test examples, then mean ± std over seeds; acc x100",
              "D(x) = mean over crossmodal maps, heads and valid queries of KL(A(x^c) ‖ A(x^i)): the attention of "
              "the same example with its audio/video cue congruent vs incongruent (module docstring)"]
+    measured = {n: d for n, d in measured.items() if d}  # a model without a finished seed (--runs) has no notes
     means = {n: np.mean([v["kl"]["incongruent"] for v in d.values()]) for n, d in measured.items()}
     if {"mult", "hct_dmg"} <= set(means) and means["mult"] > 0:
         notes.append(f"incongruent subset: D of HCT-DMG / D of MulT = {means['hct_dmg'] / means['mult']:.3f} "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -35,6 +36,7 @@ from mmfuse_jax.training.checkpoint import Checkpoints
 from mmfuse_jax.training.evaluation import Evaluation, evaluate, format_table, restore_best  # noqa: F401
 from mmfuse_jax.training.experiment import (
     Experiment,
+    abstract_params,
     build,
     init_params,
     make_eval_step,
@@ -69,6 +71,32 @@ def run(config, workdir: str) -> dict[str, Any]:
             results[p.label] = train_and_evaluate(p.config, p.run_dir, frozen=p.stage.frozen,
                                                   init_fn=stages_lib.warm_start_fn(p, planned))
     return results
+
+
+def abstract_run(config, total_steps: int = 100) -> dict[str, Any]:
+    """Every stage's train step of ``config`` traced (forward, backward, optimizer update), neither compiled
+    nor run: ``{stage name: (state, metrics)}`` as shapes and dtypes (`jax.eval_shape`). The state starts
+    from the model's abstract params (`experiment.abstract_params`); the batch is the largest length bucket
+    of ``config.batch_size`` rows, its labels as the dataset's task has them. What a wrong switch, a shape or
+    a dtype mismatch would break, found without XLA's compile (the cost of a short CPU run) and without data:
+    the experiments' tests check this way the runs they configure but do not train."""
+    from mmfuse_jax.batch import UNIMODAL_LABELS
+    from mmfuse_jax.data import pipeline
+
+    out = {}
+    for p in stages_lib.plan(config, ""):
+        c, ds = p.config, p.config.dataset
+        exp = build(c, data=False)
+        tx = state_lib.make_optimizer(c.optimizer, total_steps, tuple(p.stage.frozen))
+        state = jax.eval_shape(functools.partial(state_lib.create, tx=tx, seed=c.seed + 1), abstract_params(exp))
+        train_step, _ = _train_step(exp, c, tx, (total_steps, tuple(p.stage.frozen)), exp.shardings(state),
+                                    step_lib.TraceCounter())  # a counter of its own: not kept by `step_lib.memo`
+        lens = pipeline.bucket_lengths(dict(ds.max_len), ds.num_buckets)[-1]
+        batch = pipeline.collate([], batch_size=c.batch_size, lens=lens, dims=dict(ds.feat_dims),
+                                 label_dtype=exp.label_dtype, label_shape=tuple(ds.get("label_shape", ())),
+                                 extra_labels=UNIMODAL_LABELS if ds.task == "regression" else ())
+        out[p.label] = jax.eval_shape(train_step, state, batch)
+    return out
 
 
 def _lock(workdir: str):

@@ -2,38 +2,50 @@
 table; the CLI lists them one line each."""
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
 import sys
 
-import jax
 import pytest
 from conftest import REPO
 
-from mmfuse_jax import experiments
+from mmfuse_jax import experiments, runtime
+from mmfuse_jax.data import ensure_dataset
+from mmfuse_jax.experiments import __main__ as experiments_cli
 from mmfuse_jax.experiments import runner
-from mmfuse_jax.training.experiment import abstract_params, build
+from mmfuse_jax.training import loop, stages
 
 # Smallest settings (every run): one epoch, one length bucket (one compiled shape per step function:
-# on 2 CPU cores compiling costs more than the steps); KuDA without stage 1 where the experiment does
-# not measure stage 1 (its three stage-1 runs would triple the time). Every experiment shares one run
-# store, as a user running several would (`--store`): a config two experiments train (the KuDA,
-# DyKen-Hyena defaults) is trained once, by whichever worker gets there first.
-COMMON = ["num_epochs=1", "dataset.num_buckets=1"]
+# on 2 CPU cores compiling costs more than the steps), one device (below); KuDA without stage 1 where the
+# experiment does not measure stage 1 (its three stage-1 runs would triple the time).
+COMMON = ["num_epochs=1", "dataset.num_buckets=1", "mesh.devices=1"]
 NO_STAGE1 = ["stage1.enabled=False"]
 SMOKE = {"kuda_ratio_modes": NO_STAGE1, "kuda_no_nce": NO_STAGE1, "kuda_fusion_variants": NO_STAGE1}
-# Experiments of several runs train a subset (`--runs`): each switch value and each dataset once, and no
-# run whose switch another test here or the model's own tests already train (named beside it). Each run
-# left out is still configured and its model built (abstract init: traced, not compiled) below.
-RUNS = {"dyken_kernels": ["mintrec_groups_replace", "mintrec2_channel_add"],
-        "dyken_vs_concat": ["mintrec_concat_attention", "mintrec2_dynamic_kernels"],
-        "dyken_on_emotion": ["dyken", "text_only"],          # concat_attention: dyken_vs_concat
-        "hct_noise_gating": ["clean", "noisy_audio"],        # noisy_video: the same knob on the other modality
-        "mvcl_coarse_view": ["mintrec_text_queried", "mintrec2_per_modality"],
-        "kuda_ratio_modes": ["paper", "attention_fixed"],
-        "kuda_fusion_variants": ["attention", "add"],        # concat: test_kuda_fusion.test_concat_variant_trains
-        "kuda_knowledge": ["target_stage1", "no_stage1"]}    # knowledge: test_kuda_stages.test_both_stages_end_to_end
+# Every experiment shares one run store, as a user running several would (`--store`): a config several
+# experiments have (each model's default) is trained once, by whichever test gets there first, and the others
+# take its results from the store. An experiment of several runs trains a subset (`--runs`), as few distinct
+# configs as the suite can: tracing and compiling its steps is most of a tiny run's time on 2 cores (two
+# KuDA runs: 30 s of 42). Every run left out is configured and its train step traced abstractly, each stage
+# (`loop.abstract_run`: forward, backward and update at the run's switches, without compiling); the switches
+# themselves are checked numerically (numerics) or trained (trains) in the tests named beside them.
+RUNS = {"dyken_kernels": ["mintrec_groups_replace"],     # the default; kernel modes: test_dyken_hyena (numerics)
+        "dyken_vs_concat": ["mintrec_dynamic_kernels"],  # the default; concat: test_dyken_concat (trains)
+        "dyken_on_emotion": ["dyken"],                   # the emotion set: test_dyken_emotion (trains)
+        "hct_attention_distortion": ["hct_dmg"],         # MulT: test_mult (trains)
+        "hct_gate_freeze": ["continuous"],               # frozen: test_hct_dmg_stages (trains, CLI)
+        "hct_noise_gating": ["clean", "noisy_audio"],    # one program: the noise is a data knob
+        "mvcl_coarse_view": ["mintrec_per_modality"],    # the default; text-queried: test_mvcl_daf (numerics)
+        "mvcl_transfer": ["mintrec", "finetune"],        # scratch: finetune's program from a fresh init
+        "kuda_ratio_modes": ["official"],                # the default; the modes: test_kuda (numerics)
+        "kuda_fusion_variants": ["attention"],           # the default; concat: test_kuda_fusion (trains)
+        "kuda_knowledge": ["no_stage1"],                 # knowledge: test_kuda_stages (trains)
+        "kuda_no_nce": ["nce_0.1"],                      # the default; nce_weight 0 is a loss term's weight
+        "kuda_text_encoders": ["bert"]}                  # RoBERTa: test_roberta (trains)
+# Model families interleaved, so that the two xdist workers seldom wait for the same store entry at once.
+FAMILIES = [[n for n in experiments.names() if n.startswith(p)] for p in ("kuda", "dyken", "mvcl", "hct")]
+ORDER = [name for group in itertools.zip_longest(*FAMILIES) for name in group if name]
 
 
 @pytest.fixture(scope="module")
@@ -43,19 +55,28 @@ def workspace(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", experiments.names())
-def test_experiment_runs_end_to_end_on_tiny(name, workspace, monkeypatch):
-    """Through the CLI a user runs, in its own process: one CPU device (the suite's in-process tests see 4;
-    sharded = single-device is tested in tests/training), which on 2 cores makes these runs a quarter faster."""
+@pytest.mark.parametrize("name", ORDER)
+def test_experiment_runs_end_to_end_on_tiny(name, workspace, monkeypatch, capsys):
+    """The CLI a user runs (`python -m mmfuse_jax.experiments`), called in the test's process: a subprocess
+    would import JAX again and trace and compile every program anew (measured on 2 cores: ~4 s of imports per
+    experiment, and the programs two experiments share are traced once here). One CPU device (the in-process
+    tests see 4; sharded = single-device is tested in tests/training): a quarter faster on 2 cores. The
+    command line itself, as a separate process, is tested below (--list, its errors)."""
     out, store = str(workspace / name), str(workspace / "store")
     settings = [*COMMON, *SMOKE.get(name, [])]
     only = RUNS.get(name, [])
-    r = subprocess.run([sys.executable, "-m", "mmfuse_jax.experiments", name, "--preset=tiny", "--seeds=0",
-                        f"--out={out}", f"--store={store}", *[a for s in settings for a in ("--set", s)],
-                        *([f"--runs={','.join(only)}"] if only else [])],
-                       cwd=workspace, capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "PYTHONPATH": REPO})
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    monkeypatch.chdir(workspace)  # the presets' data folders are relative
+    # the host tuning is for a process of its own (its allocator settings and dispatch mode would stay in
+    # this test process after the call); tests/test_runtime.py tests it
+    monkeypatch.setattr(runtime, "tune_host", lambda: {})
+    try:
+        experiments_cli.main([name, "--preset=tiny", "--seeds=0", f"--out={out}", f"--store={store}",
+                              *[a for s in settings for a in ("--set", s)],
+                              *([f"--runs={','.join(only)}"] if only else [])])
+    except SystemExit as e:
+        captured = capsys.readouterr()
+        pytest.fail(f"exit {e.code}: {captured.out[-3000:]}{captured.err[-3000:]}")
+    stdout = capsys.readouterr().out
     exp = experiments.get(name)
     with open(os.path.join(out, "results.json")) as f:
         record = json.load(f)
@@ -65,7 +86,7 @@ def test_experiment_runs_end_to_end_on_tiny(name, workspace, monkeypatch):
     assert set(record["runs"]) == {run.name for run in runs}
     table_line = "| " + " | ".join(header) + " |"
     results_md = open(os.path.join(out, "results.md")).read()
-    assert table_line in results_md and table_line in r.stdout
+    assert table_line in results_md and table_line in stdout
     if not only:
         assert all(row[1] != "–" for row in rows), rows  # every row has its first metric
         return
@@ -73,11 +94,12 @@ def test_experiment_runs_end_to_end_on_tiny(name, workspace, monkeypatch):
     assert sum(row[1] != "–" for row in rows) >= len(only), rows
     untrained = [run for run in runs if run.name not in only]
     assert record["untrained"] == [run.name for run in untrained] and "Not trained by this invocation" in results_md
-    monkeypatch.chdir(workspace)  # where the CLI ran: the presets' data folders are relative
-    for run in untrained:  # configured and built: the model's params at the run's switches
+    for run in untrained:  # configured, and every stage's train step traced at the run's switches
         config = runner.build_config(run, "tiny", out, runner.parse_sets(settings), data=store)
-        exp_run = build(config, data=False)
-        assert jax.tree_util.tree_leaves(abstract_params(exp_run)), run.name
+        for planned in stages.plan(config, ""):
+            ensure_dataset(planned.config.dataset)  # a run of another dataset (MIntRec2.0, stage-1 knowledge)
+        traced = loop.abstract_run(config)
+        assert traced and all(int(state.step.size) == 1 and metrics for state, metrics in traced.values()), run.name
 
 
 def test_store_gives_equal_configs_one_entry_and_keeps_real_folders(tmp_path):
