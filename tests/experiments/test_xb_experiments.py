@@ -17,6 +17,7 @@ from mmfuse_jax import losses, registry
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.experiments import Run, mvcl_batch_prototypes, runner
 from mmfuse_jax.experiments.mvcl_batch_prototypes import batch_prototypes, class_variance, prototype_stats
+from mmfuse_jax.training import init_pieces
 from mmfuse_jax.training import stages as stages_lib
 from mmfuse_jax.training import state as state_lib
 from mmfuse_jax.training.checkpoint import Checkpoints
@@ -111,7 +112,8 @@ def test_mvcl_mintrec_params_fill_a_mintrec2_model_but_its_classifier(tmp_path):
     def init(preset: str, key: int):
         c = mvcl_daf.get_config(preset)
         model = registry.get("mvcl_daf").build(c.model, {"bert": bert, "num_classes": len(c.model.label_names)})
-        return c, model.init(jax.random.key(key), batch, train=False)["params"]
+        # in pieces (`init_pieces`, as the loop inits every model): op by op would dispatch ~thousands of ops
+        return c, init_pieces.call(lambda k: model.init(k, batch, train=False), jax.random.key(key))["params"]
 
     _, source = init("tiny", 0)
     _save(str(tmp_path / "mintrec" / "seed_0"), source)

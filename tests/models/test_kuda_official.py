@@ -60,14 +60,16 @@ def test_round_trip_is_exact(golden):
     assert all(np.array_equal(v, again[k]) for k, v in traverse_util.flatten_dict(params).items())
 
 
-@pytest.mark.slow  # a 12-layer BERT and the full model: ~1-2 min of XLA compile on 2 CPU cores
+@pytest.mark.slow  # a 12-layer BERT and the full model, both paths
 def test_forward_matches_the_official_code(golden):
     """Evaluation path (no ratio) and training path (ratio from the label, dropout 0) of the official
-    KMSA: prediction, the three unimodal predictions and the NCE loss."""
+    KMSA: prediction, the three unimodal predictions and the NCE loss. Op by op (not jitted): the twelve
+    BERT layers share each op's compiled program, where one jitted program of both paths takes twice as long
+    to compile on 2 CPU cores as this takes to run (measured: 20.6 s vs 10.5 s); jit and op by op agree
+    to float rounding, far inside the tolerance."""
     state, batch, out, model = golden
     params = kuda_official.params_from_official(state)
 
-    @jax.jit
     def both(p, b):
         return (model.apply({"params": p}, b, train=False),
                 model.apply({"params": p}, b, train=True, rngs={"dropout": jax.random.key(0)}))
