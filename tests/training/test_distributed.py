@@ -171,8 +171,9 @@ def _free_port() -> int:
 def _run_two_processes(script: str, flags: list[str], *, timeout: float = 240) -> list[str]:
     """``script`` as processes 0 and 1 of a localhost cluster, 2 CPU devices each; their stdout."""
     port = _free_port()
-    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "2", "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)
+    # the suite's XLA_FLAGS (conftest: its compile-speed flags) stay; a device count set there would not
+    xla = [f for f in os.environ.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f]
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "2", "JAX_PLATFORMS": "cpu", "XLA_FLAGS": " ".join(xla)}
     procs = [subprocess.Popen([sys.executable, script, *flags, f"--coordinator_address=127.0.0.1:{port}",
                                "--num_processes=2", f"--process_id={i}"], cwd=REPO, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
