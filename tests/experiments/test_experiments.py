@@ -58,8 +58,8 @@ def workspace(tmp_path_factory):
 @pytest.mark.parametrize("name", ORDER)
 def test_experiment_runs_end_to_end_on_tiny(name, workspace, monkeypatch, capsys):
     """The CLI a user runs (`python -m mmfuse_jax.experiments`), called in the test's process: a subprocess
-    would import JAX again and trace and compile every program anew (measured on 2 cores: ~4 s of imports per
-    experiment, and the programs two experiments share are traced once here). One CPU device (the in-process
+    would start Python and import JAX again (~2 s per experiment on a quiet 2-core machine, 2-3x that under
+    the suite's load), and trace again what an earlier test of this worker traced. One CPU device (the in-process
     tests see 4; sharded = single-device is tested in tests/training): a quarter faster on 2 cores. The
     command line itself, as a separate process, is tested below (--list, its errors)."""
     out, store = str(workspace / name), str(workspace / "store")
