@@ -95,6 +95,7 @@ def abstract_run(config, total_steps: int = 100) -> dict[str, Any]:
         batch = pipeline.collate([], batch_size=c.batch_size, lens=lens, dims=dict(ds.feat_dims),
                                  label_dtype=exp.label_dtype, label_shape=tuple(ds.get("label_shape", ())),
                                  extra_labels=UNIMODAL_LABELS if ds.task == "regression" else ())
+        batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}  # arrays would be placed
         out[p.label] = jax.eval_shape(train_step, state, batch)
     return out
 

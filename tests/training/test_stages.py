@@ -185,3 +185,28 @@ def test_plan_checks_warm_start_fit(monkeypatch):
     recipe[1] = registry.Stage("b", warm_start=("a",), warm_start_fit="loose")
     with pytest.raises(ConfigError, match="warm_start_fit='loose'"):
         stages_lib.plan(c, "/w")
+
+
+def test_abstract_run_traces_each_stage_and_compiles_no_step(tiny_synthetic, caplog):
+    """`loop.abstract_run`: every stage's whole train step as shapes (the toy model's two stages, the
+    second with its encoder frozen), the state's params the model's, and no train step compiled; a batch
+    the loss cannot take fails there, as training would."""
+    import logging
+
+    from mmfuse_jax.training import loop
+    from mmfuse_jax.training.experiment import abstract_params, build
+
+    config = toy_config()
+    config.dataset.update({"root": tiny_synthetic, "bert_path": f"{tiny_synthetic}/bert", "synthetic": {}})
+    with jax.log_compiles(), caplog.at_level(logging.WARNING):
+        traced = loop.abstract_run(config)
+    compiled = [r.getMessage().split()[1] for r in caplog.records if r.getMessage().startswith("Compiling ")]
+    assert not any("train_step" in name for name in compiled), compiled
+    assert list(traced) == ["pretrain", "finetune"]
+    want = jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), abstract_params(build(config, data=False)))
+    for state, metrics in traced.values():
+        assert jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), state.params) == want
+        assert state.step.shape == () and {"loss", "ce", "correct"} <= set(metrics)
+    config.dataset.label_shape = (4,)  # four labels per example: the loss's one-hot no longer fits the logits
+    with pytest.raises((TypeError, ValueError), match="shape|broadcast|ncompatible"):
+        loop.abstract_run(config)
