@@ -78,8 +78,9 @@ def abstract_run(config, total_steps: int = 100) -> dict[str, Any]:
     nor run: ``{stage name: (state, metrics)}`` as shapes and dtypes (`jax.eval_shape`). The state starts
     from the model's abstract params (`experiment.abstract_params`); the batch is the largest length bucket
     of ``config.batch_size`` rows, its labels as the dataset's task has them. What a wrong switch, a shape or
-    a dtype mismatch would break, found without XLA's compile (the cost of a short CPU run) and without data:
-    the experiments' tests check this way the runs they configure but do not train."""
+    a dtype mismatch would break, found without XLA's compile (the cost of a short CPU run) and without reading
+    the data (a model with a BERT needs the config.json of ``dataset.bert_path``): the experiments' tests check
+    this way the runs they configure but do not train."""
     from mmfuse_jax.batch import UNIMODAL_LABELS
     from mmfuse_jax.data import pipeline
 
