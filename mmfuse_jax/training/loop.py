@@ -74,13 +74,11 @@ def run(config, workdir: str) -> dict[str, Any]:
 
 
 def abstract_run(config, total_steps: int = 100) -> dict[str, Any]:
-    """Every stage's train step of ``config`` traced (forward, backward, optimizer update), neither compiled
-    nor run: ``{stage name: (state, metrics)}`` as shapes and dtypes (`jax.eval_shape`). The state starts
-    from the model's abstract params (`experiment.abstract_params`); the batch is the largest length bucket
-    of ``config.batch_size`` rows, its labels as the dataset's task has them. What a wrong switch, a shape or
-    a dtype mismatch would break, found without XLA's compile (the cost of a short CPU run) and without reading
-    the data (a model with a BERT needs the config.json of ``dataset.bert_path``): the experiments' tests check
-    this way the runs they configure but do not train."""
+    """Every stage's train step of ``config`` traced (forward, backward, update), not compiled or run:
+    ``{stage: (state, metrics)}`` as shapes (`jax.eval_shape`), from abstract params and a batch of the largest
+    bucket. Finds what a switch, shape or dtype would break without XLA's compile and without reading the
+    data (a BERT model needs ``dataset.bert_path``'s config.json): how the experiments' tests check the runs
+    they configure but do not train."""
     from mmfuse_jax.batch import UNIMODAL_LABELS
     from mmfuse_jax.data import pipeline
 
