@@ -96,3 +96,31 @@ def test_tune_malloc_is_idempotent():
     from mmfuse_jax import runtime
 
     assert runtime.tune_malloc() == runtime.tune_malloc()
+
+
+# A fresh interpreter: after tune_malloc, mallocs 1.5 GB from the main thread (never touched, so nothing is
+# first-touched), frees it and prints the program break before, with and after the block (sbrk(0)).
+BRK_PROBE = """
+import ctypes, json
+from mmfuse_jax import runtime
+tuned = runtime.tune_malloc()
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+libc.sbrk.restype, libc.sbrk.argtypes = ctypes.c_void_p, (ctypes.c_ssize_t,)
+before = libc.sbrk(0)
+p = libc.malloc(3 * 2 ** 29)
+held = libc.sbrk(0)
+libc.free(p)
+print(json.dumps({"tuned": tuned, "grown": held - before, "after_free": libc.sbrk(0) - before}))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+def test_tuned_malloc_keeps_a_freed_heap_top_over_2_gb():
+    # The block plus glibc's 1 GB top pad leaves a free heap top over 2 GB, more than mallopt's largest
+    # positive trim threshold (2**31 - 1), so the threshold is -1 (no trimming at all): KuDA's step freed a
+    # ~1.4 GB temporary this way and first-touched it again on every step (334,000 page faults).
+    r = _probe(None, BRK_PROBE)
+    assert r["tuned"] is True and r["grown"] >= 3 * 2 ** 29, r  # the block came from the main heap
+    assert r["after_free"] == r["grown"], r  # and the heap kept it

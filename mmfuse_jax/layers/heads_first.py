@@ -80,6 +80,19 @@ def _chunk_probs(q, k, mask, key_bits, i, rate: float, stats=None):
     return p, keep, stats
 
 
+def _contract_rows(x_bhtk, y_bhts):
+    """einsum('bhtk,bhts->bhsk', x, y): the two backward products that contract the probabilities' row
+    axis t (d_v = p_drop^T d_o, d_k = d_logits^T q).
+
+    Computed as (x^T y)^T with x^T [B, H, Dh, T] materialised: XLA:CPU's fast (YNNPACK) dots need the
+    left operand's contracted axis minor, and without the barriers XLA folds the transposes back into a
+    dot that it runs on its slower generic path (2x the time at KuDA's audio shapes; only the small
+    [B, H, T, Dh] operand and result are transposed). Same products, another summation order.
+    """
+    x_t = jax.lax.optimization_barrier(jnp.swapaxes(x_bhtk, 2, 3))
+    return jnp.swapaxes(jax.lax.optimization_barrier(jnp.einsum("bhkt,bhts->bhks", x_t, y_bhts)), 2, 3)
+
+
 def _drop(x, keep, rate: float):
     return x if keep is None else jnp.where(keep, x / (1.0 - rate), 0.0)
 
@@ -114,11 +127,11 @@ def _chunked_attention_bwd(rate, chunk, residuals, d_out):
     def body(_, xs):
         i, qc, kc, vc, mc, doc, mx, sm, dr = xs
         p, keep, _ = _chunk_probs(qc, kc, mc, key_bits, i, rate, stats=(mx, sm))
-        d_v = jnp.einsum("bhts,bhtk->bhsk", _drop(p, keep, rate).astype(doc.dtype), doc)
+        d_v = _contract_rows(doc, _drop(p, keep, rate).astype(doc.dtype))
         d_p = _drop(jnp.einsum("bhtk,bhsk->bhts", doc, vc, preferred_element_type=jnp.float32), keep, rate)
         d_logits = jnp.where(mc[:, None, None, :], p * (d_p - dr[..., None]), 0.0) * scale
         d_q = jnp.einsum("bhts,bhsk->bhtk", d_logits.astype(kc.dtype), kc)
-        d_k = jnp.einsum("bhts,bhtk->bhsk", d_logits.astype(qc.dtype), qc)
+        d_k = _contract_rows(qc, d_logits.astype(qc.dtype))
         return None, (d_q, d_k, d_v)
 
     n = q.shape[0] // chunk
