@@ -5,6 +5,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -55,6 +56,18 @@ def emit_and_append(record: dict, path: str) -> None:
             f.write(json.dumps(record, sort_keys=True) + "\n")
 
 
+def git_commit() -> str:
+    """The checkout's commit (``+dirty`` with uncommitted changes), or '' outside git."""
+    try:
+        def git(*a):
+            return subprocess.run(["git", *a], check=False, capture_output=True, text=True, timeout=10,
+                                  cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+        commit = git("rev-parse", "--short", "HEAD")
+        return commit + ("+dirty" if commit and git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def preset_config(spec: str, data: str):
     """``config:preset`` (e.g. ``kuda:tiny``) from configs/, its synthetic benchmark (if any) under ``data``."""
     import importlib
@@ -73,8 +86,6 @@ def fresh_rounds(module: str, models: list[str], modes: tuple[str, str], rounds:
     interpreter without a persistent compilation cache (what a user's first run pays), round by round,
     the two modes' order alternating between rounds; the child prints its record as its last stdout line.
     Every record (``info`` + the child's + the round) is emitted and appended to ``out``."""
-    import subprocess
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
     env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
     runs: dict[tuple[str, str], list[dict]] = {}

@@ -58,7 +58,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -67,18 +66,6 @@ from benchmarks.kuda_vs_official_torch import TORCH_MALLOC_CHOICES, TorchWorker
 from mmfuse_jax.encoders.bert import DROPOUT_IMPLS
 
 DEFAULT_OUT = os.path.join("benchmarks", "results", "kuda_vs_official_cpu.jsonl")
-
-
-def _git_commit() -> str:
-    """The checkout's commit (``+dirty`` with uncommitted changes), or '' outside git."""
-    try:
-        def git(*a):
-            return subprocess.run(["git", *a], check=False, capture_output=True, text=True, timeout=10,
-                                  cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-        commit = git("rev-parse", "--short", "HEAD")
-        return commit + ("+dirty" if commit and git("status", "--porcelain", "--untracked-files=no") else "")
-    except (OSError, subprocess.SubprocessError):
-        return ""
 
 
 def _cpu_model() -> str:
@@ -179,12 +166,12 @@ def main(argv: list[str] | None = None) -> None:
 
     import jax.numpy as jnp
 
-    from benchmarks.common import emit
+    from benchmarks.common import emit, git_commit
     from benchmarks.kuda_vs_official_jax import OursStepper, ours_setup, worker_config
     from benchmarks.train_step import load_config, matmul_peak_flops
 
     records: list[dict] = []
-    run = {"run": time.strftime("%Y-%m-%dT%H:%M:%S"), "git": _git_commit(), "torch_malloc": args.torch_malloc,
+    run = {"run": time.strftime("%Y-%m-%dT%H:%M:%S"), "git": git_commit(), "torch_malloc": args.torch_malloc,
            "ours_malloc_tuned": host["malloc_tuned"], "ours_cpu_inline": host["cpu_inline"],
            "bert_dropout": args.bert_dropout or "config"}
 

@@ -130,3 +130,42 @@ def test_step_benchmark_times_both_updates_and_compares_their_params(tmp_path):
     summary = records[-1]
     assert summary["summary"] and summary["grouped_hlo_lines"] < summary["per_leaf_hlo_lines"], summary
     assert 0 <= summary["max_param_difference"] < 1e-4 and summary["compile_speedup"] > 0
+
+
+def test_step_profile_sums_op_events_per_step_and_counts_concurrency():
+    """benchmarks.step_profile.summarize on hand-made thunk events: per-step sums by kind and group, and the
+    time 0, 1 and 2+ threads spent inside ops (while-loop events, which contain other ops, are skipped)."""
+    from benchmarks.step_profile import group_of, op_names, summarize
+
+    names = op_names('  %ynn_fusion.3 = f32[2]{0} fusion(%a), metadata={op_name="jit(traced)/transpose(jvp(M))/'
+                     'layer_3/dense/dot_general" stack_frame_id=1}\n  ROOT %copy.1 = f32[2]{0} copy(%b), '
+                     'metadata={op_name="jit(traced)/jvp(M)/block_0/x"}')
+    assert names == {"ynn_fusion.3": "jit(traced)/transpose(jvp(M))/layer_3/dense/dot_general",
+                     "copy.1": "jit(traced)/jvp(M)/block_0/x"}
+    assert group_of(names["ynn_fusion.3"]) == "bwd traced/M/layer_N/dense/dot_general"
+    ev = lambda op, ts, dur: {"ts": ts, "dur": dur, "args": {"hlo_op": op}}  # noqa: E731
+    events = [ev("ynn_fusion.3", 0, 4e6), ev("copy.1", 1e6, 2e6), ev("dot_general.7", 6e6, 2e6),
+              ev("while.2", 0, 8e6)]
+    s = summarize(events, names, steps=2, top=5)
+    assert s["op_seconds_per_step"] == 4.0
+    assert s["by_kind_s"] == {"dot (YNNPACK)": 2.0, "copy": 1.0, "dot (generic)": 1.0}
+    assert s["threads_in_ops_s"] == {"0": 1.0, "1": 2.0, "2+": 1.0}  # 0-1, 3-4, 6-8 s alone; 1-3 s both; 4-6 s none
+    assert s["top_groups_s"][0] == ["bwd traced/M/layer_N/dense/dot_general", 2.0]
+
+
+def test_step_profile_cli_traces_a_tiny_step(tiny_synthetic, tmp_path, monkeypatch):
+    """The CLI in-process (host tuning left to the worker) on text_only tiny: a trace with op events whose
+    ops the compiled HLO names, dots among them, and the JSON line appended."""
+    from benchmarks import step_profile
+    from mmfuse_jax import runtime
+
+    monkeypatch.setattr(runtime, "tune_host", lambda: {})
+    out = tmp_path / "profile.jsonl"
+    rec = step_profile.main(["--config=configs/text_only.py:tiny", "--steps=1", "--warmup=1", "--top=5",
+                             f"--set=dataset.root={tiny_synthetic}", f"--set=dataset.bert_path={tiny_synthetic}/bert",
+                             "--set=dataset.synthetic={}", f"--set=dataset.prepared_dir={tmp_path}/prepared",
+                             "--set=batch_size=8", f"--out={out}"])
+    assert rec["step_s_median"] > 0 and rec["hlo_ops_named"] > 20 and rec["op_events"] > 20, rec
+    assert any(k.startswith("dot") for k in rec["by_kind_s"]) and 0 < rec["op_seconds_per_step"], rec
+    assert len(rec["top_groups_s"]) == 5 and any(g.startswith("bwd ") for g, _ in rec["top_groups_s"]), rec
+    assert json.loads(out.read_text().splitlines()[-1])["top_groups_s"] == rec["top_groups_s"]
