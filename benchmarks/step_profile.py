@@ -1,11 +1,12 @@
 """Where a model's train step goes, op by op: a `jax.profiler` trace of a few steps, summed per HLO op.
 
-python -m benchmarks.step_profile --config=configs/<model>.py:<preset> [--steps=2 --warmup=2 --top=25
+python -m benchmarks.step_profile --config=configs/<model>.py:<preset> [--steps=2 --warmup=2 --timed=4 --top=25
     --set=KEY=VALUE ... --keep_trace=DIR --out=benchmarks/results/step_profile_cpu.jsonl]
 
 The step is compiled once (``lower().compile()``: its HLO text names every op and the model code it came
-from) and run as training runs it (donated state, our CLIs' host settings: `runtime.tune_host`). After
-``--warmup`` steps, ``--steps`` more are traced. Printed, and one JSON line appended to ``--out``:
+from) and run as training runs it (donated state, our CLIs' host settings: `runtime.tune_host`): ``--warmup``
+steps, ``--timed`` steps timed untraced, then ``--steps`` traced. Printed, and one JSON line appended to
+``--out``:
   * the step's seconds (traced and untraced), minor page faults and system CPU seconds per untraced step
     (getrusage: a step that maps and first-touches memory afresh shows here);
   * op time per step, summed over the threads that ran the ops: dots XLA runs with YNNPACK
@@ -75,15 +76,18 @@ def summarize(events: list[dict], names: dict[str, str], steps: int, top: int) -
     for ts, delta in points:
         busy[min(active, 2)] += ts - last
         active, last = active + delta, ts
-    per_step = lambda us: round(us / steps / 1e6, 4)  # noqa: E731 - microseconds summed -> seconds per step
+
+    def per_step(microseconds: float) -> float:
+        return round(microseconds / steps / 1e6, 4)
+
     return {"op_seconds_per_step": per_step(sum(kinds.values())),
             "by_kind_s": {k: per_step(v) for k, v in kinds.most_common()},
             "threads_in_ops_s": {f"{k}{'+' if k == 2 else ''}": per_step(v) for k, v in sorted(busy.items())},
             "top_groups_s": [[g, per_step(v)] for g, v in groups.most_common(top)]}
 
 
-def run(config, *, steps: int, warmup: int, top: int, trace_dir: str) -> dict:
-    _, _, _, st, train_step, _, batches = setup(config, steps + 2 * warmup + 4)
+def run(config, *, steps: int, warmup: int, timed: int, top: int, trace_dir: str) -> dict:
+    _, _, _, st, train_step, _, batches = setup(config, warmup + timed + steps)
     compiled = train_step.lower(st, batches[0]).compile()
     names = op_names(compiled.as_text())
 
@@ -95,7 +99,7 @@ def run(config, *, steps: int, warmup: int, top: int, trace_dir: str) -> dict:
         after = resource.getrusage(resource.RUSAGE_SELF)
         return time.perf_counter() - t0, after.ru_minflt - before.ru_minflt, after.ru_stime - before.ru_stime
 
-    plain = [one(i) for i in range(2 * warmup + 2)][warmup:]
+    plain = [one(i) for i in range(warmup + timed)][warmup:]
     jax.profiler.start_trace(trace_dir)
     traced = [one(i)[0] for i in range(steps)]
     jax.profiler.stop_trace()
@@ -132,7 +136,8 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="configs/<model>.py:<preset>")
     p.add_argument("--steps", type=int, default=2, help="traced steps")
-    p.add_argument("--warmup", type=int, default=2, help="steps before the untraced ones that are timed")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument("--timed", type=int, default=4, help="untraced steps timed (with page faults, system time)")
     p.add_argument("--top", type=int, default=25, help="op groups listed")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     p.add_argument("--keep_trace", default="", help="write the trace here (TensorBoard / Perfetto) and keep it")
@@ -141,7 +146,8 @@ def main(argv: list[str] | None = None) -> dict:
     config = load_config(args.config)
     apply_overrides(config, args.set)
     with tempfile.TemporaryDirectory() as tmp:
-        record = run(config, steps=args.steps, warmup=args.warmup, top=args.top, trace_dir=args.keep_trace or tmp)
+        record = run(config, steps=args.steps, warmup=args.warmup, timed=max(1, args.timed), top=args.top,
+                     trace_dir=args.keep_trace or tmp)
     record.update({"config": args.config, "overrides": args.set, "host": host, "git": git_commit(),
                    "run": time.strftime("%Y-%m-%dT%H:%M:%S")})
     print_table(record)
