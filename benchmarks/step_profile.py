@@ -3,10 +3,10 @@
 python -m benchmarks.step_profile --config=configs/<model>.py:<preset> [--steps=2 --warmup=2 --timed=4 --top=25
     --set=KEY=VALUE ... --keep_trace=DIR --out=benchmarks/results/step_profile_cpu.jsonl]
 
-The step is compiled once (``lower().compile()``: its HLO text names every op and the model code it came
-from) and run as training runs it (donated state, our CLIs' host settings: `runtime.tune_host`): ``--warmup``
-steps, ``--timed`` steps timed untraced, then ``--steps`` traced. Printed, and one JSON line appended to
-``--out``:
+The step is compiled once, for the first batch's length bucket, and runs only batches of that bucket
+(``lower().compile()``: its HLO text names every op and the model code it came from), as training runs
+it (donated state, our CLIs' host settings: `runtime.tune_host`): ``--warmup`` steps, ``--timed`` steps
+timed untraced, then ``--steps`` traced. Printed, and one JSON line appended to ``--out``:
   * the step's seconds (traced and untraced), minor page faults and system CPU seconds per untraced step
     (getrusage: a step that maps and first-touches memory afresh shows here);
   * op time per step, summed over the threads that ran the ops: dots XLA runs with YNNPACK
@@ -88,7 +88,9 @@ def summarize(events: list[dict], names: dict[str, str], steps: int, top: int) -
 
 def run(config, *, steps: int, warmup: int, timed: int, top: int, trace_dir: str) -> dict:
     _, _, _, st, train_step, _, batches = setup(config, warmup + timed + steps)
-    compiled = train_step.lower(st, batches[0]).compile()
+    shapes = jax.tree_util.tree_map(lambda x: x.shape, batches[0])
+    batches = [b for b in batches if jax.tree_util.tree_map(lambda x: x.shape, b) == shapes]  # one program:
+    compiled = train_step.lower(st, batches[0]).compile()  # the first batch's length bucket
     names = op_names(compiled.as_text())
 
     def one(i: int) -> tuple[float, int, float]:
