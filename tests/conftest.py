@@ -26,11 +26,11 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # learning tests included, 448 s -> 283 s); XLA's own HLO passes still run. XLA:CPU's older loop emitters
 # instead of its MLIR fusion emitters take another 40 % off (the tiny DyKen-Hyena train step 5.4 -> 3.3 s to
 # compile; a tiny experiment's tables unchanged). One LLVM module per program instead of XLA's parallel
-# codegen splits: on 2 cores shared by two workers the split threads do not run in parallel, and splitting
-# costs CPU (KuDA's tiny train step: 1.7 s in `SplitModule` of ~10 s in the compile's profile; compile CPU
-# time 8.2 -> 6.6 s, HCT-DMG 6.5 -> 6.0 s, means of 5 fresh processes each; the model tests 281 -> 266 s and
-# 289 -> 284 s in two pairs; the same first-step losses: only how the code is partitioned changes). Users' runs keep the
-# defaults.
+# codegen splits: on 2 cores shared by two workers the split's threads gain nothing and splitting costs
+# CPU (KuDA's tiny train step: 1.7 s in `SplitModule` of ~10 s in the compile's profile; compile CPU time
+# 8.2 -> 6.6 s, HCT-DMG 6.5 -> 6.0 s, means of 5 fresh processes; the same first-step losses: only how the
+# code is partitioned changes; the whole suite from clean clones, one after the other: 15.7 -> 14.8 min).
+# Users' runs keep the defaults.
 for _flag in ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false",
               "--xla_cpu_parallel_codegen_split_count=1"):
     if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
