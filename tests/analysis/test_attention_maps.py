@@ -70,7 +70,15 @@ def _model(name):
 @pytest.mark.parametrize("name", ["mult", "hct_dmg"])
 def test_crossmodal_maps_of_mult_and_hct_dmg(name):
     m, batch, params = _model(name)
-    maps = attention_maps(m, params, batch)
+    primary = {"primary": 0} if name == "hct_dmg" else {}
+
+    @jax.jit  # one program for the four forwards (op by op, each op would compile a program of its own)
+    def forwards(b):
+        out, _ = m.apply({"params": params}, b, mutable=[ATTENTION_COLLECTION], **primary)
+        return (attention_maps(m, params, b), attention_maps(m, params, b, kind="self_attention"),
+                m.apply({"params": params}, b), out)
+
+    maps, self_maps, plain, out = forwards(batch)
     if name == "mult":  # six crossmodal transformers target_with_source (the memories are self-attention)
         want = {f"{t}_with_{s}/layer_0/attn": (LENS[t], LENS[s]) for t in LENS for s in LENS if s != t}
     else:  # primary = argmax(gate_logits) = text at init (equal logits): stage 1 between A1/A2, stage 2 into text
@@ -80,10 +88,8 @@ def test_crossmodal_maps_of_mult_and_hct_dmg(name):
     for k, (t, s) in want.items():
         chex.assert_shape(maps[k], (3, 2, t, s))
         np.testing.assert_allclose(maps[k].sum(-1), 1.0, rtol=1e-5)
-    assert not set(attention_maps(m, params, batch, kind="self_attention")) & set(want)
-    plain = m.apply({"params": params}, batch)  # asking for the maps leaves the forward unchanged
-    out, _ = m.apply({"params": params}, batch, mutable=[ATTENTION_COLLECTION],
-                     **({"primary": 0} if name == "hct_dmg" else {}))
+    assert not set(self_maps) & set(want)
+    # asking for the maps leaves the forward unchanged
     np.testing.assert_allclose(out["prediction"], plain["prediction"], rtol=1e-5, atol=1e-6)
 
 

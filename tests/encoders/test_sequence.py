@@ -46,8 +46,8 @@ def test_shapes_masks_and_gradients(data, initialised, name):
     noisy = jnp.where(mask[..., None] > 0, x, 1e3)  # padded frames hold garbage
     valid = np.asarray(mask, bool)
     np.testing.assert_allclose(np.asarray(run(params, noisy))[valid], np.asarray(out)[valid], atol=1e-4)
-    grads = jax.grad(lambda p: jnp.sum(enc.apply(p, x, mask, train=True, rngs={"dropout": jax.random.key(1)}) ** 2))(
-        params)
+    grads = jax.jit(jax.grad(  # one program (op by op, each op would compile one of its own)
+        lambda p: jnp.sum(enc.apply(p, x, mask, train=True, rngs={"dropout": jax.random.key(1)}) ** 2)))(params)
     chex.assert_tree_all_finite(grads)
 
 

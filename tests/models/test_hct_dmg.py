@@ -43,10 +43,12 @@ def model():
 def test_switched_primary_equals_the_eager_branch(model):
     m, batch, params = model
     switched = jax.jit(lambda p: m.apply({"params": p}, batch))
+    # one branch, chosen in Python (a program per primary; op by op, each op would compile one of its own)
+    branch = jax.jit(lambda p, primary: m.apply({"params": p}, batch, primary=primary), static_argnums=1)
     for primary in range(3):
         p = with_gate(params, np.eye(3)[primary] * 0.7 - 0.2)  # this modality has the largest weight
         got = switched(p)
-        want = m.apply({"params": p}, batch, primary=primary)   # one branch, op by op
+        want = branch(p, primary)
         assert int(got["primary"]) == primary
         np.testing.assert_allclose(got["prediction"], want["prediction"], atol=1e-5)
         np.testing.assert_allclose(got["gate"], jax.nn.softmax(p["gate_logits"]), atol=1e-6)
@@ -57,9 +59,9 @@ def test_fixed_primary_ablation_ignores_the_gate_argmax(model):
     _, batch, params = model
     m, _ = small(dynamic_gating=False, primary="audio")
     p = with_gate(params, [2.0, 0.0, 0.0])  # the gate prefers text; the ablation keeps audio
-    out = m.apply({"params": p}, batch)
+    out, branch = jax.jit(lambda p: (m.apply({"params": p}, batch), m.apply({"params": p}, batch, primary=1)))(p)
     assert int(out["primary"]) == 1
-    np.testing.assert_allclose(out["prediction"], m.apply({"params": p}, batch, primary=1)["prediction"])
+    np.testing.assert_allclose(out["prediction"], branch["prediction"])
     with pytest.raises(ValueError, match="model.primary='smell'"):
         small(primary="smell")[0].init(KEY, batch)
 

@@ -288,7 +288,7 @@ def test_gradients_flow_and_loss_falls(official):
     zero = [z for z in zero if "pooler" not in z and "token_type" not in z]  # unused by KuDA / all zero ids
     assert not zero, zero
     tx = optax.adam(3e-3)
-    opt = tx.init(params)
+    opt = jax.jit(tx.init)(params)  # one program, not one per op and leaf shape
 
     @jax.jit
     def update(g, opt, params):

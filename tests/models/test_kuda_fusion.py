@@ -79,13 +79,16 @@ def test_concat_variant_trains(variants):
 
     def objective(p):
         return kuda.loss_fn(m.apply({"params": p}, batch, train=True, rngs={"dropout": jax.random.key(1)}), batch)[0]
-    step = jax.jit(jax.value_and_grad(objective))
-    loss0, grads = step(params)
-    assert np.any(np.asarray(grads["concat_fusion"]["kernel"]))
     tx = optax.adam(3e-3)
-    opt = tx.init(params)
-    for _ in range(15):
-        loss, g = step(params)
-        upd, opt = tx.update(g, opt, params)
-        params = optax.apply_updates(params, upd)
+
+    @jax.jit  # one program: Adam's update run op by op would compile a program per op and leaf shape
+    def step(p, opt):
+        loss, g = jax.value_and_grad(objective)(p)
+        upd, opt = tx.update(g, opt, p)
+        return optax.apply_updates(p, upd), opt, loss, g
+
+    params, opt, loss0, grads = step(params, jax.jit(tx.init)(params))
+    assert np.any(np.asarray(grads["concat_fusion"]["kernel"]))
+    for _ in range(14):  # 15 updates in all; the last loss is after 14
+        params, opt, loss, _ = step(params, opt)
     assert float(loss) < 0.5 * float(loss0), (float(loss0), float(loss))

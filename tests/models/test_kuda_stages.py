@@ -161,6 +161,9 @@ def test_both_stages_end_to_end(tmp_path):
     the knowledge dataset gone afterwards, the finished run still evaluates."""
     c = kuda_config("tiny")
     c.model.ratio_mode = "paper"
+    # One device: four programs' SPMD partitioning and a 4-way split of tiny batches on 2 cores cost more
+    # than they test here (42 -> 36 s); the loop on several devices: conftest's LONG_RUN list.
+    c.mesh.devices = 1
     c.dataset.root = str(tmp_path / "data")
     c.dataset.bert_path = str(tmp_path / "data" / "bert")
     c.stage1.dataset.root = str(tmp_path / "knowledge")
