@@ -134,6 +134,6 @@ def test_mvcl_daf_beats_text_only(bench, text_only, tmp_path):
     # examples fewer) under the suite's compile-speed flags (conftest), and 0.823 vs text_only 0.469 with
     # the tiny preset's hashed BERT dropout masks and LONG_RUN's level 1 (2026-12-05), 0.8125 vs 0.469 with
     # the tiny preset's grouped AdamW update on one device, 1.0 with no dropout outside BERT (both
-    # 2026-12-06) - any change of masks or float
-    # rounding moves it. The bound is the claim (clearly above text alone), with room for that spread.
+    # 2026-12-06) - any change of masks or float rounding moves it. The bound is the claim (clearly
+    # above text alone), with room for that spread.
     assert mvcl >= 0.75 and mvcl - text >= 0.1, results
