@@ -38,7 +38,17 @@ def machine() -> dict[str, str]:
     dev = jax.devices()[0]
     return {"backend": jax.default_backend(), "device": getattr(dev, "device_kind", str(dev)),
             "device_count": jax.device_count(), "python": platform.python_version(), "jax": jax.__version__,
-            "cpu": platform.processor() or platform.machine()}
+            "cpu": platform.processor() or platform.machine(), "cpu_model": cpu_model()}
+
+
+def cpu_model() -> str:
+    """The host CPU's model name (/proc/cpuinfo), '' where unknown: this project's CPU machines change
+    model between sessions (AMD EPYC one day, Intel Xeon another), and timings only compare on one."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        return ""
 
 
 def emit(record: dict, out=None) -> None:

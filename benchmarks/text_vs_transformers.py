@@ -2,7 +2,7 @@
 
 python -m benchmarks.text_vs_transformers --torch_python=/tmp/venv_torch/bin/python \
     [--n=1334 --batch_size=16 --threads=2 --rounds=3 --block=10 --torch_malloc=tuned --bert_dropout=threefry
-     --out=...]
+     --guard=where --out=...]
 
 Both sides: a random BERT of all-MiniLM-L6-v2's shape (6 layers, hidden 384, 12 heads, FFN 1536, vocab
 30522), 20 classes (MIntRec's intents), batch 16, AdamW with configs/text_only.py's settings (lr 2e-5,
@@ -12,7 +12,8 @@ runs in its own interpreter with ``--threads`` threads and glibc's allocator tun
 as `benchmarks.kuda_vs_official`); it pads each batch to its longest row (``DataCollatorWithPadding``).
 Ours: the shared jitted train step, batches by the loader's code (`data/buckets.py` 'auto' buckets
 from the lengths, batches grouped by bucket, `pipeline.collate`, `prefetch.to_device`); its BERT's dropout masks
-from ``--bert_dropout`` (config.model.bert_dropout: 'threefry', text_only's default, or 'hashed').
+from ``--bert_dropout`` (config.model.bert_dropout: 'threefry', text_only's default, or 'hashed'); its
+non-finite guard from ``--guard`` (config.optimizer.guard: 'where', the default, or 'cond').
 
 Measured INTERLEAVED (the sides alternate, the order flipping every round; the idle side waits on the
 pipe): ``--rounds`` rounds of a ``--block``-step block per side (train-step examples/s = batch size x
@@ -34,6 +35,7 @@ from benchmarks.common import emit_and_append, machine
 from benchmarks.kuda_vs_official_torch import TORCH_MALLOC_CHOICES, TorchWorker
 from benchmarks.padding import mintrec_like_lengths
 from mmfuse_jax.encoders.bert import DROPOUT_IMPLS
+from mmfuse_jax.training.grouped_update import GUARDS
 
 DEFAULT_OUT = os.path.join("benchmarks", "results", "text_vs_transformers_cpu.jsonl")
 MINILM = {"vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
@@ -44,7 +46,8 @@ NUM_CLASSES = 20
 class Ours:
     """Our text_only train step and data path over the examples."""
 
-    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, bert_dropout: str = "threefry"):
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, bert_dropout: str = "threefry",
+                 guard: str = "where"):
         import jax
 
         from benchmarks.train_step import load_config
@@ -68,11 +71,13 @@ class Ours:
         self.lengths = {"text": np.asarray(lengths)}
         self.buckets = [{**b, "audio": 1, "video": 1}
                         for b in buckets.auto_buckets(self.lengths, {"text": int(lengths.max())}, 4)]
+        config.optimizer.guard = guard
         tx = state_lib.make_optimizer(config.optimizer, 10 ** 6)
         dummy = {k: jax.numpy.asarray(v) for k, v in self.collate(np.arange(batch_size), 0).items()}
         params = self.model.init(jax.random.PRNGKey(seed), dummy, train=False)["params"]
         self.state = state_lib.create(params, tx, seed)
-        self.train_step = step_lib.make_train_step(self.model, spec.make_loss(config), tx, self.mesh)
+        self.train_step = step_lib.make_train_step(self.model, spec.make_loss(config), tx, self.mesh,
+                                                   update=state_lib.make_update(config.optimizer, 10 ** 6))
         self.batches = list(self.epoch_batches(0))
         self.i = 0
 
@@ -169,10 +174,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--torch_malloc", default="tuned", choices=TORCH_MALLOC_CHOICES)
     p.add_argument("--bert_dropout", default="threefry", choices=DROPOUT_IMPLS,
                    help="how our BERT draws its dropout masks (config.model.bert_dropout; default: text_only's)")
+    p.add_argument("--guard", default="where", choices=GUARDS,
+                   help="our step's non-finite guard (config.optimizer.guard; default: text_only's)")
     p.add_argument("--out", default=DEFAULT_OUT)
     a = p.parse_args(argv)
     run = {"bench": "text_vs_transformers", "run": time.strftime("%Y-%m-%dT%H:%M:%S"), "torch_malloc": a.torch_malloc,
-           "bert_dropout": a.bert_dropout}
+           "bert_dropout": a.bert_dropout, "guard": a.guard}
     records: list[dict] = []
 
     def out(rec: dict) -> None:
@@ -184,7 +191,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                          os.path.join(tempfile.gettempdir(), "text_vs_transformers_worker.log"), a.torch_malloc,
                          script=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                              "text_vs_transformers_torch.py"))
-    ours = Ours(lengths, a.batch_size, a.seed, a.bert_dropout)
+    ours = Ours(lengths, a.batch_size, a.seed, a.bert_dropout, a.guard)
     ready = worker.reply()
     ours.warm_up()
     worker.call(cmd="steps", n=a.warmup)

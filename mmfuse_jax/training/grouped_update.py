@@ -34,6 +34,14 @@ Update = Callable[[Any, Any, Any, jax.Array], tuple[Any, Any]]
 
 DECAY, REST = "decay", "rest"
 UPDATES = ("per_leaf", "grouped")
+# The non-finite guard (``config.optimizer.guard``): 'where' selects new or old leaf by leaf after the
+# update (the default: every measured number in the READMEs used it); 'cond' runs the update under
+# `lax.cond(ok, update, keep)`. A select needs the old and the new value of every parameter and moment at
+# once (a model-sized temporary); the conditional does not (the AdamW update of a 22.7 M parameter BERT
+# 56 -> 41 ms on an Intel Xeon, 60 -> 45 ms on an AMD EPYC, benchmarks/text_step_profile.py), but XLA
+# fuses the update differently inside it, so its float rounding differs in some models (MVCL-DAF++'s tiny
+# learning test once went from test acc 0.823 to 0.771): a run's numbers depend on the choice.
+GUARDS = ("where", "cond")
 
 
 def keep_where(ok, new, old):
@@ -41,15 +49,20 @@ def keep_where(ok, new, old):
     return jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
 
 
-def per_leaf(tx: optax.GradientTransformation) -> Update:
-    """optax's own update, then the guard. A select per leaf needs the old and the new value of every
-    parameter and moment at once (a model-sized temporary). `lax.cond(ok, update, keep)` avoids it (the
-    AdamW update of a 22.7 M parameter BERT 60 -> 45 ms, benchmarks/text_step_profile.py) but changes the
-    update's float rounding in some models (MVCL-DAF++'s tiny learning test: test acc 0.823 -> 0.771), so
-    every measured number would move; not adopted until a change re-measures them."""
+def _guarded(guard: str, ok, compute: Callable[[], Any], old: Any) -> Any:
+    """``compute()`` if ``ok`` else ``old`` (a tree of the same structure), by ``guard`` (`GUARDS`)."""
+    if guard == "cond":
+        return jax.lax.cond(ok, compute, lambda: old)
+    return keep_where(ok, compute(), old)
+
+
+def per_leaf(tx: optax.GradientTransformation, guard: str = "where") -> Update:
+    """optax's own update, guarded by ``guard`` (`GUARDS`)."""
     def update(grads, opt_state, params, ok):
-        updates, new_opt_state = tx.update(grads, opt_state, params)
-        return keep_where(ok, optax.apply_updates(params, updates), params), keep_where(ok, new_opt_state, opt_state)
+        def compute():
+            updates, new_opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), new_opt_state
+        return _guarded(guard, ok, compute, (params, opt_state))
     return update
 
 
@@ -102,13 +115,14 @@ class _Layout:
 
 
 def grouped(chain: optax.GradientTransformation, grad_clip: float, decay_mask: Callable,
-            frozen_labels: Callable | None) -> Update:
+            frozen_labels: Callable | None, guard: str = "where") -> Update:
     """The grouped update of ``chain`` (the trained parameters' optax chain, built with `optax.identity()`
     where the per-leaf chain clips and with a weight-decay mask that reads a group's name: the per-leaf
     chain's state has the same structure), global-norm clipping at ``grad_clip`` (<= 0: none) and
     ``decay_mask`` / ``frozen_labels`` (params -> a tree of bools / of 'trained' and 'frozen'), as the
     per-leaf optimizer `training.state.make_optimizer` builds them (the state wrapped in optax's
-    `multi_transform` state when some parameters are frozen)."""
+    `multi_transform` state when some parameters are frozen), and the non-finite ``guard`` (`GUARDS`; frozen
+    parameters keep the per-leaf select: their update is zero)."""
     def update(grads, opt_state, params, ok):
         frozen = None
         if frozen_labels is not None:
@@ -127,9 +141,12 @@ def grouped(chain: optax.GradientTransformation, grad_clip: float, decay_mask: C
         if jax.tree_util.tree_structure(state) != expected:
             raise ValueError(f"grouped update: the optimizer state does not have the layout of its chain "
                              f"({jax.tree_util.tree_structure(state)} vs {expected}); use optimizer.update='per_leaf'")
-        updates, new_state = chain.update(g, state, p)
-        new_p = keep_where(ok, optax.apply_updates(p, updates), p)
-        new_inner = layout.state_from_groups(keep_where(ok, new_state, state))
+        def compute():
+            updates, new_state = chain.update(g, state, p)
+            return optax.apply_updates(p, updates), new_state
+
+        new_p, new_state = _guarded(guard, ok, compute, (p, state))
+        new_inner = layout.state_from_groups(new_state)
         new_leaves = list(p_leaves)
         for i, x in zip(layout.trained, layout.from_groups(new_p)):
             new_leaves[i] = x

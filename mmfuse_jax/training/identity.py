@@ -128,7 +128,8 @@ ADDED_FIELDS: dict[str, Any] = {
     "dataset.buckets": "fixed", "dataset.read_options.tokenize_raw_text": False,
     "model.coarse_view": "text_queried",
     "model.text_input": "tokens", "model.output": "classification", "model.bert_dropout": "threefry",
-    "optimizer.schedule": "linear", "optimizer.update": "per_leaf", "compiler_options": "",
+    "optimizer.schedule": "linear", "optimizer.update": "per_leaf", "optimizer.guard": "where",
+    "compiler_options": "",
     "init_from.run": "", "init_from.select": "best", "init_from.exclude": [],
     **{f"optimizer.plateau.{k}": _ASKED for k in ("cooldown", "factor", "metric", "mode", "patience", "threshold")},
 }

@@ -115,15 +115,19 @@ def make_update(opt, total_steps: int, frozen: tuple[str, ...] = (), *,
     """The train step's update for `make_optimizer`'s optimizer (its state, its arithmetic):
     ``opt.update`` 'per_leaf' (optax array by array, the default) or 'grouped' (over concatenated
     vectors: far fewer kernels to compile, `training/grouped_update.py`). A state sharded over the mesh's
-    ``model`` axis (``replicated=False``) keeps the per-leaf update."""
-    mode = opt.get("update", "per_leaf")
+    ``model`` axis (``replicated=False``) keeps the per-leaf update. ``opt.guard``: how a non-finite step
+    keeps the old state, 'where' (the default) or 'cond' (`grouped_update.GUARDS`)."""
+    mode, guard = opt.get("update", "per_leaf"), opt.get("guard", "where")
     if mode not in grouped_update.UPDATES:
         raise ConfigError(f"config.optimizer.update={mode!r}: expected one of {list(grouped_update.UPDATES)}")
+    if guard not in grouped_update.GUARDS:
+        raise ConfigError(f"config.optimizer.guard={guard!r}: expected one of {list(grouped_update.GUARDS)}")
     if not replicated or mode == "per_leaf":
-        return grouped_update.per_leaf(make_optimizer(opt, total_steps, frozen))
+        return grouped_update.per_leaf(make_optimizer(opt, total_steps, frozen), guard)
     chain = _chain(opt, learning_rate_schedule(opt, total_steps), optax.identity(),
                    lambda groups: {k: k == grouped_update.DECAY for k in groups})
-    return grouped_update.grouped(chain, opt.grad_clip, _decay_mask, _frozen_labels(tuple(frozen)) if frozen else None)
+    return grouped_update.grouped(chain, opt.grad_clip, _decay_mask, _frozen_labels(tuple(frozen)) if frozen else None,
+                                  guard)
 
 
 def current_lr(schedule: optax.Schedule, state: TrainState, step: int) -> float:

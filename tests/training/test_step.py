@@ -74,10 +74,15 @@ def test_loss_falls_on_a_fixed_batch():
     assert int(st.step) == 25
 
 
-def test_nonfinite_step_is_skipped_and_counted():
+@pytest.mark.parametrize("guard", ["where", "cond"])
+def test_nonfinite_step_is_skipped_and_counted(guard):
+    """Either guard (config.optimizer.guard) keeps the params of a step with a NaN input, on 4 devices."""
+    from mmfuse_jax.training import grouped_update
+
     mesh = mesh_of(4)
     spec, m, tx, st = setup(mesh)
-    train_step = step_lib.make_train_step(m, spec.make_loss(None), tx, mesh)
+    train_step = step_lib.make_train_step(m, spec.make_loss(None), tx, mesh,
+                                          update=grouped_update.per_leaf(tx, guard))
     before = jax.device_get(st.params)
     bad = big_batch()
     bad["audio"] = bad["audio"].at[0, 0, 0].set(jnp.nan)
