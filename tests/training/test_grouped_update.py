@@ -141,4 +141,3 @@ def test_guard_choice_is_checked_in_the_step_and_by_validation():
     with pytest.raises(ConfigError, match=r"config.optimizer.guard='skip': expected one of \['where', 'cond'\]"):
         state_lib.make_update(opt_config(guard="skip"), 10)
     assert dict(validation._CHOICES)["optimizer.guard"] == grouped_update.GUARDS
-

@@ -11,7 +11,7 @@ from models.test_models import BERT, C, make_batch, model_config
 
 from mmfuse_jax import losses, registry
 from mmfuse_jax.errors import ConfigError
-from mmfuse_jax.training import sharding
+from mmfuse_jax.training import grouped_update, sharding
 from mmfuse_jax.training import state as state_lib
 from mmfuse_jax.training import step as step_lib
 
@@ -77,8 +77,6 @@ def test_loss_falls_on_a_fixed_batch():
 @pytest.mark.parametrize("guard", ["where", "cond"])
 def test_nonfinite_step_is_skipped_and_counted(guard):
     """Either guard (config.optimizer.guard) keeps the params of a step with a NaN input, on 4 devices."""
-    from mmfuse_jax.training import grouped_update
-
     mesh = mesh_of(4)
     spec, m, tx, st = setup(mesh)
     train_step = step_lib.make_train_step(m, spec.make_loss(None), tx, mesh,
