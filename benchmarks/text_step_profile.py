@@ -10,10 +10,13 @@ index into the 'auto' buckets; -1 = the bucket most batches fall in), jitted pie
   * ``fwd_eval``     the same without dropout (train=False);
   * ``fwd_bwd``      value_and_grad of the training loss;
   * ``update``       what the step adds to fwd_bwd: global norm, clip + AdamW, the non-finite guard, on
-                     fixed gradients (donated params and optimizer state), the guard as the step
-                     has it (``jnp.where(ok, new, old)`` per leaf);
-  * ``update_cond``  the same with the guard as ``lax.cond(ok, update, keep)``;
-  * ``update_noguard`` the same without a guard (a bound, not a step anyone should run).
+                     fixed gradients (donated params and optimizer state): the step's own update
+                     (`state.make_update`, guard 'where': AdamW's moments selected before the parameter
+                     update reads them, `training/adamw.py`);
+  * ``update_cond``  the same with the guard 'cond' (``lax.cond(ok, update, keep)``);
+  * ``update_select_after`` optax's update, then ``jnp.where(ok, new, old)`` per array (the step's
+                     'where' guard before training/adamw.py);
+  * ``update_noguard`` optax's update without a guard (a bound, not a step anyone should run).
 Each block also records user and system CPU milliseconds and minor page faults per call (getrusage).
 Our CLIs' host settings apply (`mmfuse_jax.runtime.tune_host`: allocator, inline CPU execution);
 ``MMFUSE_MALLOC=system`` measures
@@ -51,6 +54,7 @@ def _pieces(ours: Ours, batch):
 
     from benchmarks.train_step import load_config
     from mmfuse_jax import registry
+    from mmfuse_jax.training import grouped_update
     from mmfuse_jax.training import state as state_lib
 
     config = load_config(os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "text_only.py"))
@@ -66,23 +70,19 @@ def _pieces(ours: Ours, batch):
     fwd_eval = jax.jit(lambda p: loss(p, False))
     fwd_bwd = jax.jit(jax.value_and_grad(lambda p: loss(p, True)))
 
-    def update(params, opt_state, grads):
+    def the_step_s(guard: str):
+        opt = config.optimizer.copy_and_resolve_references()
+        opt.guard = guard
+        step_update = state_lib.make_update(opt, 10 ** 6)
+
+        def update(params, opt_state, grads):
+            norm = optax.global_norm(grads)
+            return *step_update(grads, opt_state, params, jnp.isfinite(norm)), norm
+        return update
+
+    def update_select_after(params, opt_state, grads):
         norm = optax.global_norm(grads)
-        ok = jnp.isfinite(norm)
-        updates, new_opt = tx.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
-        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
-        return keep(new_params, params), keep(new_opt, opt_state), norm
-
-    def update_cond(params, opt_state, grads):
-        norm = optax.global_norm(grads)
-
-        def apply(args):
-            p, o = args
-            updates, new_opt = tx.update(grads, o, p)
-            return optax.apply_updates(p, updates), new_opt
-
-        new_params, new_opt = jax.lax.cond(jnp.isfinite(norm), apply, lambda args: args, (params, opt_state))
+        new_params, new_opt = grouped_update.per_leaf(tx, "where")(grads, opt_state, params, jnp.isfinite(norm))
         return new_params, new_opt, norm
 
     def update_noguard(params, opt_state, grads):
@@ -92,7 +92,8 @@ def _pieces(ours: Ours, batch):
     params = jax.tree_util.tree_map(jnp.copy, ours.state.params)
     _, grads = fwd_bwd(params)
     updaters = {}
-    for name, fn in (("update", update), ("update_cond", update_cond), ("update_noguard", update_noguard)):
+    for name, fn in (("update", the_step_s("where")), ("update_cond", the_step_s("cond")),
+                     ("update_select_after", update_select_after), ("update_noguard", update_noguard)):
         state = {"params": jax.tree_util.tree_map(jnp.copy, params), "opt": tx.init(params)}  # donated each call
 
         updaters[name] = _donating_runner(jax.jit(fn, donate_argnums=(0, 1)), state, grads)

@@ -53,10 +53,11 @@ def base_config(model_name: str, preset: str,
     # kuda 5.7 -> 5.0 s, mvcl_daf 4.5 -> 3.8 s, hct_dmg 5.2 -> 4.6 s (benchmarks/step_compile.py, README there).
     c.optimizer.update = "per_leaf"
     # Ours: how a step whose loss or gradient norm is not finite keeps the old params and optimizer state,
-    # 'where' (a select after the update, what every measured number in README used) or 'cond' (the update
-    # under lax.cond: no model-sized temporary, the AdamW update of a 22.7 M parameter BERT 56 -> 41 ms on a
-    # 2-core Intel Xeon, benchmarks/text_step_profile.py; XLA fuses it differently, so its float rounding
-    # differs in some models). training/grouped_update.py, GUARDS.
+    # 'where' (selects, AdamW's moments before the update reads them: training/adamw.py; what every measured
+    # number in README used) or 'cond' (optax's update under lax.cond: a rejected step computes nothing; XLA
+    # fuses it differently, so its float rounding differs in some models). The AdamW update of a 22.7 M
+    # parameter BERT on a 2-core Intel Xeon: 35 ms 'where', 40 ms 'cond' (benchmarks/text_step_profile.py).
+    # training/grouped_update.py, GUARDS.
     c.optimizer.guard = "where"
     c.batch_size = 16
     c.eval_batch_size = 16

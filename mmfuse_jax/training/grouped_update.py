@@ -5,8 +5,8 @@ the learning rate, the parameter update and the step's non-finite guard are a ch
 operations for every parameter array: the 130 arrays of MVCL-DAF++ `tiny` make a train step of 44,000
 lines of optimised HLO. `grouped` (``config.optimizer.update``) concatenates the trained arrays into one
 vector per weight-decay group ("decay", "rest"), runs the *same* optax transformations on those vectors
-and splits the result back: on the same gradients, parameters and optimizer state equal optax's per-leaf
-update bit for bit (the clip's norm is still summed array by array, in the tree's order), and the state
+and splits the result back: on the same gradients, parameters and optimizer state equal the per-leaf
+update's bit for bit (the clip's norm is still summed array by array, in the tree's order), and the state
 keeps its per-leaf layout, so checkpoints do not depend on the choice (tests/training/
 test_grouped_update.py: clipping, frozen parameters, the plateau factor, a rejected step). Inside a whole
 train step the gradients themselves may differ in their last bits, since XLA fuses their reductions with
@@ -28,19 +28,27 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mmfuse_jax.training import adamw
+
 # (grads, opt_state, params, ok) -> (params, opt_state): the step's update, keeping the old values where
 # ``ok`` (a scalar bool) is False.
 Update = Callable[[Any, Any, Any, jax.Array], tuple[Any, Any]]
+# ok -> the optimizer of one step: with ``ok`` (a traced scalar bool) its AdamW moments come back already
+# guarded (`training.state.make_optimizer`, `training/adamw.py`); with None, optax's own update.
+TxFor = Callable[[jax.Array | None], optax.GradientTransformation]
 
 DECAY, REST = "decay", "rest"
 UPDATES = ("per_leaf", "grouped")
-# The non-finite guard (``config.optimizer.guard``): 'where' selects new or old leaf by leaf after the
-# update (the default: every measured number in the READMEs used it); 'cond' runs the update under
-# `lax.cond(ok, update, keep)`. A select needs the old and the new value of every parameter and moment at
-# once (a model-sized temporary); the conditional does not (the AdamW update of a 22.7 M parameter BERT
-# 56 -> 41 ms on an Intel Xeon, 60 -> 45 ms on an AMD EPYC, benchmarks/text_step_profile.py), but XLA
-# fuses the update differently inside it, so its float rounding differs in some models (MVCL-DAF++'s tiny
-# learning test once went from test acc 0.823 to 0.771): a run's numbers depend on the choice.
+# The non-finite guard (``config.optimizer.guard``): 'where' (the default: every measured number in the
+# READMEs used it) keeps a rejected step's values by selects: AdamW's moments inside the update, before the
+# parameter update reads them (`training/adamw.py`), then the parameters and the rest of the state; 'cond'
+# runs optax's update under `lax.cond(ok, update, keep)`, so a rejected step computes nothing. Both keep a
+# rejected step bit for bit and give a kept step the same values (to the rounding of XLA's CPU division,
+# training/adamw.py), but XLA fuses the update differently inside the conditional, so a whole step's float
+# rounding differs in some models (MVCL-DAF++'s tiny learning test once went from test acc 0.823 to 0.771):
+# a run's numbers depend on the choice. The AdamW update of a 22.7 M parameter BERT on a 2-core Intel Xeon
+# (benchmarks/text_step_profile.py): 'where' 36 ms, 'cond' 42 ms; 'where' as a select after optax's update
+# (before adamw.py) took 55-58 ms.
 GUARDS = ("where", "cond")
 
 
@@ -56,13 +64,29 @@ def _guarded(guard: str, ok, compute: Callable[[], Any], old: Any) -> Any:
     return keep_where(ok, compute(), old)
 
 
-def per_leaf(tx: optax.GradientTransformation, guard: str = "where") -> Update:
-    """optax's own update, guarded by ``guard`` (`GUARDS`)."""
+def _apply(tx: optax.GradientTransformation, grads, opt_state, params):
+    updates, new_opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), new_opt_state
+
+
+def _guarded_update(guard: str, ok, tx_for: TxFor, grads, opt_state, params):
+    """The update of ``tx_for``'s optimizer, guarded by ``guard``: under 'where' the optimizer is
+    ``tx_for(ok)``, whose AdamW moments come back guarded (`training/adamw.py`: no second select, no
+    copies), the rest selected after it; under 'cond' ``tx_for(None)`` (optax's update) in the conditional."""
+    if guard == "where":
+        new_params, new_opt_state = _apply(tx_for(ok), grads, opt_state, params)
+        return keep_where(ok, new_params, params), adamw.keep(ok, new_opt_state, opt_state)
+    return _guarded(guard, ok, lambda: _apply(tx_for(None), grads, opt_state, params), (params, opt_state))
+
+
+def per_leaf(tx: optax.GradientTransformation | TxFor, guard: str = "where") -> Update:
+    """optax's update array by array, guarded by ``guard`` (`GUARDS`). ``tx``: ``ok -> optimizer``
+    (`training.state.make_optimizer` with its ``ok``: the faster program, `_guarded_update`) or a plain
+    optax optimizer (selected after its update)."""
     def update(grads, opt_state, params, ok):
-        def compute():
-            updates, new_opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), new_opt_state
-        return _guarded(guard, ok, compute, (params, opt_state))
+        if isinstance(tx, optax.GradientTransformation):
+            return _guarded(guard, ok, lambda: _apply(tx, grads, opt_state, params), (params, opt_state))
+        return _guarded_update(guard, ok, tx, grads, opt_state, params)
     return update
 
 
@@ -114,11 +138,11 @@ class _Layout:
             is_leaf=is_grouped)
 
 
-def grouped(chain: optax.GradientTransformation, grad_clip: float, decay_mask: Callable,
-            frozen_labels: Callable | None, guard: str = "where") -> Update:
-    """The grouped update of ``chain`` (the trained parameters' optax chain, built with `optax.identity()`
-    where the per-leaf chain clips and with a weight-decay mask that reads a group's name: the per-leaf
-    chain's state has the same structure), global-norm clipping at ``grad_clip`` (<= 0: none) and
+def grouped(chain: TxFor, grad_clip: float,
+            decay_mask: Callable, frozen_labels: Callable | None, guard: str = "where") -> Update:
+    """The grouped update of ``chain`` (`TxFor`: the trained parameters' optax chain, built with
+    `optax.identity()` where the per-leaf chain clips and with a weight-decay mask that reads a group's name:
+    the per-leaf chain's state has the same structure), global-norm clipping at ``grad_clip`` (<= 0: none) and
     ``decay_mask`` / ``frozen_labels`` (params -> a tree of bools / of 'trained' and 'frozen'), as the
     per-leaf optimizer `training.state.make_optimizer` builds them (the state wrapped in optax's
     `multi_transform` state when some parameters are frozen), and the non-finite ``guard`` (`GUARDS`; frozen
@@ -137,15 +161,11 @@ def grouped(chain: optax.GradientTransformation, grad_clip: float, decay_mask: C
             trigger = jnp.squeeze(norm < grad_clip)
             g = {k: jax.lax.select(trigger, t, (t / norm.astype(t.dtype)) * grad_clip) for k, t in g.items()}
         state = layout.state_to_groups(inner)
-        expected = jax.tree_util.tree_structure(chain.init(p))
+        expected = jax.tree_util.tree_structure(chain(None).init(p))
         if jax.tree_util.tree_structure(state) != expected:
             raise ValueError(f"grouped update: the optimizer state does not have the layout of its chain "
                              f"({jax.tree_util.tree_structure(state)} vs {expected}); use optimizer.update='per_leaf'")
-        def compute():
-            updates, new_state = chain.update(g, state, p)
-            return optax.apply_updates(p, updates), new_state
-
-        new_p, new_state = _guarded(guard, ok, compute, (p, state))
+        new_p, new_state = _guarded_update(guard, ok, chain, g, state, p)
         new_inner = layout.state_from_groups(new_state)
         new_leaves = list(p_leaves)
         for i, x in zip(layout.trained, layout.from_groups(new_p)):

@@ -13,7 +13,7 @@ import optax
 from flax import traverse_util
 
 from mmfuse_jax.errors import ConfigError
-from mmfuse_jax.training import grouped_update, plateau
+from mmfuse_jax.training import adamw, grouped_update, plateau
 
 SCHEDULES = ("linear", "warmup_cosine_epochs", "plateau")
 
@@ -87,24 +87,28 @@ def _frozen_labels(patterns: tuple[str, ...]):
 
 
 def _chain(opt, schedule: optax.Schedule, clip: optax.GradientTransformation,
-           decay_mask) -> optax.GradientTransformation:
-    """The trained parameters' chain: ``clip``, AdamW with weight decay where ``decay_mask``, and the
-    reduce-on-plateau factor if the schedule is 'plateau'."""
-    parts = [clip, optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
-                               mask=decay_mask)]
+           decay_mask, ok: jax.Array | None = None) -> optax.GradientTransformation:
+    """The trained parameters' chain: ``clip``, AdamW with weight decay where ``decay_mask`` (optax.adamw;
+    with ``ok``, its moments guarded as `training/adamw.py` does), and the reduce-on-plateau factor if the
+    schedule is 'plateau'."""
+    parts = [clip, adamw.adamw(schedule, opt.b1, opt.b2, opt.eps, opt.weight_decay, decay_mask, ok)]
     if opt.get("schedule") == "plateau":  # (only then: the other schedules keep their state layout)
         # The reduce-on-plateau factor scales the whole AdamW update, as a lower lr does in torch.
         parts.append(plateau.scale_by_plateau(opt.plateau.mode))
     return optax.chain(*parts)
 
 
-def make_optimizer(opt, total_steps: int, frozen: tuple[str, ...] = ()) -> optax.GradientTransformation:
+def make_optimizer(opt, total_steps: int, frozen: tuple[str, ...] = (),
+                   ok: jax.Array | None = None) -> optax.GradientTransformation:
     """AdamW with the schedule; parameters whose '/'-joined path matches a regex in ``frozen`` (a
-    stage's `registry.Stage.frozen`) get no update at all (no gradient step, no weight decay)."""
+    stage's `registry.Stage.frozen`) get no update at all (no gradient step, no weight decay). ``ok``
+    (a traced scalar bool, inside a step): AdamW's new moments are replaced by the old ones where it is
+    False before the update reads them (`training/adamw.py`; the caller still keeps the old state of a
+    rejected step); None: optax's update. Either way the same state and, on a kept step, the same values."""
     schedule = learning_rate_schedule(opt, total_steps)
     plateau.check_config(opt)
     clip = optax.clip_by_global_norm(opt.grad_clip) if opt.grad_clip > 0 else optax.identity()
-    tx = _chain(opt, schedule, clip, _decay_mask)
+    tx = _chain(opt, schedule, clip, _decay_mask, ok)
     if frozen:
         tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, _frozen_labels(tuple(frozen)))
     return tx
@@ -123,9 +127,10 @@ def make_update(opt, total_steps: int, frozen: tuple[str, ...] = (), *,
     if guard not in grouped_update.GUARDS:
         raise ConfigError(f"config.optimizer.guard={guard!r}: expected one of {list(grouped_update.GUARDS)}")
     if not replicated or mode == "per_leaf":
-        return grouped_update.per_leaf(make_optimizer(opt, total_steps, frozen), guard)
-    chain = _chain(opt, learning_rate_schedule(opt, total_steps), optax.identity(),
-                   lambda groups: {k: k == grouped_update.DECAY for k in groups})
+        return grouped_update.per_leaf(lambda ok: make_optimizer(opt, total_steps, frozen, ok), guard)
+    schedule = learning_rate_schedule(opt, total_steps)
+    group_decay = lambda groups: {k: k == grouped_update.DECAY for k in groups}
+    chain = lambda ok: _chain(opt, schedule, optax.identity(), group_decay, ok)
     return grouped_update.grouped(chain, opt.grad_clip, _decay_mask, _frozen_labels(tuple(frozen)) if frozen else None,
                                   guard)
 

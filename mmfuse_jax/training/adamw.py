@@ -1,0 +1,65 @@
+"""AdamW with the train step's non-finite guard on its moments: optax's arithmetic, a faster program.
+
+The step keeps the old parameters and optimizer state when its loss or gradient norm is not finite
+(`grouped_update.GUARDS`, 'where'). Selecting after optax's update (``where(ok, new, old)`` per array)
+gives XLA a program in which the parameter update recomputes the new moments from the old ones while
+the moments' own outputs overwrite those old ones in place, so it copies both moments of every array
+first: on a 22.7 M parameter BERT (2-core Intel Xeon) the update took 55 ms against 33 ms unguarded.
+Here the guard selects the new moments first and the bias-corrected update reads the selected ones:
+36 ms, the same operations on the same values (a kept step's moments are the new ones; a rejected
+step's parameters are selected back by the caller). The results equal optax's up to XLA's CPU
+division, whose rounding can differ in the last bit from one fusion to another (tests/training/
+test_adamw.py); the intent models' demo runs came out bit for bit the same, KuDA's demo test MAE
+0.15672046 -> 0.15672049 (README, "Tests").
+
+`adamw` builds optax.adamw's chain (`scale_by_adam`, `add_decayed_weights`, `scale_by_learning_rate`)
+with this module's `scale_by_adam` in place of optax's: the same state types and structure, so
+checkpoints and resumes do not care which built them. ``ok=None`` is optax's own update.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def scale_by_adam(b1: float, b2: float, eps: float, ok: jax.Array | None = None) -> optax.GradientTransformation:
+    """optax.scale_by_adam (eps_root 0, no nesterov, moments in the params' dtype), its new moments
+    replaced by the old ones where ``ok`` (a scalar bool; None: always new) is False before the update
+    reads them, and its count kept likewise: the state it returns is already the guarded one (`keep`)."""
+    base = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
+
+    def update_fn(updates, state, params=None):
+        del params
+        mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+        nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        count_inc = optax.safe_increment(state.count)
+        count = count_inc
+        if ok is not None:
+            mu, nu = jax.tree_util.tree_map(lambda new, old: jnp.where(ok, new, old), (mu, nu), (state.mu, state.nu))
+            count = jnp.where(ok, count_inc, state.count)
+        mu_hat = optax.tree.bias_correction(mu, b1, count_inc)
+        nu_hat = optax.tree.bias_correction(nu, b2, count_inc)
+        updates = jax.tree_util.tree_map(lambda m, v: m / (jnp.sqrt(v + 0.0) + eps), mu_hat, nu_hat)
+        return updates, optax.ScaleByAdamState(count=count, mu=mu, nu=optax.tree.cast_like(nu, state.nu))
+
+    return optax.GradientTransformation(base.init, update_fn)
+
+
+def adamw(learning_rate: optax.ScalarOrSchedule, b1: float, b2: float, eps: float, weight_decay: float,
+          mask: Any, ok: jax.Array | None = None) -> optax.GradientTransformation:
+    """optax.adamw(learning_rate, b1, b2, eps, weight_decay=weight_decay, mask=mask) with `scale_by_adam`'s
+    guard on the moments (``ok``; None: optax's update)."""
+    return optax.chain(scale_by_adam(b1, b2, eps, ok), optax.add_decayed_weights(weight_decay, mask),
+                       optax.scale_by_learning_rate(learning_rate))
+
+
+def keep(ok: jax.Array, new_state: Any, old_state: Any) -> Any:
+    """The step's guard (``new`` where ``ok``, else ``old``, array by array) over an optimizer state whose
+    AdamW part came from `scale_by_adam` with the same ``ok``: that part is taken as it is. Selecting its
+    moments a second time would bring back the copies this module avoids."""
+    guarded = lambda x: isinstance(x, optax.ScaleByAdamState)
+    return jax.tree_util.tree_map(lambda new, old: new if guarded(new) else jnp.where(ok, new, old),
+                                  new_state, old_state, is_leaf=guarded)
