@@ -5,9 +5,10 @@ python -m benchmarks.text_vs_transformers --torch_python=/tmp/venv_torch/bin/pyt
      --guard=where --out=...]
 
 Both sides: a random BERT of all-MiniLM-L6-v2's shape (6 layers, hidden 384, 12 heads, FFN 1536, vocab
-30522), 20 classes (MIntRec's intents), batch 16, AdamW with configs/text_only.py's settings (lr 2e-5,
-weight decay 0.1, clip 1.0), dropout on; ``--n`` examples with MIntRec-like lengths (`benchmarks.padding`:
-mean ~14 tokens, max 48), the same lengths on both sides. The torch side (`benchmarks.text_vs_transformers_torch`)
+30522), 20 classes (MIntRec's intents), batch 16, AdamW with the settings of configs/text_only.py's default
+preset (demo: lr 1e-3, weight decay 0.01, clip 1.0; the speed does not depend on them), dropout on;
+``--n`` examples with MIntRec-like lengths (`benchmarks.padding`: mean ~14 tokens, max 48), the same
+lengths on both sides. The torch side (`benchmarks.text_vs_transformers_torch`)
 runs in its own interpreter with ``--threads`` threads and glibc's allocator tuned (``--torch_malloc``,
 as `benchmarks.kuda_vs_official`); it pads each batch to its longest row (``DataCollatorWithPadding``).
 Ours: the shared jitted train step, batches by the loader's code (`data/buckets.py` 'auto' buckets
