@@ -14,8 +14,8 @@ index into the 'auto' buckets; -1 = the bucket most batches fall in), jitted pie
                      (`state.make_update`, guard 'where': AdamW's moments selected before the parameter
                      update reads them, `training/adamw.py`);
   * ``update_cond``  the same with the guard 'cond' (``lax.cond(ok, update, keep)``);
-  * ``update_select_after`` optax's update, then ``jnp.where(ok, new, old)`` per array (the step's
-                     'where' guard before training/adamw.py);
+  * ``update_select_after`` the guard 'select_after': optax's update, then ``jnp.where(ok, new, old)``
+                     per array (the step's 'where' guard before 0665963);
   * ``update_noguard`` optax's update without a guard (a bound, not a step anyone should run).
 Each block also records user and system CPU milliseconds and minor page faults per call (getrusage).
 Our CLIs' host settings apply (`mmfuse_jax.runtime.tune_host`: allocator, inline CPU execution);
@@ -54,7 +54,6 @@ def _pieces(ours: Ours, batch):
 
     from benchmarks.train_step import load_config
     from mmfuse_jax import registry
-    from mmfuse_jax.training import grouped_update
     from mmfuse_jax.training import state as state_lib
 
     config = load_config(os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "text_only.py"))
@@ -80,11 +79,6 @@ def _pieces(ours: Ours, batch):
             return *step_update(grads, opt_state, params, jnp.isfinite(norm)), norm
         return update
 
-    def update_select_after(params, opt_state, grads):
-        norm = optax.global_norm(grads)
-        new_params, new_opt = grouped_update.per_leaf(tx, "where")(grads, opt_state, params, jnp.isfinite(norm))
-        return new_params, new_opt, norm
-
     def update_noguard(params, opt_state, grads):
         updates, new_opt = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), new_opt, optax.global_norm(grads)
@@ -93,7 +87,7 @@ def _pieces(ours: Ours, batch):
     _, grads = fwd_bwd(params)
     updaters = {}
     for name, fn in (("update", the_step_s("where")), ("update_cond", the_step_s("cond")),
-                     ("update_select_after", update_select_after), ("update_noguard", update_noguard)):
+                     ("update_select_after", the_step_s("select_after")), ("update_noguard", update_noguard)):
         state = {"params": jax.tree_util.tree_map(jnp.copy, params), "opt": tx.init(params)}  # donated each call
 
         updaters[name] = _donating_runner(jax.jit(fn, donate_argnums=(0, 1)), state, grads)

@@ -14,7 +14,8 @@ as `benchmarks.kuda_vs_official`); it pads each batch to its longest row (``Data
 Ours: the shared jitted train step, batches by the loader's code (`data/buckets.py` 'auto' buckets
 from the lengths, batches grouped by bucket, `pipeline.collate`, `prefetch.to_device`); its BERT's dropout masks
 from ``--bert_dropout`` (config.model.bert_dropout: 'threefry', text_only's default, or 'hashed'); its
-non-finite guard from ``--guard`` (config.optimizer.guard: 'where', the default, or 'cond').
+non-finite guard from ``--guard`` (config.optimizer.guard, `grouped_update.GUARDS`: 'where', the default, 'cond' or
+'select_after').
 
 Measured INTERLEAVED (the sides alternate, the order flipping every round; the idle side waits on the
 pipe): ``--rounds`` rounds of a ``--block``-step block per side (train-step examples/s = batch size x

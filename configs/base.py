@@ -52,11 +52,13 @@ def base_config(model_name: str, preset: str,
     # Measured on the tiny presets (2-core CPU, the test suite's XLA flags): the train step's compile
     # kuda 5.7 -> 5.0 s, mvcl_daf 4.5 -> 3.8 s, hct_dmg 5.2 -> 4.6 s (benchmarks/step_compile.py, README there).
     c.optimizer.update = "per_leaf"
-    # Ours: how a step whose loss or gradient norm is not finite keeps the old params and optimizer state,
-    # 'where' (selects, AdamW's moments before the update reads them: training/adamw.py; what every measured
-    # number in README used) or 'cond' (optax's update under lax.cond: a rejected step computes nothing; XLA
-    # fuses it differently, so its float rounding differs in some models). The AdamW update of a 22.7 M
-    # parameter BERT on a 2-core Intel Xeon: 35 ms 'where', 40 ms 'cond' (benchmarks/text_step_profile.py).
+    # Ours: how a step whose loss or gradient norm is not finite keeps the old params and optimizer state:
+    # 'where' (selects, AdamW's new moments before the update reads them: training/adamw.py, since 0665963),
+    # 'cond' (optax's update under lax.cond: a rejected step computes nothing) or 'select_after' (a select per
+    # array after optax's update: 'where' before 0665963, what README's experiment tables were measured with;
+    # `make demo` prints the same numbers with both). The same values up to float rounding, which differs
+    # between them, so a run's numbers depend on the choice. The AdamW update of a 22.7 M parameter BERT on a
+    # 2-core Intel Xeon: 37.5 ms 'where', 42.5 ms 'cond', 58 ms 'select_after' (benchmarks/text_step_profile.py).
     # training/grouped_update.py, GUARDS.
     c.optimizer.guard = "where"
     c.batch_size = 16

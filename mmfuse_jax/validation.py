@@ -64,7 +64,7 @@ _CHOICES = (
     ("dataset.buckets", ("fixed", "auto")),
     ("model.bert_dropout", ("threefry", "hashed")),  # encoders.bert.DROPOUT_IMPLS
     ("optimizer.update", ("per_leaf", "grouped")),    # training.grouped_update.UPDATES
-    ("optimizer.guard", ("where", "cond")),           # training.grouped_update.GUARDS
+    ("optimizer.guard", ("where", "cond", "select_after")),           # training.grouped_update.GUARDS
 )
 
 

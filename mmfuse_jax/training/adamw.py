@@ -1,16 +1,17 @@
 """AdamW with the train step's non-finite guard on its moments: optax's arithmetic, a faster program.
 
 The step keeps the old parameters and optimizer state when its loss or gradient norm is not finite
-(`grouped_update.GUARDS`, 'where'). Selecting after optax's update (``where(ok, new, old)`` per array)
-gives XLA a program in which the parameter update recomputes the new moments from the old ones while
-the moments' own outputs overwrite those old ones in place, so it copies both moments of every array
-first: on a 22.7 M parameter BERT (2-core Intel Xeon) the update took 55 ms against 33 ms unguarded.
-Here the guard selects the new moments first and the bias-corrected update reads the selected ones:
-36 ms, the same operations on the same values (a kept step's moments are the new ones; a rejected
-step's parameters are selected back by the caller). The results equal optax's up to XLA's CPU
-division, whose rounding can differ in the last bit from one fusion to another (tests/training/
-test_adamw.py); the intent models' demo runs came out bit for bit the same, KuDA's demo test MAE
-0.15672046 -> 0.15672049 (README, "Tests").
+(`grouped_update.GUARDS`). Selecting after optax's update (``where(ok, new, old)`` per array, the guard
+'select_after', the default 'where' before 0665963) gives XLA a program in which the parameter update
+recomputes the new moments from the old ones while the moments' own outputs overwrite those old ones in
+place, so it copies both moments of every array first: on a 22.7 M parameter BERT (2-core Intel Xeon)
+the update took 58 ms against 37 ms unguarded. Here (the guard 'where') the new moments are selected
+first and the bias-corrected update reads the selected ones: 37.5 ms, the same operations on the same
+values (a kept step's moments are the new ones; a rejected step's parameters are selected back by the
+caller). The float rounding is not always the same: whether LLVM contracts a multiply and an add into
+one FMA depends on the fusion (tests/training/test_adamw.py: 0.5 % of a 4096 x 64 array one ulp apart
+after five unclipped steps). `make demo`'s five runs came out bit for bit the same; MVCL-DAF++'s demo
+test acc 98.50 -> 97.50 and KuDA's test MAE 0.15672046 -> 0.15672049 (README, "Training and evaluating").
 
 `adamw` builds optax.adamw's chain (`scale_by_adam`, `add_decayed_weights`, `scale_by_learning_rate`)
 with this module's `scale_by_adam` in place of optax's: the same state types and structure, so

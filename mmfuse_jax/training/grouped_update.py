@@ -39,17 +39,19 @@ TxFor = Callable[[jax.Array | None], optax.GradientTransformation]
 
 DECAY, REST = "decay", "rest"
 UPDATES = ("per_leaf", "grouped")
-# The non-finite guard (``config.optimizer.guard``): 'where' (the default: every measured number in the
-# READMEs used it) keeps a rejected step's values by selects: AdamW's moments inside the update, before the
-# parameter update reads them (`training/adamw.py`), then the parameters and the rest of the state; 'cond'
-# runs optax's update under `lax.cond(ok, update, keep)`, so a rejected step computes nothing. Both keep a
-# rejected step bit for bit and give a kept step the same values (to the rounding of XLA's CPU division,
-# training/adamw.py), but XLA fuses the update differently inside the conditional, so a whole step's float
-# rounding differs in some models (MVCL-DAF++'s tiny learning test once went from test acc 0.823 to 0.771):
-# a run's numbers depend on the choice. The AdamW update of a 22.7 M parameter BERT on a 2-core Intel Xeon
-# (benchmarks/text_step_profile.py): 'where' 36 ms, 'cond' 42 ms; 'where' as a select after optax's update
-# (before adamw.py) took 55-58 ms.
-GUARDS = ("where", "cond")
+# The non-finite guard (``config.optimizer.guard``), how a rejected step keeps the old values:
+# 'where' (the default): selects, AdamW's new moments inside the update, before the parameter update reads
+# them (`training/adamw.py`, since 0665963), then the parameters and the rest of the state; 'select_after':
+# a select per array after optax's whole update ('where' before 0665963: what the README's experiment tables
+# were measured with); 'cond': optax's update under `lax.cond(ok, update, keep)`, so a rejected step computes
+# nothing. All three keep a rejected step bit for bit and give a kept step the same values, but XLA fuses
+# each program differently, so their float rounding differs (whether LLVM contracts a multiply and an add
+# into one FMA depends on the fusion): a run's numbers depend on the choice (MVCL-DAF++'s demo test acc
+# 97.50 'where', 98.50 'select_after'; `make demo`'s five runs the same with both). The AdamW update of a
+# 22.7 M parameter BERT on a 2-core Intel Xeon (benchmarks/text_step_profile.py): 'where' 37.5 ms, 'cond'
+# 42.5 ms, 'select_after' 58 ms (XLA copies both moments of every array, to recompute them after the
+# moments' own outputs overwrote them in place).
+GUARDS = ("where", "cond", "select_after")
 
 
 def keep_where(ok, new, old):
@@ -58,7 +60,8 @@ def keep_where(ok, new, old):
 
 
 def _guarded(guard: str, ok, compute: Callable[[], Any], old: Any) -> Any:
-    """``compute()`` if ``ok`` else ``old`` (a tree of the same structure), by ``guard`` (`GUARDS`)."""
+    """``compute()`` if ``ok`` else ``old`` (a tree of the same structure): under `lax.cond` for 'cond',
+    else by a select per array."""
     if guard == "cond":
         return jax.lax.cond(ok, compute, lambda: old)
     return keep_where(ok, compute(), old)
@@ -72,7 +75,8 @@ def _apply(tx: optax.GradientTransformation, grads, opt_state, params):
 def _guarded_update(guard: str, ok, tx_for: TxFor, grads, opt_state, params):
     """The update of ``tx_for``'s optimizer, guarded by ``guard``: under 'where' the optimizer is
     ``tx_for(ok)``, whose AdamW moments come back guarded (`training/adamw.py`: no second select, no
-    copies), the rest selected after it; under 'cond' ``tx_for(None)`` (optax's update) in the conditional."""
+    copies), the rest selected after it; under 'cond' and 'select_after' ``tx_for(None)`` (optax's update)
+    inside the conditional or selected after it (`_guarded`)."""
     if guard == "where":
         new_params, new_opt_state = _apply(tx_for(ok), grads, opt_state, params)
         return keep_where(ok, new_params, params), adamw.keep(ok, new_opt_state, opt_state)
@@ -81,8 +85,8 @@ def _guarded_update(guard: str, ok, tx_for: TxFor, grads, opt_state, params):
 
 def per_leaf(tx: optax.GradientTransformation | TxFor, guard: str = "where") -> Update:
     """optax's update array by array, guarded by ``guard`` (`GUARDS`). ``tx``: ``ok -> optimizer``
-    (`training.state.make_optimizer` with its ``ok``: the faster program, `_guarded_update`) or a plain
-    optax optimizer (selected after its update)."""
+    (`training.state.make_optimizer` with its ``ok``, `_guarded_update`) or a plain optax optimizer
+    (its state cannot be guarded inside: 'where' selects after its update, as 'select_after')."""
     def update(grads, opt_state, params, ok):
         if isinstance(tx, optax.GradientTransformation):
             return _guarded(guard, ok, lambda: _apply(tx, grads, opt_state, params), (params, opt_state))

@@ -120,7 +120,7 @@ def make_update(opt, total_steps: int, frozen: tuple[str, ...] = (), *,
     ``opt.update`` 'per_leaf' (optax array by array, the default) or 'grouped' (over concatenated
     vectors: far fewer kernels to compile, `training/grouped_update.py`). A state sharded over the mesh's
     ``model`` axis (``replicated=False``) keeps the per-leaf update. ``opt.guard``: how a non-finite step
-    keeps the old state, 'where' (the default) or 'cond' (`grouped_update.GUARDS`)."""
+    keeps the old state, 'where' (the default), 'cond' or 'select_after' (`grouped_update.GUARDS`)."""
     mode, guard = opt.get("update", "per_leaf"), opt.get("guard", "where")
     if mode not in grouped_update.UPDATES:
         raise ConfigError(f"config.optimizer.update={mode!r}: expected one of {list(grouped_update.UPDATES)}")

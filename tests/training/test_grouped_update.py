@@ -112,7 +112,7 @@ def test_update_choice_is_checked_and_a_sharded_state_stays_per_leaf(monkeypatch
 def test_cond_guard_keeps_a_nan_step_and_otherwise_updates_as_the_select(mode):
     """`optimizer.guard='cond'`: a step with NaN gradients leaves parameters and state exactly as they were
     (its update is not even computed); the other steps equal the 'where' guard's to float rounding (XLA may
-    fuse the update differently inside the conditional)."""
+    fuse the update differently inside the conditional), as do those of 'select_after'."""
     rng = np.random.default_rng(1)
     params = params_tree(rng)
     grads_seq = [jax.tree_util.tree_map(lambda p, s=s: (rng.standard_normal(p.shape) * s).astype(np.float32), params)
@@ -129,8 +129,9 @@ def test_cond_guard_keeps_a_nan_step_and_otherwise_updates_as_the_select(mode):
     for guard, (two, three, _) in out.items():  # the NaN step: nothing moved, nothing became NaN
         for a, b in zip(jax.tree_util.tree_leaves(two), jax.tree_util.tree_leaves(three)):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=guard)
-    for a, b in zip(jax.tree_util.tree_leaves(out["where"][-1]), jax.tree_util.tree_leaves(out["cond"][-1])):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    for other in ("cond", "select_after"):
+        for a, b in zip(jax.tree_util.tree_leaves(out["where"][-1]), jax.tree_util.tree_leaves(out[other][-1])):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7, err_msg=other)
     moved = [not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(out["cond"][-1][0]),
                                                        jax.tree_util.tree_leaves(params))]
     assert sum(moved) == len(moved) - len(jax.tree_util.tree_leaves(params["encoder"]))
@@ -139,6 +140,7 @@ def test_cond_guard_keeps_a_nan_step_and_otherwise_updates_as_the_select(mode):
 def test_guard_choice_is_checked_in_the_step_and_by_validation():
     from mmfuse_jax import validation
 
-    with pytest.raises(ConfigError, match=r"config.optimizer.guard='skip': expected one of \['where', 'cond'\]"):
+    expected = r"config.optimizer.guard='skip': expected one of \['where', 'cond', 'select_after'\]"
+    with pytest.raises(ConfigError, match=expected):
         state_lib.make_update(opt_config(guard="skip"), 10)
     assert dict(validation._CHOICES)["optimizer.guard"] == grouped_update.GUARDS

@@ -74,7 +74,7 @@ def test_loss_falls_on_a_fixed_batch():
     assert int(st.step) == 25
 
 
-@pytest.mark.parametrize("guard", ["where", "cond"])
+@pytest.mark.parametrize("guard", grouped_update.GUARDS)
 def test_nonfinite_step_is_skipped_and_counted(guard):
     """Either guard (config.optimizer.guard) keeps the params of a step with a NaN input, on 4 devices."""
     mesh = mesh_of(4)
