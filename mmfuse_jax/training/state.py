@@ -104,7 +104,8 @@ def make_optimizer(opt, total_steps: int, frozen: tuple[str, ...] = (),
     stage's `registry.Stage.frozen`) get no update at all (no gradient step, no weight decay). ``ok``
     (a traced scalar bool, inside a step): AdamW's new moments are replaced by the old ones where it is
     False before the update reads them (`training/adamw.py`; the caller still keeps the old state of a
-    rejected step); None: optax's update. Either way the same state and, on a kept step, the same values."""
+    rejected step); None: optax's update. Either way the same state and, on a kept step, the same values
+    (to float rounding: `grouped_update.GUARDS`)."""
     schedule = learning_rate_schedule(opt, total_steps)
     plateau.check_config(opt)
     clip = optax.clip_by_global_norm(opt.grad_clip) if opt.grad_clip > 0 else optax.identity()
