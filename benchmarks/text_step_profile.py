@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     sizes = {k: int(sum(x.size for x in jax.tree_util.tree_leaves(v))) for k, v in params.items()}
     out({"event": "setup", "bucket": ours.buckets[bucket], "batches_in_bucket": counts[bucket],
          "batches": len(plan), "params_by_subtree": sizes, "params": sum(sizes.values()), "machine": machine(),
-         "malloc_tuned": host["malloc_tuned"], "cpu_inline": host["cpu_inline"]})
+         "malloc_tuned": host["malloc_tuned"], "cpu_inline": host["cpu_inline"],
+         "threefry_unrolled": host["threefry_unrolled"]})
     for fn in pieces.values():  # compile
         jax.block_until_ready(fn())
     times = {k: [] for k in pieces}

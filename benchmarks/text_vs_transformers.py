@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
          "transformers": ready["transformers"], "torch_threads": ready["threads"],
          "ours_buckets": [b["text"] for b in ours.buckets], "ours_padded_fraction": ours.padded_fraction(),
          "transformers_padded_fraction": ready["padded_fraction"],
-         "ours_malloc_tuned": host["malloc_tuned"], "ours_cpu_inline": host["cpu_inline"]})
+         "ours_malloc_tuned": host["malloc_tuned"], "ours_cpu_inline": host["cpu_inline"],
+         "ours_threefry_unrolled": host["threefry_unrolled"]})
     res = _interleave(a, ours, worker, out)
     worker.close()
     med = {s: {k: statistics.median(v) for k, v in d.items()} for s, d in res.items()}

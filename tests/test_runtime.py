@@ -127,3 +127,36 @@ def test_tuned_malloc_keeps_a_freed_heap_top_over_2_gb():
     r = _probe(None, BRK_PROBE)
     assert r["tuned"] is True and r["grown"] >= 3 * 2 ** 29, r  # the block came from the main heap
     assert r["after_free"] == r["grown"], r  # and the heap kept it
+
+
+# A fresh interpreter: with or without `unrolled_threefry` (MMFUSE_THREEFRY), one jitted program of random
+# draws (raw bits, normals, a flax Dropout output, a folded key); prints a digest of each result's bytes and
+# whether the compiled program still has a loop.
+THREEFRY_PROBE = """
+import hashlib, json
+from mmfuse_jax import runtime
+on = runtime.unrolled_threefry()
+import flax.linen as nn, jax, jax.numpy as jnp, numpy as np
+
+@jax.jit
+def draws(key):
+    k1, k2, k3 = jax.random.split(key, 3)
+    drop = nn.Dropout(0.1).apply({}, jnp.ones((3, 50, 64)), deterministic=False, rngs={"dropout": k3})
+    return {"bits": jax.random.bits(k1, (1001,), jnp.uint32), "normal": jax.random.normal(k2, (257,)),
+            "dropout": drop, "fold_in": jax.random.fold_in(key, 5)}
+
+key = jax.random.PRNGKey(7)
+out = draws(key)
+hlo = draws.lower(key).compile().as_text()
+print(json.dumps({"on": on, "loop": " while(" in hlo, "dropped": int((np.asarray(out["dropout"]) == 0).sum()),
+                  **{k: hashlib.sha256(np.asarray(v).tobytes()).hexdigest() for k, v in out.items()}}))
+"""
+
+
+def test_unrolled_threefry_draws_the_same_bits_in_one_loop_free_program():
+    unrolled = _probe(None, THREEFRY_PROBE, MMFUSE_THREEFRY="unrolled")
+    rolled = _probe(None, THREEFRY_PROBE, MMFUSE_THREEFRY="rolled")
+    assert unrolled["on"] is True and rolled["on"] is False
+    assert rolled["loop"] and not unrolled["loop"], (rolled, unrolled)  # the switch changes the program...
+    assert 0 < unrolled["dropped"] < 3 * 50 * 64 // 2, unrolled
+    assert unrolled == {**rolled, "on": True, "loop": False}  # ...and not one bit of what it draws
