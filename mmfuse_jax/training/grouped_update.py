@@ -41,16 +41,18 @@ DECAY, REST = "decay", "rest"
 UPDATES = ("per_leaf", "grouped")
 # The non-finite guard (``config.optimizer.guard``), how a rejected step keeps the old values:
 # 'where' (the default): selects, AdamW's new moments inside the update, before the parameter update reads
-# them (`training/adamw.py`, since 0665963), then the parameters and the rest of the state; 'select_after':
+# them (`training/adamw.py`, since 0665963), then the parameters and the rest of the state, and clips the
+# gradients by a multiplication XLA fuses into the moments' passes (`adamw.clip_fn`); 'select_after':
 # a select per array after optax's whole update ('where' before 0665963: what the README's experiment tables
 # were measured with); 'cond': optax's update under `lax.cond(ok, update, keep)`, so a rejected step computes
 # nothing. All three keep a rejected step bit for bit and give a kept step the same values, but XLA fuses
 # each program differently, so their float rounding differs (whether LLVM contracts a multiply and an add
-# into one FMA depends on the fusion): a run's numbers depend on the choice (MVCL-DAF++'s demo test acc
-# 97.50 'where', 98.50 'select_after'; `make demo`'s five runs the same with both). The AdamW update of a
-# 22.7 M parameter BERT on a 2-core Intel Xeon (benchmarks/text_step_profile.py): 'where' 37.5 ms, 'cond'
-# 42.5 ms, 'select_after' 58 ms (XLA copies both moments of every array, to recompute them after the
-# moments' own outputs overwrote them in place).
+# into one FMA depends on the fusion; 'where' 's clip can be one or two ulps from optax's on a clipped step): a
+# run's numbers depend on the choice (MVCL-DAF++'s demo test acc 97.50 'where', 98.50 'select_after';
+# DyKen-Hyena's 98.50 and 99.00). The AdamW update of a 22.7 M parameter BERT on a 2-core Intel Xeon
+# (benchmarks/text_step_profile.py): 'where' 29.8 ms (37.5 ms with optax's clip), 'cond' 42.5 ms,
+# 'select_after' 58 ms (XLA copies both moments of every array, to recompute them after the moments' own
+# outputs overwrote them in place).
 GUARDS = ("where", "cond", "select_after")
 
 
@@ -160,10 +162,9 @@ def grouped(chain: TxFor, grad_clip: float,
         g_trained, p_trained = [g_leaves[i] for i in layout.trained], [p_leaves[i] for i in layout.trained]
         inner = opt_state.inner_states["trained"].inner_state if frozen is not None else opt_state
         g, p = layout.to_groups(g_trained), layout.to_groups(p_trained)
-        if grad_clip > 0:  # optax.clip_by_global_norm's arithmetic, its norm summed array by array as there
-            norm = optax.tree.norm(g_trained)
-            trigger = jnp.squeeze(norm < grad_clip)
-            g = {k: jax.lax.select(trigger, t, (t / norm.astype(t.dtype)) * grad_clip) for k, t in g.items()}
+        if grad_clip > 0:  # the per-leaf chain's clip (`_clip_fn`), its norm summed array by array as there
+            clip = adamw.clip_fn(optax.tree.norm(g_trained), grad_clip, multiply=guard == "where")
+            g = {k: clip(t) for k, t in g.items()}
         state = layout.state_to_groups(inner)
         expected = jax.tree_util.tree_structure(chain(None).init(p))
         if jax.tree_util.tree_structure(state) != expected:

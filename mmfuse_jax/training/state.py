@@ -102,13 +102,16 @@ def make_optimizer(opt, total_steps: int, frozen: tuple[str, ...] = (),
                    ok: jax.Array | None = None) -> optax.GradientTransformation:
     """AdamW with the schedule; parameters whose '/'-joined path matches a regex in ``frozen`` (a
     stage's `registry.Stage.frozen`) get no update at all (no gradient step, no weight decay). ``ok``
-    (a traced scalar bool, inside a step): AdamW's new moments are replaced by the old ones where it is
-    False before the update reads them (`training/adamw.py`; the caller still keeps the old state of a
-    rejected step); None: optax's update. Either way the same state and, on a kept step, the same values
-    (to float rounding: `grouped_update.GUARDS`)."""
+    (a traced scalar bool, inside a step: the guard 'where'): AdamW's new moments are replaced by the old
+    ones where it is False before the update reads them, and the clip is `adamw.clip_by_global_norm`'s
+    multiplication (`training/adamw.py`; the caller still keeps the old state of a rejected step); None:
+    optax's update. Either way the same state and, on a kept step, the same values (to float rounding:
+    `grouped_update.GUARDS`)."""
     schedule = learning_rate_schedule(opt, total_steps)
     plateau.check_config(opt)
-    clip = optax.clip_by_global_norm(opt.grad_clip) if opt.grad_clip > 0 else optax.identity()
+    clip = optax.identity()
+    if opt.grad_clip > 0:
+        clip = (optax.clip_by_global_norm if ok is None else adamw.clip_by_global_norm)(opt.grad_clip)
     tx = _chain(opt, schedule, clip, _decay_mask, ok)
     if frozen:
         tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, _frozen_labels(tuple(frozen)))

@@ -116,3 +116,60 @@ def test_the_guarded_program_copies_no_moment():
     new = _moment_copies(state_lib.make_update(opt, 20), state_lib.make_optimizer(opt, 20), params)
     assert old > 0, "the select after optax's update no longer makes XLA copy moments: adamw.py may be moot"
     assert new == 0
+
+
+def _full_size_writes(update, tx, params, shape: str) -> int:
+    """Instructions of the optimised program of ``update`` (as `_moment_copies` compiles it) that write an
+    array of ``shape`` (e.g. 'f32[256,256]'): each is a pass over memory."""
+    grads = jax.tree_util.tree_map(jnp.ones_like, params)
+    fn = jax.jit(lambda p, s, g: update(g, s, p, jnp.isfinite(optax.global_norm(g))), donate_argnums=(0, 1))
+    text = fn.lower(params, tx.init(params), grads).compile().as_text()
+    entry = text[text.index("\nENTRY"):]
+    ops = re.findall(r"\n\s*(?:ROOT )?%[\w.\-]+ = " + re.escape(shape) + r"\{[\d,]*\} (\w[\w\-]*)\(", entry)
+    return sum(1 for op in ops if op not in ("parameter", "bitcast", "get-tuple-element"))
+
+
+def test_the_where_program_clips_inside_the_moments_passes():
+    """The 'where' program's clip (`adamw.clip_by_global_norm`) is a multiplication XLA fuses into each
+    moment's pass: per clipped array it writes the two moments and the parameters, nothing else; optax's
+    clip (a division, which XLA does not duplicate) writes a clipped copy of every gradient first
+    (measured: the AdamW update of a 22.7 M parameter BERT 37.5 -> 29.8 ms without it)."""
+    rng = np.random.default_rng(3)
+    params = {f"layer{i}": {"kernel": rng.standard_normal((256, 256)).astype(np.float32)} for i in range(3)}
+    opt = opt_config()
+    assert opt.grad_clip > 0
+    tx, schedule = state_lib.make_optimizer(opt, 20), state_lib.learning_rate_schedule(opt, 20)
+    where = _full_size_writes(state_lib.make_update(opt, 20), tx, params, "f32[256,256]")
+    # the same program with optax's clip in front of the guarded AdamW
+    optax_clip = grouped_update.per_leaf(lambda ok: optax.chain(
+        optax.clip_by_global_norm(opt.grad_clip),
+        adamw.adamw(schedule, opt.b1, opt.b2, opt.eps, opt.weight_decay, state_lib._decay_mask, ok)), "where")
+    assert where == 3 * 3, where  # mu, nu, params of each of the three arrays
+    assert _full_size_writes(optax_clip, tx, params, "f32[256,256]") == 4 * 3  # and each clipped gradient
+
+
+def test_the_where_programs_clip_is_optaxs_to_two_ulps():
+    """`adamw.clip_by_global_norm` against optax's: the same trigger, an unclipped update bit for bit, a
+    clipped one within two ulps (``t * (c / n)`` vs ``(t / n) * c``: two roundings each), the same (empty)
+    state."""
+    rng = np.random.default_rng(4)
+    tree = {"a": rng.standard_normal((64, 33)).astype(np.float32), "b": rng.standard_normal(7).astype(np.float32)}
+    ours, theirs = adamw.clip_by_global_norm(1.5), optax.clip_by_global_norm(1.5)
+    assert ours.init(tree) == theirs.init(tree)
+    for scale, clipped in ((1e-3, False), (10.0, True)):
+        g = jax.tree_util.tree_map(lambda x, s=scale: x * np.float32(s), tree)
+        a, _ = jax.jit(ours.update)(g, ours.init(tree))
+        b, _ = jax.jit(theirs.update)(g, theirs.init(tree))
+        pairs = [(np.asarray(x), np.asarray(y))
+                 for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))]
+        if clipped:
+            ulps = np.concatenate([np.abs(x.view(np.int32).astype(np.int64) - y.view(np.int32)).ravel()
+                                   for x, y in pairs])
+            assert ulps.max() <= 2 and 0 < ulps.mean() < 1, (ulps.max(), ulps.mean())
+            assert not np.allclose(pairs[0][0], np.asarray(g["a"]))  # (it did clip)
+        else:
+            for x, y in pairs:
+                np.testing.assert_array_equal(x, y)
+    norm = float(optax.global_norm(jax.tree_util.tree_map(lambda x: x * np.float32(10.0), tree)))
+    clipped = adamw.clip_fn(jnp.float32(norm), 1.5)(jnp.float32(norm))
+    assert abs(float(clipped) - 1.5) < 1e-5  # the norm itself scales to max_norm
