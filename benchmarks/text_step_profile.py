@@ -12,15 +12,16 @@ index into the 'auto' buckets; -1 = the bucket most batches fall in), jitted pie
   * ``update``       what the step adds to fwd_bwd: global norm, clip + AdamW, the non-finite guard, on
                      fixed gradients (donated params and optimizer state): the step's own update
                      (`state.make_update`, guard 'where': AdamW's moments selected before the parameter
-                     update reads them, `training/adamw.py`);
+                     update reads them, and the clip as one multiplication, `training/adamw.py`);
   * ``update_cond``  the same with the guard 'cond' (``lax.cond(ok, update, keep)``);
   * ``update_select_after`` the guard 'select_after': optax's update, then ``jnp.where(ok, new, old)``
                      per array (the step's 'where' guard before 0665963);
-  * ``update_noguard`` optax's update without a guard (a bound, not a step anyone should run).
+  * ``update_noguard`` optax's update (its clip included) without a guard (a bound, not a step anyone
+                     should run).
 Each block also records user and system CPU milliseconds and minor page faults per call (getrusage).
-Our CLIs' host settings apply (`mmfuse_jax.runtime.tune_host`: allocator, inline CPU execution);
-``MMFUSE_MALLOC=system`` measures
-without them (the setup record says which).
+Our CLIs' host settings apply (`mmfuse_jax.runtime.tune_host`: allocator, inline CPU execution, the
+unrolled Threefry); ``MMFUSE_MALLOC=system`` measures without the first two, ``MMFUSE_THREEFRY=rolled``
+without the third (the setup record says which).
 JSON lines to stdout and ``--out``; the summary has each piece's median milliseconds and its share of
 ``step``. The parameter count per top-level subtree says what the per-parameter work touches.
 """
