@@ -59,8 +59,8 @@ def clip_fn(norm: jax.Array, max_norm: float, multiply: bool = True) -> Callable
     """The clip of one gradient array, given the gradients' global ``norm``: unchanged while ``norm`` is
     under ``max_norm``, else scaled to ``max_norm / norm``. ``multiply``: the 'where' program's clip, one
     multiplication by that factor (``t * (c / n)``, torch's ``clip_grad_norm_`` without its 1e-6); else
-    optax.clip_by_global_norm's ``select(norm < c, t, (t / n) * c)``. The two can differ by one ulp on a
-    clipped step; on an unclipped one both give ``t`` bit for bit."""
+    optax.clip_by_global_norm's ``select(norm < c, t, (t / n) * c)``. The two can differ by one or two ulps
+    on a clipped step; on an unclipped one both give ``t`` bit for bit."""
     if multiply:
         scale = jnp.where(norm < max_norm, jnp.ones_like(norm), max_norm / norm)
         return lambda t: t * scale.astype(t.dtype)

@@ -47,8 +47,8 @@ UPDATES = ("per_leaf", "grouped")
 # were measured with); 'cond': optax's update under `lax.cond(ok, update, keep)`, so a rejected step computes
 # nothing. All three keep a rejected step bit for bit and give a kept step the same values, but XLA fuses
 # each program differently, so their float rounding differs (whether LLVM contracts a multiply and an add
-# into one FMA depends on the fusion; 'where' 's clip can be one or two ulps from optax's on a clipped step): a
-# run's numbers depend on the choice (MVCL-DAF++'s demo test acc 97.50 'where', 98.50 'select_after';
+# into one FMA depends on the fusion; the 'where' clip can be one or two ulps from optax's on a clipped step):
+# a run's numbers depend on the choice (MVCL-DAF++'s demo test acc 97.50 'where', 98.50 'select_after';
 # DyKen-Hyena's 98.50 and 99.00). The AdamW update of a 22.7 M parameter BERT on a 2-core Intel Xeon
 # (benchmarks/text_step_profile.py): 'where' 29.8 ms (37.5 ms with optax's clip), 'cond' 42.5 ms,
 # 'select_after' 58 ms (XLA copies both moments of every array, to recompute them after the moments' own
@@ -162,7 +162,7 @@ def grouped(chain: TxFor, grad_clip: float,
         g_trained, p_trained = [g_leaves[i] for i in layout.trained], [p_leaves[i] for i in layout.trained]
         inner = opt_state.inner_states["trained"].inner_state if frozen is not None else opt_state
         g, p = layout.to_groups(g_trained), layout.to_groups(p_trained)
-        if grad_clip > 0:  # the per-leaf chain's clip (`_clip_fn`), its norm summed array by array as there
+        if grad_clip > 0:  # the per-leaf chain's clip (`adamw.clip_fn`), its norm summed array by array as there
             clip = adamw.clip_fn(optax.tree.norm(g_trained), grad_clip, multiply=guard == "where")
             g = {k: clip(t) for k, t in g.items()}
         state = layout.state_to_groups(inner)
