@@ -91,13 +91,18 @@ def test_without_ok_it_is_optax_adamw():
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def _moment_copies(update, tx, params) -> int:
-    """Copies of a donated optimizer-state array (not a scalar count) in the optimised program of ``update``
-    (donated params and state, as the train step has them)."""
+def _entry(update, tx, params) -> str:
+    """The entry computation of ``update``'s optimised program (donated params and state, as the train step
+    has them)."""
     grads = jax.tree_util.tree_map(jnp.ones_like, params)
     fn = jax.jit(lambda p, s, g: update(g, s, p, jnp.isfinite(optax.global_norm(g))), donate_argnums=(0, 1))
     text = fn.lower(params, tx.init(params), grads).compile().as_text()
-    entry = text[text.index("\nENTRY"):]
+    return text[text.index("\nENTRY"):]
+
+
+def _moment_copies(update, tx, params) -> int:
+    """Copies of a donated optimizer-state array (not a scalar count) in `_entry`'s program."""
+    entry = _entry(update, tx, params)
     first, end = len(jax.tree_util.tree_leaves(params)), len(jax.tree_util.tree_leaves((params, tx.init(params))))
     inputs = re.findall(r"%([\w.]+) = \S+ parameter\((\d+)\)", entry)
     state = {name for name, i in inputs if first <= int(i) < end}
@@ -119,13 +124,10 @@ def test_the_guarded_program_copies_no_moment():
 
 
 def _full_size_writes(update, tx, params, shape: str) -> int:
-    """Instructions of the optimised program of ``update`` (as `_moment_copies` compiles it) that write an
-    array of ``shape`` (e.g. 'f32[256,256]'): each is a pass over memory."""
-    grads = jax.tree_util.tree_map(jnp.ones_like, params)
-    fn = jax.jit(lambda p, s, g: update(g, s, p, jnp.isfinite(optax.global_norm(g))), donate_argnums=(0, 1))
-    text = fn.lower(params, tx.init(params), grads).compile().as_text()
-    entry = text[text.index("\nENTRY"):]
-    ops = re.findall(r"\n\s*(?:ROOT )?%[\w.\-]+ = " + re.escape(shape) + r"\{[\d,]*\} (\w[\w\-]*)\(", entry)
+    """Instructions of `_entry`'s program that write an array of ``shape`` (e.g. 'f32[256,256]'): each is a
+    pass over memory."""
+    ops = re.findall(r"\n\s*(?:ROOT )?%[\w.\-]+ = " + re.escape(shape) + r"\{[\d,]*\} (\w[\w\-]*)\(",
+                     _entry(update, tx, params))
     return sum(1 for op in ops if op not in ("parameter", "bitcast", "get-tuple-element"))
 
 
