@@ -53,12 +53,14 @@ def base_config(model_name: str, preset: str,
     # kuda 5.7 -> 5.0 s, mvcl_daf 4.5 -> 3.8 s, hct_dmg 5.2 -> 4.6 s (benchmarks/step_compile.py, README there).
     c.optimizer.update = "per_leaf"
     # Ours: how a step whose loss or gradient norm is not finite keeps the old params and optimizer state:
-    # 'where' (selects, AdamW's new moments before the update reads them: training/adamw.py, since 0665963),
-    # 'cond' (optax's update under lax.cond: a rejected step computes nothing) or 'select_after' (a select per
-    # array after optax's update: 'where' before 0665963, what README's experiment tables were measured with;
-    # `make demo` prints the same numbers with both). The same values up to float rounding, which differs
-    # between them, so a run's numbers depend on the choice. The AdamW update of a 22.7 M parameter BERT on a
-    # 2-core Intel Xeon: 37.5 ms 'where', 42.5 ms 'cond', 58 ms 'select_after' (benchmarks/text_step_profile.py).
+    # 'where' (selects, AdamW's new moments before the update reads them: training/adamw.py, since 0665963;
+    # and clips by one multiplication fused into the moments' passes, since 11b805c), 'cond' (optax's update,
+    # its clip included, under lax.cond: a rejected step computes nothing) or 'select_after' (a select per
+    # array after optax's update: 'where' before 0665963, what README's experiment tables were measured with).
+    # The same values up to float rounding, which differs between them, so a run's numbers depend on the
+    # choice (`make demo`: the same numbers except DyKen-Hyena's rows, README). The AdamW update of a 22.7 M
+    # parameter BERT on a 2-core Intel Xeon: 29.8 ms 'where', 42.5 ms 'cond', 58 ms 'select_after'
+    # (benchmarks/text_step_profile.py).
     # training/grouped_update.py, GUARDS.
     c.optimizer.guard = "where"
     c.batch_size = 16
