@@ -1,4 +1,5 @@
-"""AdamW with the train step's non-finite guard on its moments, and a fused clip: optax's arithmetic, a faster program.
+"""AdamW with the train step's non-finite guard on its moments (optax's arithmetic, a faster program), and
+a gradient clip XLA can fuse (optax's up to one or two ulps on a clipped step).
 
 The step keeps the old parameters and optimizer state when its loss or gradient norm is not finite
 (`grouped_update.GUARDS`). Selecting after optax's update (``where(ok, new, old)`` per array, the guard
