@@ -39,9 +39,10 @@ print(json.dumps({"tuned": tuned, "faults": sum(faults[1:])}))
 # A fresh interpreter: a jitted program whose 96 MB temporary (over a glibc thread arena's 64 MB heap)
 # XLA allocates on every call; the minor page faults of each of nine calls after two warm-ups.
 XLA_PROBE = """
-import json, resource
+import gc, json, resource
 from mmfuse_jax import runtime
 host = runtime.tune_host()
+host["gc_threshold"] = list(gc.get_threshold())
 import jax, jax.numpy as jnp
 n = 24 * 2 ** 20
 @jax.jit
@@ -86,13 +87,22 @@ def test_tuned_malloc_reuses_large_blocks_and_system_leaves_glibc_alone():
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
 def test_inline_cpu_execution_keeps_xlas_large_temporaries_mapped():
     inline, async_ = _probe(None, XLA_PROBE), _probe(None, XLA_PROBE, MMFUSE_CPU_DISPATCH="async")
-    assert inline == {**inline, "malloc_tuned": True, "cpu_inline": True}
+    assert inline == {**inline, "malloc_tuned": True, "cpu_inline": True, "gc_tuned": True,
+                      "gc_threshold": [50_000, 10, 10]}
     assert async_ == {**async_, "malloc_tuned": True, "cpu_inline": False}
     pages = 24 * 2 ** 20 * 4 // 4096  # one fresh 96 MB temporary
     # The median call: on a busy machine (the suite's other worker) an occasional inline call still maps
     # afresh (seen: 1 call of 9 in 2 of 6 probes, the other 8 at 0-5 faults); async maps on every call.
     assert statistics.median(async_["faults"]) > pages // 2, (async_, inline)  # a pool thread's arena
     assert statistics.median(inline["faults"]) < pages // 20, (inline, async_)  # the main arena keeps it
+
+
+def test_tune_gc_sets_the_threshold_and_default_keeps_cpythons():
+    code = ("import gc, json; before = gc.get_threshold(); from mmfuse_jax import runtime; "
+            "t = runtime.tune_gc(); print(json.dumps([t, before, gc.get_threshold()]))")
+    tuned, before, after = _probe(None, code)
+    assert tuned is True and after == [50_000, 10, 10] != before
+    assert _probe(None, code, MMFUSE_GC="default") == [False, before, before]
 
 
 def test_tune_malloc_is_idempotent():
