@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     records: list[dict] = []
     run = {"run": time.strftime("%Y-%m-%dT%H:%M:%S"), "git": git_commit(), "torch_malloc": args.torch_malloc,
            "ours_malloc_tuned": host["malloc_tuned"], "ours_cpu_inline": host["cpu_inline"],
-           "ours_threefry_unrolled": host["threefry_unrolled"],
+           "ours_threefry_unrolled": host["threefry_unrolled"], "ours_gc_tuned": host["gc_tuned"],
            "bert_dropout": args.bert_dropout or "config"}
 
     def out(rec: dict) -> None:

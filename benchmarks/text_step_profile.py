@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out({"event": "setup", "bucket": ours.buckets[bucket], "batches_in_bucket": counts[bucket],
          "batches": len(plan), "params_by_subtree": sizes, "params": sum(sizes.values()), "machine": machine(),
          "malloc_tuned": host["malloc_tuned"], "cpu_inline": host["cpu_inline"],
-         "threefry_unrolled": host["threefry_unrolled"]})
+         "threefry_unrolled": host["threefry_unrolled"], "gc_tuned": host["gc_tuned"]})
     for fn in pieces.values():  # compile
         jax.block_until_ready(fn())
     times = {k: [] for k in pieces}

@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
          "ours_buckets": [b["text"] for b in ours.buckets], "ours_padded_fraction": ours.padded_fraction(),
          "transformers_padded_fraction": ready["padded_fraction"],
          "ours_malloc_tuned": host["malloc_tuned"], "ours_cpu_inline": host["cpu_inline"],
-         "ours_threefry_unrolled": host["threefry_unrolled"]})
+         "ours_threefry_unrolled": host["threefry_unrolled"], "ours_gc_tuned": host["gc_tuned"]})
     res = _interleave(a, ours, worker, out)
     worker.close()
     med = {s: {k: statistics.median(v) for k, v in d.items()} for s, d in res.items()}
