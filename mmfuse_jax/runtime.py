@@ -46,10 +46,11 @@ for short runs, and the test suite, which compiles far more than it runs.
 `tune_gc`: tracing and lowering a train step allocate hundreds of thousands of small Python objects
 (tracers, equations, MLIR handles), so CPython's cyclic collector, which runs after every 700 net container
 allocations by default, ran a thousand times while one step was traced and lowered and took a fifth of
-that time (KuDA's `bench` step: 1.11 of 5.55 s). Generation 0 collects after 50,000 allocations instead
+that time (KuDA's `bench` step: 1.2 of 6.4 s). Generation 0 collects after 50,000 allocations instead
 (generations 1 and 2 keep their default ratios, so full collections still come, 70 times less often):
-trace + lower 5.55 -> 4.58 s (KuDA `bench`), HCT-DMG's `tiny` step 3.43 -> 2.83 s. Nothing numeric
-changes. ``MMFUSE_GC=default`` keeps CPython's thresholds.
+trace + lower 6.35 / 6.60 -> 5.32 / 5.37 s (KuDA `bench`), 3.78 / 3.93 -> 3.19 / 3.10 s (HCT-DMG's `tiny`
+step under the suite's flags; two fresh processes each, 2-core Intel Xeon). Nothing numeric changes.
+``MMFUSE_GC=default`` keeps CPython's thresholds.
 """
 from __future__ import annotations
 
