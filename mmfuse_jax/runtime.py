@@ -49,8 +49,9 @@ allocations by default, ran a thousand times while one step was traced and lower
 that time (KuDA's `bench` step: 1.2 of 6.4 s). Generation 0 collects after 50,000 allocations instead
 (generations 1 and 2 keep their default ratios, so full collections still come, 70 times less often):
 trace + lower 6.35 / 6.60 -> 5.32 / 5.37 s (KuDA `bench`), 3.78 / 3.93 -> 3.19 / 3.10 s (HCT-DMG's `tiny`
-step under the suite's flags; two fresh processes each, 2-core Intel Xeon). Nothing numeric changes.
-``MMFUSE_GC=default`` keeps CPython's thresholds.
+step under the suite's flags; two fresh processes each, 2-core Intel Xeon). Nothing numeric changes; what
+only a reference cycle keeps alive (arrays are freed by reference counting unless they sit in one) is freed
+that much later. ``MMFUSE_GC=default`` keeps CPython's thresholds.
 """
 from __future__ import annotations
 
