@@ -6,6 +6,7 @@ these tests need neither torch nor network.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -146,9 +147,12 @@ def test_hashed_dropout_draws_other_masks_and_changes_nothing_else(tmp_path):
     params = _init(cfg)
     assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(_init(hashed))
 
+    @functools.partial(jax.jit, static_argnums=(0, 1))  # one program per (config, train) (op by op: ~80)
+    def apply(c, train, key):
+        return BertModel(c).apply({"params": params}, ids, mask, train=train, rngs={"dropout": key})
+
     def run(c, train, seed=2):
-        return BertModel(c).apply({"params": params}, ids, mask, train=train,
-                                  rngs={"dropout": jax.random.key(seed)})["sequence_output"]
+        return apply(c, train, jax.random.key(seed))["sequence_output"]
     np.testing.assert_array_equal(run(cfg, False), run(hashed, False))
     np.testing.assert_array_equal(run(hashed, True), run(hashed, True))
     assert not np.allclose(run(hashed, True), run(cfg, True))

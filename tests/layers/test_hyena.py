@@ -79,12 +79,17 @@ def test_fast_dynamic_conv_equals_vmap_reference_in_values_and_gradients(kernel_
     rng = np.random.default_rng(kernel_size * 10 + groups)
     x = jnp.asarray(rng.standard_normal((3, 7, 12)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((3, 7, groups, kernel_size)), jnp.float32)
-    fast, ref = hyena.dynamic_short_conv(x, w), hyena.dynamic_short_conv_reference(x, w)
+    probe = jnp.asarray(rng.standard_normal((3, 7, 12)), jnp.float32)
+
+    @jax.jit  # one program for both paths and their gradients (op by op: ~50 programs to compile)
+    def values_and_grads(x, w):
+        grad = lambda f: jax.grad(lambda a, b: (f(a, b) * probe).sum(), argnums=(0, 1))(x, w)
+        return (hyena.dynamic_short_conv(x, w), hyena.dynamic_short_conv_reference(x, w),
+                grad(hyena.dynamic_short_conv), grad(hyena.dynamic_short_conv_reference))
+
+    fast, ref, g_fast, g_ref = values_and_grads(x, w)
     chex.assert_shape(fast, (3, 7, 12))
     np.testing.assert_allclose(fast, ref, rtol=1e-6, atol=1e-6)
-    probe = jnp.asarray(rng.standard_normal((3, 7, 12)), jnp.float32)
-    g_fast = jax.grad(lambda a, b: (hyena.dynamic_short_conv(a, b) * probe).sum(), argnums=(0, 1))(x, w)
-    g_ref = jax.grad(lambda a, b: (hyena.dynamic_short_conv_reference(a, b) * probe).sum(), argnums=(0, 1))(x, w)
     for a, b in zip(g_fast, g_ref):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
@@ -108,12 +113,17 @@ def test_low_rank_channel_kernels_fast_equals_vmap_reference_in_values_and_gradi
     def fast(x, a, basis, bias):
         return hyena.dynamic_short_conv(x, hyena.low_rank_kernels(a, basis, bias))
 
-    got, ref = fast(x, a, basis, bias), hyena.low_rank_dynamic_short_conv_reference(x, a, basis, bias)
+    probe = jnp.asarray(rng.standard_normal((3, 7, 12)), jnp.float32)
+
+    @jax.jit  # one program for both paths and their gradients
+    def values_and_grads(*args):
+        grads = [jax.grad(lambda *args, f=f: (f(*args) * probe).sum(), argnums=(0, 1, 2, 3))(*args)
+                 for f in (fast, hyena.low_rank_dynamic_short_conv_reference)]
+        return fast(*args), hyena.low_rank_dynamic_short_conv_reference(*args), grads
+
+    got, ref, grads = values_and_grads(x, a, basis, bias)
     chex.assert_shape((got, hyena.low_rank_kernels(a, basis, bias)), ((3, 7, 12), (3, 7, 12, kernel_size)))
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
-    probe = jnp.asarray(rng.standard_normal((3, 7, 12)), jnp.float32)
-    grads = [jax.grad(lambda *args, f=f: (f(*args) * probe).sum(), argnums=(0, 1, 2, 3))(x, a, basis, bias)
-             for f in (fast, hyena.low_rank_dynamic_short_conv_reference)]
     for g_fast, g_ref in zip(*grads):
         np.testing.assert_allclose(g_fast, g_ref, rtol=1e-4, atol=1e-4)
 
@@ -163,18 +173,19 @@ def operator():
 
 def test_operator_shapes_and_padding(operator):
     op, params, u, mask, kernels = operator
+    apply = jax.jit(op.apply)  # one program per kernel choice (op by op: ~40 programs each)
     for k in (None, kernels):
-        y = op.apply(params, u, mask, k)
+        y = apply(params, u, mask, k)
         chex.assert_shape(y, (3, 11, 12))
         assert float(jnp.abs(y * (1 - mask[..., None])).max()) == 0.0  # padded tokens output 0
         garbage = jnp.where(mask[..., None] > 0, u, 1e3)
-        np.testing.assert_allclose(op.apply(params, garbage, mask, k), y, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(apply(params, garbage, mask, k), y, rtol=1e-5, atol=1e-5)
 
 
 def test_operator_is_causal(operator):
     op, params, u, mask, kernels = operator
     full = jnp.ones_like(mask)
-    grad = jax.grad(lambda x: op.apply(params, x, full, kernels)[:, 5].sum())(u)
+    grad = jax.jit(jax.grad(lambda x, p: op.apply(p, x, full, kernels)[:, 5].sum()))(u, params)  # one program
     past, future = float(jnp.abs(grad[:, :6]).max()), float(jnp.abs(grad[:, 6:]).max())
     assert past > 0 and future <= 1e-6 * past  # FFT round-off only
 

@@ -92,9 +92,11 @@ def test_replace_ignores_static_kernels_and_add_is_static_plus_generated():
 
 
 def _kernels(m, p, b):
-    _, state = m.module.apply({"params": p}, b, capture_intermediates=lambda mdl, _: mdl.name == "kernel_generator",
-                              mutable=["intermediates"])
-    return state["intermediates"]["kernel_generator"]["__call__"][0]
+    @jax.jit  # one program (op by op: ~130)
+    def run(p, b):
+        return m.module.apply({"params": p}, b, mutable=["intermediates"],
+                              capture_intermediates=lambda mdl, _: mdl.name == "kernel_generator")[1]
+    return run(p, b)["intermediates"]["kernel_generator"]["__call__"][0]
 
 
 @pytest.mark.parametrize("granularity,channels", [("groups", 3), ("channel", 36)])
