@@ -4,9 +4,8 @@ from __future__ import annotations
 import chex
 import jax
 import numpy as np
-import optax
 import pytest
-from models.test_models import BERT, B, C, Jitted, make_batch, model_config
+from models.test_models import BERT, B, C, Jitted, fit_adam, make_batch, model_config
 
 from mmfuse_jax import losses, registry
 from mmfuse_jax.encoders.bert import BertModel
@@ -68,16 +67,6 @@ def test_concat_variant_trains(concat):
     def loss(params):
         out = m.module.apply({"params": params}, b, train=True, rngs={"dropout": jax.random.key(0)})
         return losses.classification_loss(out, b)[0]
-    tx = optax.adam(1e-2)
-
-    @jax.jit  # the whole step, Adam's update included (op by op the update alone is ~90 programs)
-    def step(p, opt):
-        value, g = jax.value_and_grad(loss)(p)
-        upd, opt = tx.update(g, opt, p)
-        return optax.apply_updates(p, upd), opt, value, g
-
-    p, opt, loss0, g = step(p, jax.jit(tx.init)(p))
+    loss0, g, loss_v = fit_adam(loss, p, 1e-2, 15)
     assert all(np.any(np.asarray(x)) for x in jax.tree_util.tree_leaves(g["context"]))  # attention is trained
-    for _ in range(14):
-        p, opt, loss_v, _ = step(p, opt)
     assert float(loss_v) < 0.5 * float(loss0), (float(loss0), float(loss_v))

@@ -5,9 +5,8 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
-from models.test_models import BERT, B, Jitted, make_batch, model_config
+from models.test_models import BERT, B, Jitted, fit_adam, make_batch, model_config
 
 from mmfuse_jax import losses, registry
 from mmfuse_jax.data import synthetic
@@ -92,15 +91,5 @@ def test_emotion_variant_trains(model):
     def loss(params):
         out = m.module.apply({"params": params}, b, train=True, rngs={"dropout": jax.random.key(0)})
         return losses.affect_loss(out, b)[0]
-    tx = optax.adam(1e-2)
-
-    @jax.jit  # the whole step, Adam's update included (op by op the update alone is ~100 programs)
-    def step(p, opt):
-        value, g = jax.value_and_grad(loss)(p)
-        upd, opt = tx.update(g, opt, p)
-        return optax.apply_updates(p, upd), opt, value
-
-    p, opt, loss0 = step(p, jax.jit(tx.init)(p))
-    for _ in range(14):
-        p, opt, value = step(p, opt)
+    loss0, _, value = fit_adam(loss, p, 1e-2, 15)
     assert float(value) < 0.5 * float(loss0), (float(loss0), float(value))

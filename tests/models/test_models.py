@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from mmfuse_jax import registry
@@ -56,6 +57,24 @@ class Jitted:
         self.module = module
         self.init = jax.jit(module.init, static_argnames="train")
         self.apply = jax.jit(module.apply, static_argnames="train")
+
+
+def fit_adam(loss, params, lr: float, steps: int):
+    """``steps`` Adam steps on ``loss(params)``, each one jitted program (the update applied leaf by leaf,
+    op by op, would compile ~100): the first step's loss and gradients, and the last step's loss."""
+    tx = optax.adam(lr)
+
+    @jax.jit
+    def step(p, opt):
+        value, g = jax.value_and_grad(loss)(p)
+        upd, opt = tx.update(g, opt, p)
+        return optax.apply_updates(p, upd), opt, value, g
+
+    params, opt, first, grads = step(params, jax.jit(tx.init)(params))
+    last = first
+    for _ in range(steps - 1):
+        params, opt, last, _ = step(params, opt)
+    return first, grads, last
 
 
 def build(name):
