@@ -74,20 +74,24 @@ def test_static_short_conv_matches_torch_conv1d_semantics():
                                ref, rtol=1e-5, atol=1e-5)
 
 
+def values_and_grads(fast, ref, probe, *args):
+    """fast(*args), ref(*args) and the gradients of (f(*args) * probe).sum() for both with respect to every
+    argument, as one jitted program (op by op: ~50 programs to compile)."""
+    @jax.jit
+    def run(*args):
+        grad = lambda f: jax.grad(lambda *a: (f(*a) * probe).sum(), argnums=tuple(range(len(args))))(*args)
+        return fast(*args), ref(*args), grad(fast), grad(ref)
+    return run(*args)
+
+
 @pytest.mark.parametrize("kernel_size,groups", [(1, 1), (3, 4), (3, 12), (5, 2)])
 def test_fast_dynamic_conv_equals_vmap_reference_in_values_and_gradients(kernel_size, groups):
     rng = np.random.default_rng(kernel_size * 10 + groups)
     x = jnp.asarray(rng.standard_normal((3, 7, 12)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((3, 7, groups, kernel_size)), jnp.float32)
     probe = jnp.asarray(rng.standard_normal((3, 7, 12)), jnp.float32)
-
-    @jax.jit  # one program for both paths and their gradients (op by op: ~50 programs to compile)
-    def values_and_grads(x, w):
-        grad = lambda f: jax.grad(lambda a, b: (f(a, b) * probe).sum(), argnums=(0, 1))(x, w)
-        return (hyena.dynamic_short_conv(x, w), hyena.dynamic_short_conv_reference(x, w),
-                grad(hyena.dynamic_short_conv), grad(hyena.dynamic_short_conv_reference))
-
-    fast, ref, g_fast, g_ref = values_and_grads(x, w)
+    fast, ref, g_fast, g_ref = values_and_grads(hyena.dynamic_short_conv, hyena.dynamic_short_conv_reference,
+                                                probe, x, w)
     chex.assert_shape(fast, (3, 7, 12))
     np.testing.assert_allclose(fast, ref, rtol=1e-6, atol=1e-6)
     for a, b in zip(g_fast, g_ref):
@@ -114,14 +118,7 @@ def test_low_rank_channel_kernels_fast_equals_vmap_reference_in_values_and_gradi
         return hyena.dynamic_short_conv(x, hyena.low_rank_kernels(a, basis, bias))
 
     probe = jnp.asarray(rng.standard_normal((3, 7, 12)), jnp.float32)
-
-    @jax.jit  # one program for both paths and their gradients
-    def values_and_grads(*args):
-        grads = [jax.grad(lambda *args, f=f: (f(*args) * probe).sum(), argnums=(0, 1, 2, 3))(*args)
-                 for f in (fast, hyena.low_rank_dynamic_short_conv_reference)]
-        return fast(*args), hyena.low_rank_dynamic_short_conv_reference(*args), grads
-
-    got, ref, grads = values_and_grads(x, a, basis, bias)
+    got, ref, *grads = values_and_grads(fast, hyena.low_rank_dynamic_short_conv_reference, probe, x, a, basis, bias)
     chex.assert_shape((got, hyena.low_rank_kernels(a, basis, bias)), ((3, 7, 12), (3, 7, 12, kernel_size)))
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
     for g_fast, g_ref in zip(*grads):
