@@ -71,8 +71,10 @@ def _nullcontext():
     return contextlib.nullcontext()
 
 
-def setup(config, total_steps: int):
-    """(experiment, train loader, optimizer, state, jitted train step, its trace counter, <= 8 global batches)."""
+def setup(config, total_steps: int, specialise: bool = True):
+    """(experiment, train loader, optimizer, state, jitted train step, its trace counter, <= 8 global batches).
+    The step of the recipe's final stage, as the loop builds it: ``specialise`` on its frozen params
+    (`Experiment.specialised`; False: the model as built, e.g. HCT-DMG's switch over every primary)."""
     exp = loop.build(config)
     loader = exp.loader("train", train=True)
     if config.optimizer.get("schedule") == "warmup_cosine_epochs":  # KuDA's per-epoch schedule needs
@@ -81,6 +83,7 @@ def setup(config, total_steps: int):
     tx = state_lib.make_optimizer(config.optimizer, total_steps, frozen)
     st = jax.jit(lambda p: state_lib.create(p, tx, config.seed), out_shardings=sharding.replicated(exp.mesh))(
         loop.init_params(exp))
+    exp = exp.specialised(st.params, tuple(frozen)) if specialise else exp
     counter = step_lib.TraceCounter()
     train_step = step_lib.make_train_step(exp.model, exp.spec.make_loss(exp.config), tx, exp.mesh,
                                           compute_dtype=exp.compute_dtype, counter=counter,

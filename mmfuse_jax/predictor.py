@@ -134,8 +134,8 @@ class Predictor:
         exp = loop.build(config, data=False)
         params, meta = _restore_best(exp, workdir)
         tokenizer = load_tokenizer(config.dataset.bert_path) if uses_text_ids else None
-        p = cls(config, exp, params, batch_size=batch_size or config.eval_batch_size, tokenizer=tokenizer,
-                doc_thresholds=None, checkpoint_step=int(meta["step"]))
+        p = cls(config, exp.specialised(params), params, batch_size=batch_size or config.eval_batch_size,
+                tokenizer=tokenizer, doc_thresholds=None, checkpoint_step=int(meta["step"]))
         if p.oos_name is not None:
             p.doc_thresholds = p._doc_thresholds(workdir)
         return p

@@ -65,6 +65,12 @@ class ModelSpec:
     stages(config) -> the training recipe, a list of `Stage`s in training order.
     added_fields: config keys this model gained after run folders existed, with the value that
         reproduces a run saved without them (read by `training.identity`, so older runs still match).
+    specialise(model, fixed) -> a module computing the same outputs as ``model`` whenever the params
+        that ``fixed`` knows keep the values it gives (``fixed('/'-joined param path)`` -> its host
+        array, or None where the param changes: a stage's trained params); programs built from it may
+        use those values as constants (e.g. HCT-DMG with a frozen gate runs one branch, not a switch).
+        None: the model is used as built. Called by `Experiment.specialised` (training stages with
+        frozen params, evaluation, prediction).
     """
 
     name: str
@@ -78,6 +84,7 @@ class ModelSpec:
     analyses: tuple[str, ...] = ()
     stages: Callable[[Any], list[Stage]] = single_stage
     added_fields: dict[str, Any] = dataclasses.field(default_factory=dict)
+    specialise: Callable[[Any, Callable[[str], Any]], Any] | None = None
 
 
 def fixed_loss(loss_fn: LossFn) -> Callable[[Any], LossFn]:

@@ -42,7 +42,9 @@ One compiled program for every primary: ``nn.switch`` (lifted ``lax.switch``) on
 branch per primary that calls the same shared modules on permuted inputs. Only the chosen branch
 runs (weighted selection would run all three); every branch returns the same [B, 2d] shape, so
 the branch outputs need no padding. ``primary=`` in ``__call__`` runs one branch eagerly (tests
-compare it with the switched program).
+compare it with the switched program). Where the gate cannot change (the ``frozen_gate`` stage,
+evaluation, prediction), `specialise` builds the programs with the gate's primary fixed: one branch,
+no switch (the switch's backward keeps every branch's residuals and its compile handles all three).
 """
 from __future__ import annotations
 
@@ -51,6 +53,7 @@ import copy
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mmfuse_jax import losses, registry
 from mmfuse_jax.errors import ConfigError
@@ -164,6 +167,17 @@ def build(cfg, info: dict) -> HCTDMG:
     return HCTDMG(**model_fields(HCTDMG, cfg, info))
 
 
+def specialise(model: HCTDMG, fixed) -> HCTDMG:
+    """A fixed gate (the ``frozen_gate`` stage, evaluation, prediction) fixes p = argmax(w) too: the model
+    with that primary (``dynamic_gating=False``) computes the same outputs with one branch where
+    ``nn.switch`` compiles and linearizes all three and keeps every branch's residuals. Measured in
+    `benchmarks/step_compile.py --compare=specialise`; the run's config.json keeps the dynamic gate."""
+    gate = fixed("gate_logits")
+    if not model.dynamic_gating or gate is None:
+        return model
+    return model.clone(dynamic_gating=False, primary=MODALITIES[int(np.argmax(gate))])
+
+
 def loss_fn(outputs: dict, batch: dict):
     """`losses.affect_loss`, plus the gate probabilities in aux (summed per log step by the loop)."""
     loss, aux = losses.affect_loss(outputs, batch)
@@ -228,4 +242,4 @@ def stages(config) -> list[registry.Stage]:
 
 SPEC = registry.register(registry.ModelSpec("hct_dmg", build, registry.fixed_loss(loss_fn), uses_bert=False,
                                             analyses=("gates", "embeddings"), output_labels={"gate": MODALITIES},
-                                            stages=stages))
+                                            stages=stages, specialise=specialise))

@@ -71,6 +71,7 @@ def evaluate(config, workdir: str, splits=("dev", "test"), perturb_spec: str = "
     suffix = perturb.file_suffix(perturb_spec)
     exp = build(config)
     params, meta = restore_best(exp, workdir)
+    exp = exp.specialised(params)  # every param is fixed here (`registry.ModelSpec.specialise`)
     eval_step = make_eval_step(exp, params_sharding=_layout(params))
     oos_label = config.dataset.get("oos_label")
     # Open-intent datasets: DOC thresholds are fitted on the in-scope training split's scores.
@@ -137,6 +138,7 @@ def evaluate_on(config, workdir: str, dataset, splits=("test",)) -> dict[str, di
     target = on_dataset(config, dataset)
     exp = build(target)
     params, _ = restore_best(exp, workdir)
+    exp = exp.specialised(params)
     eval_step = make_eval_step(exp, params_sharding=_layout(params))
     return {split: score(exp, predict_split(exp, params, split, eval_step)) for split in splits}
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 from tqdm.auto import tqdm
 
 from mmfuse_jax import metrics as metrics_lib
@@ -51,6 +53,33 @@ class Experiment:
         """The layout of params / a TrainState (or their shapes) on the mesh: replicated, or split
         on the ``model`` axis (config.mesh)."""
         return sharding.tree_shardings(tree, self.mesh, sharding.min_shard_size(self.config))
+
+    def specialised(self, params: Any, frozen: tuple[str, ...] | None = None, verbose: bool = False) -> Experiment:
+        """This experiment with its model specialised (`registry.ModelSpec.specialise`) on the params that
+        stay as they are while its programs run: those matching a stage's ``frozen`` regexes (searched in
+        '/'-joined paths, as `state.make_optimizer` does), or every param (``None``: evaluation, prediction).
+        ``verbose``: print the model fields the specialisation changed, if any."""
+        if self.spec.specialise is None or frozen == ():
+            return self
+        flat = traverse_util.flatten_dict(params, sep="/")
+        regex = re.compile("|".join(f"(?:{p})" for p in frozen)) if frozen is not None else None
+
+        def fixed(path: str):
+            if path not in flat or (regex is not None and not regex.search(path)):
+                return None
+            x = flat[path]  # a replicated (or host) array: its values; a multi-host shard: not known here
+            if isinstance(x, jax.Array) and not x.is_fully_addressable:
+                return np.asarray(x.addressable_data(0)) if x.is_fully_replicated else None
+            return np.asarray(x)
+        model = self.spec.specialise(self.model, fixed)
+        if model is self.model:
+            return self
+        changed = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name not in ("parent", "name")
+                   and repr(getattr(model, f.name)) != repr(getattr(self.model, f.name))}
+        if verbose and changed:
+            print(f"{self.spec.name}: programs specialised on the params that stay fixed: "
+                  + ", ".join(f"model.{k}={v!r}" for k, v in changed.items()), flush=True)
+        return dataclasses.replace(self, model=model)
 
     @property
     def label_dtype(self):

@@ -161,8 +161,8 @@ def _setup(config, workdir: str, init_fn, frozen, counter) -> _Run:
     meta = {"epoch": 0, "next_batch": 0, "best": None, "bad_epochs": 0, "done": False}
     restored = ckpt.restore_latest(jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state))
-    if restored is not None:
-        state, meta = restored
+    state, meta = restored if restored is not None else (state, meta)
+    exp = exp.specialised(state.params, tuple(frozen), verbose=distributed.is_primary())  # e.g. HCT-DMG's gate
     step = int(jax.device_get(state.step))  # the one read of the device step counter
     if restored is not None:
         print(f"resumed from step {step} (epoch {meta['epoch']}, batch {meta['next_batch']})")

@@ -113,7 +113,8 @@ def _cli(script, *args):
 @pytest.mark.slow
 def test_frozen_gate_end_to_end_through_the_cli(tmp_path):
     """train.py runs learn_gate then frozen_gate (1 epoch each, tiny); frozen_gate's final gate equals
-    learn_gate's best checkpoint bit for bit while the other parameters moved; eval.py reads stage 2."""
+    learn_gate's best checkpoint bit for bit while the other parameters moved, and its programs have the
+    gate's primary fixed; eval.py reads stage 2."""
     work, bench = str(tmp_path / "run"), str(tmp_path / "bench")
     flags = [f"--config={REPO}/configs/hct_dmg.py:tiny", f"--workdir={work}", f"--config.dataset.root={bench}",
              f"--config.dataset.bert_path={bench}/bert"]
@@ -129,6 +130,9 @@ def test_frozen_gate_end_to_end_through_the_cli(tmp_path):
     assert meta["epoch"] == 1 and meta["done"] is False
     assert np.any(learned["gate_logits"] != 0)  # the gate learned in stage 1 (it starts at zero)
     np.testing.assert_array_equal(final["gate_logits"], learned["gate_logits"])
+    # stage 2's programs fixed the frozen gate's primary (`hct_dmg.specialise`): one branch, no switch
+    primary = hct_dmg.MODALITIES[int(np.argmax(learned["gate_logits"]))]
+    assert r.stdout.count(f"model.dynamic_gating=False, model.primary={primary!r}") == 1, r.stdout[-3000:]
     others = [k for k in learned if k != "gate_logits"]
     assert sum(not np.array_equal(learned[k], final[k]) for k in others) > 0.9 * len(others)
     r = _cli("eval.py", *flags)
