@@ -15,9 +15,6 @@ from mmfuse_jax import cli
 def main(argv):
     del argv
     cli.init_distributed()  # multi-host: --coordinator_address/--num_processes/--process_id or --distributed=auto
-    from mmfuse_jax import perturb, report
-    from mmfuse_jax.training import distributed, loop
-
     config, workdir = cli.CONFIG.value, cli.WORKDIR.value
     if cli.SEEDS.value:
         from mmfuse_jax import sweep
@@ -25,6 +22,9 @@ def main(argv):
         return sweep.run_command(config, workdir, cli.SEEDS.value, cli.PERTURB.value, train=False)
 
     def run():
+        from mmfuse_jax import perturb, report  # after the config is checked: a mistake is reported before JAX loads
+        from mmfuse_jax.training import distributed, loop
+
         specs = perturb.split_list(cli.PERTURB.value)
         for spec in specs or [""]:
             ev = loop.run_evaluation(config, workdir, perturb=spec)

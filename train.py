@@ -16,9 +16,12 @@ def main(argv):
         from mmfuse_jax import sweep
 
         return sweep.run_command(config, workdir, cli.SEEDS.value, cli.PERTURB.value)
-    from mmfuse_jax.training import loop
+    def train():
+        from mmfuse_jax.training import loop  # after the config is checked: a mistake is reported before JAX loads
 
-    cli.run_user_facing(lambda: print(loop.run(config, workdir)), config=config)
+        print(loop.run(config, workdir))
+
+    cli.run_user_facing(train, config=config)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,10 @@ def validate_config(config) -> None:
         validation.check_choice("dataset.metric", metric_set, metrics.SCORERS)
         return metrics.metric_names(metric_set)
 
-    validation.validate(config, model_names=registry.names(), formats=FORMATS, metric_names=metric_names)
+    def model_names():  # the registry imports every model (and JAX): only once the generic checks passed
+        yield from registry.names()
+
+    validation.validate(config, model_names=model_names(), formats=FORMATS, metric_names=metric_names)
 
 
 def run_user_facing(fn, *, config=None) -> None:

@@ -21,8 +21,6 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import jax
-
 from mmfuse_jax.errors import ConfigError
 
 MODES = ("env", "auto", "off")
@@ -69,6 +67,8 @@ def initialize(mode: str = "env", *, coordinator_address: str | None = None, num
         if missing:
             raise ConfigError(f"--coordinator_address={kw['coordinator_address']} also needs "
                               + " and ".join(f"--{k} (or ${ENV[k]})" for k in missing))
+    import jax  # here, not at the top: a single-process command (or a config error) need not load JAX first
+
     if jax.distributed.is_initialized():
         return True
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU cross-process collectives
@@ -83,11 +83,15 @@ def initialize(mode: str = "env", *, coordinator_address: str | None = None, num
 
 def is_primary() -> bool:
     """Process 0: the one that writes logs, metrics and reports."""
+    import jax
+
     return jax.process_index() == 0
 
 
 def barrier(name: str) -> None:
     """Wait until every process reaches ``name`` (nothing to wait for on one process)."""
+    import jax
+
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
@@ -98,6 +102,8 @@ def primary_first(fn: Callable[[], T], name: str) -> T:
     """``fn()`` on process 0, then on the others: work with a shared result on disk (preparing a
     dataset) is done once and then found by the rest. An error on process 0 still releases the
     others (they then run ``fn`` themselves and usually meet the same error)."""
+    import jax
+
     if jax.process_count() == 1:
         return fn()
     if is_primary():
