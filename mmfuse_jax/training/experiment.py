@@ -74,11 +74,12 @@ class Experiment:
         model = self.spec.specialise(self.model, fixed)
         if model is self.model:
             return self
-        changed = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name not in ("parent", "name")
-                   and repr(getattr(model, f.name)) != repr(getattr(self.model, f.name))}
-        if verbose and changed:
-            print(f"{self.spec.name}: programs specialised on the params that stay fixed: "
-                  + ", ".join(f"model.{k}={v!r}" for k, v in changed.items()), flush=True)
+        if verbose:
+            changed = [f"model.{f.name}={getattr(model, f.name)!r}" for f in dataclasses.fields(model)
+                       if f.name not in ("parent", "name")
+                       and repr(getattr(model, f.name)) != repr(getattr(self.model, f.name))]
+            print(f"{self.spec.name}: programs specialised on the params that stay fixed: {', '.join(changed)}",
+                  flush=True)
         return dataclasses.replace(self, model=model)
 
     @property
