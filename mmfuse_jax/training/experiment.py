@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from typing import Any
 
 import jax
@@ -22,6 +21,7 @@ from mmfuse_jax.data.formats import FORMATS
 from mmfuse_jax.encoders import bert as bert_lib
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.training import distributed, init_pieces, sharding
+from mmfuse_jax.training import state as state_lib
 from mmfuse_jax.training import step as step_lib
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -56,13 +56,13 @@ class Experiment:
 
     def specialised(self, params: Any, frozen: tuple[str, ...] | None = None, verbose: bool = False) -> Experiment:
         """This experiment with its model specialised (`registry.ModelSpec.specialise`) on the params that
-        stay as they are while its programs run: those matching a stage's ``frozen`` regexes (searched in
-        '/'-joined paths, as `state.make_optimizer` does), or every param (``None``: evaluation, prediction).
+        stay as they are while its programs run: those matching a stage's ``frozen`` regexes
+        (`state.frozen_regex`, as the optimizer matches them), or every param (``None``: evaluation, prediction).
         ``verbose``: print the model fields the specialisation changed, if any."""
         if self.spec.specialise is None or frozen == ():
             return self
         flat = traverse_util.flatten_dict(params, sep="/")
-        regex = re.compile("|".join(f"(?:{p})" for p in frozen)) if frozen is not None else None
+        regex = state_lib.frozen_regex(frozen) if frozen is not None else None
 
         def fixed(path: str):
             if path not in flat or (regex is not None and not regex.search(path)):

@@ -76,8 +76,13 @@ def warmup_cosine_epochs(lr: float, warmup_ratio: float, epochs: int, total_step
     return schedule
 
 
+def frozen_regex(patterns: tuple[str, ...]) -> re.Pattern:
+    """A stage's ``frozen`` regexes as one pattern, searched in '/'-joined param paths."""
+    return re.compile("|".join(f"(?:{p})" for p in patterns))
+
+
 def _frozen_labels(patterns: tuple[str, ...]):
-    regex = re.compile("|".join(f"(?:{p})" for p in patterns))
+    regex = frozen_regex(patterns)
 
     def labels(params):
         flat = traverse_util.flatten_dict(params)
