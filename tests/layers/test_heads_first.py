@@ -47,3 +47,22 @@ def test_chunks_equal_the_one_shot_path_forward_and_backward(qkvm, rate, rows):
     np.testing.assert_allclose(o_chk, o_one, atol=1e-6)  # the dropout mask does not depend on the chunking
     chex.assert_tree_all_finite(g_chk)
     chex.assert_trees_all_close(g_chk, g_one, atol=1e-5, rtol=1e-5)
+
+
+def test_chunked_dropout_computes_its_element_index_in_each_chunk(qkvm):
+    """The dropout masks' element index (`dropout._element_index`) depends on the chunk's offset, so XLA
+    cannot hoist it out of the scans: no loop carries a [chunk, H, T, S] uint32 array, which every
+    iteration would read back from memory (10 MB a chunk at KuDA's audio shapes). The old form,
+    `iota(n).reshape(shape) + offset`, is hoisted (checked by hand, 2026-12-07)."""
+    q, k, v, mask = qkvm
+
+    def loss(q, k, v):
+        out = heads_first_attention(q, k, v, mask, dropout_rate=0.3, dropout_key=jax.random.key(4),
+                                    chunk_bytes=2 * H * T * S * 4)  # chunks of 2 batch rows
+        return jnp.sum(jnp.sin(out))
+
+    hlo = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(q, k, v).compile().as_text()
+    loops = [line for line in hlo.splitlines() if " while(" in line]
+    assert len(loops) >= 2, loops  # the forward and the backward scan (and the suite's rolled Threefry's)
+    assert f"u32[2,{H},{T},{S}]" not in "".join(loops)
+    assert f"f32[2,{H},{T},{S}]" in hlo  # the chunks are [2, H, T, S] (the check above looks for the right shape)
