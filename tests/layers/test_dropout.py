@@ -37,6 +37,18 @@ def test_offset_reads_a_slice_of_the_whole_mask():
     np.testing.assert_array_equal(hashed_bits(key, (2, 5), offset=10), whole[2:4])
 
 
+def test_element_index_is_the_row_major_index_plus_the_offset_modulo_2_32():
+    """`_element_index` (written so that XLA cannot hoist it out of a scan) gives NumPy's row-major index
+    plus the offset in uint32 arithmetic, for every rank, traced offsets and offsets that wrap."""
+    from mmfuse_jax.layers.dropout import _element_index
+
+    index = jax.jit(_element_index, static_argnums=0)
+    for shape in [(), (5,), (3, 4), (2, 3, 5), (1, 7, 1, 3)]:
+        for offset in [0, 17, 123_456_789, 2**32 - 5]:
+            want = (np.arange(int(np.prod(shape)), dtype=np.uint64) + offset) % 2**32
+            np.testing.assert_array_equal(index(shape, np.uint32(offset)), want.astype(np.uint32).reshape(shape))
+
+
 def test_module_follows_nn_dropout_call():
     x = jnp.ones((3, 7, 12))
     drop = HashedDropout(0.25)
