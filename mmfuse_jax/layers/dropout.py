@@ -48,8 +48,8 @@ def _element_index(shape: tuple[int, ...], offset: jax.Array | int) -> jax.Array
     the rest is added last, so the index is computed where it is used: the chunked attention's forward +
     backward 0.184 -> 0.166 s (benchmarks/README, KuDA). The same integers, so the same dropout masks."""
     offset = jnp.asarray(offset, jnp.uint32)
-    if len(shape) < 2:
-        return jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape) + offset
+    if not shape:  # a scalar's one element: index 0
+        return offset
     inner = math.prod(shape[1:])
     index = jax.lax.broadcasted_iota(jnp.uint32, shape, 0) + offset // jnp.uint32(inner)
     for axis in range(1, len(shape)):
