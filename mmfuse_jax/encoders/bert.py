@@ -35,6 +35,7 @@ from flax import traverse_util
 from mmfuse_jax.errors import DataError
 from mmfuse_jax.layers.attention import dot_product_attention
 from mmfuse_jax.layers.dropout import HashedDropout
+from mmfuse_jax.layers.linear import Dense
 
 MODEL_TYPES = ("bert", "roberta")
 _ACTIVATIONS = {"gelu": lambda x: nn.gelu(x, approximate=False), "gelu_new": nn.gelu,
@@ -100,8 +101,8 @@ def _dropout(cfg: BertConfig, rate: float) -> nn.Module:
     return HashedDropout(rate) if cfg.dropout_impl == "hashed" else nn.Dropout(rate)
 
 
-def _dense(features: int, name: str) -> nn.Dense:
-    return nn.Dense(features, kernel_init=nn.initializers.normal(0.02), name=name)
+def _dense(features: int, name: str) -> Dense:
+    return Dense(features, kernel_init=nn.initializers.normal(0.02), name=name)
 
 
 def _layer_norm(cfg: BertConfig, name: str = "LayerNorm") -> nn.LayerNorm:

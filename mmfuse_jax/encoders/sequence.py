@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from mmfuse_jax.layers.attention import masked_max, masked_mean
 from mmfuse_jax.layers.crossmodal import CrossmodalTransformer
-from mmfuse_jax.layers.linear import Linear
+from mmfuse_jax.layers.linear import Dense, Linear
 from mmfuse_jax.layers.transformer import TorchEncoderLayer
 
 BLOCKS = ("crossmodal", "torch", "conv")
@@ -61,12 +61,12 @@ class SequenceEncoder(nn.Module):
             return self._torch_layers(x_btd, mask_bt, train=train)
         if self.block == "conv":
             m = mask_bt.astype(x_btd.dtype)[..., None]
-            h = nn.gelu(nn.Dense(self.features, name="proj")(x_btd)) * m
+            h = nn.gelu(Dense(self.features, name="proj")(x_btd)) * m
             h = nn.gelu(nn.Conv(self.features, (self.kernel_size,), padding="SAME", name="conv")(h)) * m
             return [nn.Dropout(self.dropout)(h, deterministic=not train)]
         if self.block != "crossmodal":
             raise ValueError(f"block={self.block!r}: expected one of {list(BLOCKS)}")
-        h = nn.Dense(self.features, name="proj")(x_btd)
+        h = Dense(self.features, name="proj")(x_btd)
         if self.num_layers == 0:
             return [h]
         out = CrossmodalTransformer(self.num_heads, self.num_layers, relu_dropout=self.dropout,

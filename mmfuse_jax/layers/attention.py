@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from mmfuse_jax.layers.heads_first import heads_first_attention
-from mmfuse_jax.layers.linear import AffineParams, torch_bias_init, torch_kernel_init
+from mmfuse_jax.layers.linear import AffineParams, matmul_rows, torch_bias_init, torch_kernel_init
 
 
 def dot_product_attention(q_bthd: jax.Array, k_bshd: jax.Array, v_bshd: jax.Array,
@@ -111,11 +111,13 @@ def project_heads(x_btd: jax.Array, kernels: list[jax.Array], biases: list[jax.A
     d, inner = kernels[0].shape
     c = len(kernels)
     w = (kernels[0] if c == 1 else jnp.concatenate(kernels, axis=1)).astype(x_btd.dtype)
-    w = w.reshape(d, c, num_heads, inner // num_heads)
-    y = jnp.einsum("btd,dchk->cbhtk" if heads_first else "btd,dchk->cbthk", x_btd, w)
+    # [B, T, C·H·Dh] as one row-major matmul (layers/linear.py: a faster weight gradient on CPU), then
+    # the heads' layout; the same products and sums as einsum("btd,dchk->cbhtk").
+    y = matmul_rows(x_btd, w)
     if biases[0] is not None:
-        b = jnp.stack(biases).astype(x_btd.dtype)
-        y = y + (b.reshape(c, 1, num_heads, 1, -1) if heads_first else b.reshape(c, 1, 1, num_heads, -1))
+        y = y + (biases[0] if c == 1 else jnp.concatenate(biases)).astype(x_btd.dtype)
+    y = y.reshape(*x_btd.shape[:2], c, num_heads, inner // num_heads)
+    y = jnp.transpose(y, (2, 0, 3, 1, 4) if heads_first else (2, 0, 1, 3, 4))
     return [y[i] for i in range(c)]
 
 
@@ -186,10 +188,9 @@ class MultiHeadAttention(nn.Module):
             key = self.make_rng("dropout") if train and self.dropout > 0 else None
             out = heads_first_attention(proj["q"], proj["k"], proj["v"], mask, dropout_rate=self.dropout,
                                         dropout_key=key)
-            w = w_out.astype(out.dtype).reshape(self.num_heads, head_dim, features)
-            y = jnp.einsum("bhtk,hko->bto", out, w)
+            out = jnp.swapaxes(out, 1, 2)  # [B, T, H, Dh]: rows of the output projection (`matmul_rows`)
         else:
             out = dot_product_attention(proj["q"], proj["k"], proj["v"], mask, dropout=nn.Dropout(self.dropout),
                                         deterministic=not train)
-            y = out.reshape(*out.shape[:2], -1) @ w_out.astype(out.dtype)
+        y = matmul_rows(out.reshape(*out.shape[:2], -1), w_out.astype(out.dtype))
         return y if b_out is None else y + b_out.astype(y.dtype)

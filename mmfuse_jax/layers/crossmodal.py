@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmfuse_jax.layers.attention import MultiHeadAttention
+from mmfuse_jax.layers.linear import Dense
 
 _LN_EPS = 1e-5  # torch.nn.LayerNorm default, as in the official code
 
@@ -101,7 +102,7 @@ class CrossmodalLayer(nn.Module):
             q, kv, mask, train=train)
         x_btd = x_btd + nn.Dropout(self.res_dropout)(h, deterministic=not train)
         h = nn.LayerNorm(epsilon=_LN_EPS, name="ln_ffn")(x_btd)
-        dense = lambda n, name: nn.Dense(n, kernel_init=nn.initializers.xavier_uniform(), name=name)
+        dense = lambda n, name: Dense(n, kernel_init=nn.initializers.xavier_uniform(), name=name)
         h = nn.relu(dense(4 * d, "fc1")(h))
         h = nn.Dropout(self.relu_dropout)(h, deterministic=not train)
         h = nn.Dropout(self.res_dropout)(dense(d, "fc2")(h), deterministic=not train)

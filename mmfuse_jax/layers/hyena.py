@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmfuse_jax.layers.linear import Dense, matmul_rows
+
 
 def fast_fft_size(n: int) -> int:
     """Smallest 2^a·3^b·5^c >= n (FFTs of such sizes are fast on every backend)."""
@@ -100,7 +102,7 @@ def dynamic_short_conv_reference(x_blc: jax.Array, kernel_blgk: jax.Array) -> ja
 
 def low_rank_kernels(coeff_blr: jax.Array, basis_rck: jax.Array, bias_ck: jax.Array | None = None) -> jax.Array:
     """Per-token depthwise kernels [B,L,C,K]: w[b,t,c,j] = sum_r a[b,t,r]·U[r,c,j] (+ w0[c,j])."""
-    w = jnp.einsum("blr,rck->blck", coeff_blr, basis_rck.astype(coeff_blr.dtype))
+    w = matmul_rows(coeff_blr, basis_rck.astype(coeff_blr.dtype))  # einsum("blr,rck->blck"); layers/linear.py
     return w if bias_ck is None else w + bias_ck.astype(w.dtype)
 
 
@@ -163,10 +165,10 @@ class HyenaFilter(nn.Module):
             raise ValueError(f"sequence length {length} exceeds the filter's max_len {self.max_len}")
         z = jnp.asarray(positional_features(self.max_len, self.emb_dim)[:length])
         t = z[:, :1]
-        h = Sin(self.width, name="sin_0")(nn.Dense(self.width, name="in")(z))
+        h = Sin(self.width, name="sin_0")(Dense(self.width, name="in")(z))
         for i in range(self.num_inner):
-            h = Sin(self.width, name=f"sin_{i + 1}")(nn.Dense(self.width, name=f"inner_{i}")(h))
-        h = nn.Dense(self.channels, use_bias=False, name="out")(h)
+            h = Sin(self.width, name=f"sin_{i + 1}")(Dense(self.width, name=f"inner_{i}")(h))
+        h = Dense(self.channels, use_bias=False, name="out")(h)
         # ExponentialModulation: deltas from log(target)/slow to log(target)/fast, a fixed buffer.
         deltas = jnp.linspace(math.log(self.target) / self.slow_decay_pct,
                               math.log(self.target) / self.fast_decay_pct, self.channels)
@@ -209,7 +211,7 @@ class HyenaOperator(nn.Module):
         if self.dynamic_kernels not in DYNAMIC_KERNELS:
             raise ValueError(f"dynamic_kernels={self.dynamic_kernels!r}: expected one of {DYNAMIC_KERNELS}")
         m = mask_bl.astype(u_bld.dtype)[..., None]
-        x = nn.Dense(3 * d, name="in_proj")(u_bld) * m
+        x = Dense(3 * d, name="in_proj")(u_bld) * m
         if kernel_blgk is None:
             x = short_causal_conv(x, self.param("short_kernel", conv_kernel_init, (3 * d, k)))
         elif self.dynamic_kernels == "replace":
@@ -223,4 +225,4 @@ class HyenaOperator(nn.Module):
         if self.long_conv:
             h, bias = HyenaFilter(d, self.max_len, width=self.filter_width, name="filter")(u_bld.shape[1])
             v = fft_causal_conv(v, h, bias)
-        return nn.Dense(d, name="out_proj")(v * x0) * m
+        return Dense(d, name="out_proj")(v * x0) * m

@@ -17,6 +17,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
+from mmfuse_jax.layers.linear import Dense
+
 OUTPUTS = ("classification", "regression", "emotion")
 
 
@@ -76,14 +78,14 @@ class AffectHead(nn.Module):
         if self.output not in OUTPUTS:
             raise ValueError(f"model.output={self.output!r}: expected one of {list(OUTPUTS)}")
         d = x_bd.shape[-1]
-        h = nn.relu(nn.Dense(d, name="proj1")(x_bd))
-        h = nn.Dense(d, name="proj2")(nn.Dropout(self.out_dropout)(h, deterministic=not train)) + x_bd
+        h = nn.relu(Dense(d, name="proj1")(x_bd))
+        h = Dense(d, name="proj2")(nn.Dropout(self.out_dropout)(h, deterministic=not train)) + x_bd
         if self.output == "regression":
-            return {"prediction": nn.Dense(1, name="out_layer")(h)[:, 0], "embedding": x_bd}
+            return {"prediction": Dense(1, name="out_layer")(h)[:, 0], "embedding": x_bd}
         if self.output == "emotion":
-            logits = nn.Dense(2 * self.num_classes, name="out_layer")(h)
+            logits = Dense(2 * self.num_classes, name="out_layer")(h)
             return {"logits": logits.reshape(-1, self.num_classes, 2), "embedding": x_bd}
-        return {"logits": nn.Dense(self.num_classes, name="out_layer")(h), "embedding": x_bd}
+        return {"logits": Dense(self.num_classes, name="out_layer")(h), "embedding": x_bd}
 
 
 def count_parameters(module: nn.Module, batch: dict) -> int:

@@ -57,6 +57,7 @@ from mmfuse_jax.layers.align import ALIGNMENTS, CTCAlign, interpolate_align
 from mmfuse_jax.layers.attention import MultiHeadAttention
 from mmfuse_jax.layers.crossmodal import positions
 from mmfuse_jax.layers.hyena import DYNAMIC_KERNELS, HyenaOperator, conv_kernel_init, low_rank_kernels
+from mmfuse_jax.layers.linear import Dense
 
 _MODALITIES = {"audio": ("audio",), "video": ("video",), "both": ("audio", "video")}
 GRANULARITIES = ("groups", "channel")
@@ -128,14 +129,14 @@ class KernelGenerator(nn.Module):
     def __call__(self, src_blc):
         h = src_blc
         for i in range(self.depth):
-            h = nn.gelu(nn.Dense(self.width, name=f"hidden_{i}")(h))
+            h = nn.gelu(Dense(self.width, name=f"hidden_{i}")(h))
         k = self.kernel_size
         g = self.groups if self.granularity == "groups" else self.channels
         bias = self.param("bias", conv_kernel_init if self.bias_like_conv else nn.initializers.zeros, (g, k))
         if self.granularity == "groups":
-            w = nn.Dense(g * k, use_bias=False, kernel_init=_BERT_INIT, name="kernels")(h)
+            w = Dense(g * k, use_bias=False, kernel_init=_BERT_INIT, name="kernels")(h)
             return w.reshape(*w.shape[:2], g, k) + bias
-        coeff = nn.Dense(self.rank, use_bias=False, kernel_init=_BERT_INIT, name="coefficients")(h)
+        coeff = Dense(self.rank, use_bias=False, kernel_init=_BERT_INIT, name="coefficients")(h)
         basis = self.param("basis", nn.initializers.normal(1.0 / k), (self.rank, g, k))
         return low_rank_kernels(coeff, basis, bias)
 
@@ -178,7 +179,7 @@ class DyKenHyena(nn.Module):
         mask = batch["text_mask"]
         vectors = None
         if self.text_input == "features":
-            vectors = nn.Dense(d, kernel_init=_BERT_INIT, name="text_projection")(batch["text"])
+            vectors = Dense(d, kernel_init=_BERT_INIT, name="text_projection")(batch["text"])
         e = bert.embed(batch["text_ids"], batch["text_type_ids"], train=train, inputs_embeds=vectors)
         if self.fusion == "concat_attention":
             return self._concat_attention(bert, e, batch, train=train)
@@ -196,7 +197,7 @@ class DyKenHyena(nn.Module):
                           self.filter_width, dynamic_kernels=self.dynamic_kernels, name="hyena")(
                               e, mask, kernels, train=train)
         if ctx is not None and kernels is None:  # fusion by addition (module docstring)
-            h = h + nn.Dense(d, kernel_init=_BERT_INIT, name="context_fusion")(ctx) * mask[..., None].astype(h.dtype)
+            h = h + Dense(d, kernel_init=_BERT_INIT, name="context_fusion")(ctx) * mask[..., None].astype(h.dtype)
         x = e + nn.Dropout(self.dropout)(h, deterministic=not train)
         pooled = bert.pool(bert.encode(x, mask, train=train))
         out = nn.Dropout(self.dropout)(pooled, deterministic=not train)
@@ -215,8 +216,8 @@ class DyKenHyena(nn.Module):
 
     def _classify(self, x_bd):
         if self.output == "emotion":  # MulT's IEMOCAP output: (no, yes) logits per emotion
-            return nn.Dense(2 * self.num_classes, name="classifier")(x_bd).reshape(-1, self.num_classes, 2)
-        return nn.Dense(self.num_classes, name="classifier")(x_bd)
+            return Dense(2 * self.num_classes, name="classifier")(x_bd).reshape(-1, self.num_classes, 2)
+        return Dense(self.num_classes, name="classifier")(x_bd)
 
 
 def _choice(cfg, name: str, default, choices):

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from mmfuse_jax import losses, registry
 from mmfuse_jax.encoders.bert import BertConfig, BertModel
 from mmfuse_jax.encoders.sequence import SequenceEncoder
+from mmfuse_jax.layers.linear import Dense
 
 
 class EarlyFusion(nn.Module):
@@ -29,9 +30,9 @@ class EarlyFusion(nn.Module):
                                         name=f"{m}_encoder")(batch[m], batch[f"{m}_mask"], train=train)
                         for m in ("audio", "video"))
         fused = jnp.concatenate([text, audio, video], axis=-1)
-        h = nn.gelu(nn.Dense(self.hidden, name="fusion")(fused))
+        h = nn.gelu(Dense(self.hidden, name="fusion")(fused))
         h = nn.Dropout(self.dropout)(h, deterministic=not train)
-        return {"logits": nn.Dense(self.num_classes, name="classifier")(h), "embedding": h}
+        return {"logits": Dense(self.num_classes, name="classifier")(h), "embedding": h}
 
 
 def build(cfg, info: dict) -> EarlyFusion:

@@ -40,6 +40,7 @@ from mmfuse_jax import losses, registry
 from mmfuse_jax.encoders.bert import BertConfig, BertModel
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.layers.align import CTCAlign
+from mmfuse_jax.layers.linear import Dense
 
 ALIGNMENTS = ("ctc", "mean")
 _BERT_INIT = nn.initializers.normal(0.02)  # BertPreTrainedModel._init_weights on MAG's Linear layers
@@ -66,7 +67,7 @@ class MultimodalAdaptationGate(nn.Module):
     @nn.compact
     def __call__(self, h_btd, audio_btd, video_btd, *, train: bool = False):
         d = h_btd.shape[-1]
-        dense = lambda name: nn.Dense(d, kernel_init=_BERT_INIT, name=name)
+        dense = lambda name: Dense(d, kernel_init=_BERT_INIT, name=name)
         # thuiar's names: W_hv, W_ha (gates; [v; h] and [a; h] in that order), W_v, W_a.
         gate_v = nn.relu(dense("gate_video")(jnp.concatenate([video_btd, h_btd], -1)))
         gate_a = nn.relu(dense("gate_audio")(jnp.concatenate([audio_btd, h_btd], -1)))
@@ -121,7 +122,7 @@ class MagBert(nn.Module):
             adapter=lambda h: mag(h, audio, video, train=train), adapter_index=self.injection_index)
         emb = out["pooled_output"]
         h = nn.Dropout(self.dropout)(emb, deterministic=not train)
-        return {"logits": nn.Dense(self.num_classes, name="classifier")(h),
+        return {"logits": Dense(self.num_classes, name="classifier")(h),
                 "embedding": emb}
 
 

@@ -95,6 +95,7 @@ from mmfuse_jax.encoders.sequence import SequenceEncoder
 from mmfuse_jax.errors import ConfigError
 from mmfuse_jax.layers.attention import MultiHeadAttention
 from mmfuse_jax.layers.crossmodal import CrossmodalLayer
+from mmfuse_jax.layers.linear import Dense
 from mmfuse_jax.models.mvcl_prompt import label_table, prompt_sequence, slot_mean, tokenize_labels
 
 __all__ = ["MVCLDAF", "build", "label_table", "loss_fn", "make_loss", "prompt_sequence", "slot_mean",
@@ -159,9 +160,9 @@ class CoarseToFine(nn.Module):
         ctx = jnp.broadcast_to(g_bd[:, None, :], x_btd.shape)
         z = jnp.concatenate([x_btd, ctx], axis=-1)
         for i in range(self.depth):  # the dynamic layer Dyn([X; g_m])
-            z = nn.Dense(d, name=f"dynamic_{i}")(z if i == 0 else nn.gelu(z))
-        u = _prelu(self, "prelu", z) * nn.Dense(d, name="value")(x_btd)
-        a = nn.sigmoid(nn.Dense(1, name="score")(jnp.concatenate([u, ctx], axis=-1)))
+            z = Dense(d, name=f"dynamic_{i}")(z if i == 0 else nn.gelu(z))
+        u = _prelu(self, "prelu", z) * Dense(d, name="value")(x_btd)
+        a = nn.sigmoid(Dense(1, name="score")(jnp.concatenate([u, ctx], axis=-1)))
         return nn.Dropout(self.dropout)(nn.LayerNorm(name="norm")(x_btd + a * u), deterministic=not train)
 
 
@@ -179,18 +180,18 @@ class DynamicAttentionFusion(nn.Module):
         for m, (x_btd, present_b) in streams.items():
             z = jnp.concatenate([x_btd, h_btd, *ctx], axis=-1)
             for i in range(self.depth):  # the dynamic layer: Dyn_m([X̂_m; H; g])
-                z = nn.Dense(d, name=f"{m}_dynamic_{i}")(z if i == 0 else nn.gelu(z))
+                z = Dense(d, name=f"{m}_dynamic_{i}")(z if i == 0 else nn.gelu(z))
             gate = _prelu(self, f"{m}_prelu", z)
             present = present_b.astype(h_btd.dtype)[:, None, None]
-            u = gate * nn.Dense(d, name=f"{m}_value")(x_btd) * present
-            s = nn.sigmoid(nn.Dense(1, name=f"{m}_score")(jnp.concatenate([u, *ctx], axis=-1))) * present
+            u = gate * Dense(d, name=f"{m}_value")(x_btd) * present
+            s = nn.sigmoid(Dense(1, name=f"{m}_score")(jnp.concatenate([u, *ctx], axis=-1))) * present
             weighted.append(u)
             scores.append(s)
         total = sum(scores) + 1e-6
         fused = h_btd + sum(s / total * u for s, u in zip(scores, weighted))
         if ctx:
-            gate_g = nn.sigmoid(nn.Dense(d, name="global_gate")(jnp.concatenate([h_btd, ctx[0]], axis=-1)))
-            fused = fused + gate_g * nn.Dense(d, name="global_value")(g_bd)[:, None, :]
+            gate_g = nn.sigmoid(Dense(d, name="global_gate")(jnp.concatenate([h_btd, ctx[0]], axis=-1)))
+            fused = fused + gate_g * Dense(d, name="global_value")(g_bd)[:, None, :]
         return nn.Dropout(self.dropout)(nn.LayerNorm(name="norm")(fused), deterministic=not train)
 
 
@@ -250,7 +251,7 @@ class MVCLDAF(nn.Module):
         fused = DynamicAttentionFusion(self.daf_depth, self.dropout, name="daf")(
             h, {m: (aligned[m], present[m]) for m in NONVERBAL}, g, train=train)
         emb = bert.pool(fused)
-        logits = nn.Dense(self.num_classes, name="classifier")(nn.Dropout(self.dropout)(emb, deterministic=not train))
+        logits = Dense(self.num_classes, name="classifier")(nn.Dropout(self.dropout)(emb, deterministic=not train))
         out = {"logits": logits, "embedding": emb}
         if with_views:
             out["multiview_anchor"] = slot_mean(h_anchor, anchor_seq[3], name_mask)

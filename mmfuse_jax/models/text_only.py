@@ -9,6 +9,7 @@ import flax.linen as nn
 
 from mmfuse_jax import losses, registry
 from mmfuse_jax.encoders.bert import BertConfig, BertModel
+from mmfuse_jax.layers.linear import Dense
 
 
 class TextOnly(nn.Module):
@@ -22,7 +23,7 @@ class TextOnly(nn.Module):
                                                 train=train)
         emb = out["pooled_output"]
         h = nn.Dropout(self.dropout)(emb, deterministic=not train)
-        return {"logits": nn.Dense(self.num_classes, name="classifier")(h), "embedding": emb}
+        return {"logits": Dense(self.num_classes, name="classifier")(h), "embedding": emb}
 
 
 def build(cfg, info: dict) -> TextOnly:
