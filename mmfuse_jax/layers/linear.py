@@ -46,9 +46,10 @@ def matmul_rows(x: jax.Array, w: jax.Array) -> jax.Array:
 def flat_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precision=None,
                      preferred_element_type=None, **kwargs) -> jax.Array:
     """`jax.lax.dot_general` as ``nn.Dense`` calls it (lhs's last axis against a 2-D kernel's first,
-    no batch axes) with lhs's leading axes merged (`matmul_rows`); any other contraction as given."""
+    no batch axes) with lhs's leading axes merged (`matmul_rows`); any other contraction, or an explicit
+    ``out_sharding`` (written for the N-D result), as given."""
     (contract_l, contract_r), (batch_l, batch_r) = dimension_numbers
-    if (lhs.ndim > 2 and rhs.ndim == 2 and not batch_l and not batch_r
+    if (lhs.ndim > 2 and rhs.ndim == 2 and not batch_l and not batch_r and kwargs.get("out_sharding") is None
             and tuple(contract_l) == (lhs.ndim - 1,) and tuple(contract_r) == (0,)):
         y = jax.lax.dot_general(lhs.reshape(-1, lhs.shape[-1]), rhs, (((1,), (0,)), ((), ())), precision,
                                 preferred_element_type=preferred_element_type, **kwargs)

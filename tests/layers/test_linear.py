@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mmfuse_jax.layers.attention import project_heads
-from mmfuse_jax.layers.linear import Dense, flat_dot_general, matmul_rows
+from mmfuse_jax.layers.linear import Dense, Linear, flat_dot_general, matmul_rows
 
 B, T, D, E = 4, 24, 16, 8
 
@@ -54,25 +54,31 @@ def test_flat_dot_general_passes_other_contractions_through():
 
 
 @pytest.mark.parametrize("heads_first", [True, False])
-def test_project_heads_matches_einsum(heads_first):
+@pytest.mark.parametrize("count,bias", [(1, True), (2, True), (3, True), (3, False)])
+def test_project_heads_matches_einsum(heads_first, count, bias):
     x = _data(B, T, D)
-    kernels, biases = [_data(D, E, seed=i) for i in (1, 2)], [_data(E, seed=i) for i in (3, 4)]
+    packed = _data(D, count, E, seed=1)  # q|k|v slices of one packed matrix, as the fairseq layout reads them
+    kernels = [packed[:, i] for i in range(count)]
+    biases = [_data(E, seed=10 + i) if bias else None for i in range(count)]
     got = project_heads(x, kernels, biases, num_heads=2, heads_first=heads_first)
+    assert len(got) == count
     for w, b, y in zip(kernels, biases, got):
-        ref = np.einsum("btd,de->bte", np.asarray(x, np.float64), np.asarray(w, np.float64)) + np.asarray(b)
-        ref = ref.reshape(B, T, 2, E // 2)
+        ref = np.einsum("btd,de->bte", np.asarray(x, np.float64), np.asarray(w, np.float64))
+        ref = (ref if b is None else ref + np.asarray(b)).reshape(B, T, 2, E // 2)
         np.testing.assert_allclose(y, ref.transpose(0, 2, 1, 3) if heads_first else ref, rtol=1e-5, atol=1e-5)
 
 
 def _transposed_gradient_copies(module) -> list[str]:
-    """Fusions of the compiled kernel gradient that write an [E, B·T] array: the output gradient
-    copied into a transposed layout for the kernel's dot."""
-    x = _data(B, T, D)
-    params = module.init(jax.random.key(0), x)
-    hlo = jax.jit(jax.grad(lambda p: jnp.sum(jnp.tanh(module.apply(p, x))))).lower(params).compile().as_text()
+    """Ops of the kernel gradient compiled for XLA:CPU (the inputs committed to a CPU device, whatever the
+    default backend) that write an [E, B·T] array: the output gradient copied into a transposed layout."""
+    cpu = jax.devices("cpu")[0]
+    x = jax.device_put(_data(B, T, D), cpu)
+    params = jax.device_put(module.init(jax.random.key(0), x), cpu)
+    hlo = jax.jit(jax.grad(lambda p, x: jnp.sum(jnp.tanh(module.apply(p, x))))).lower(params, x).compile().as_text()
     return [line for line in hlo.splitlines() if re.search(rf"= f32\[{E},{B * T}\]\S* (fusion|copy|transpose)\(", line)]
 
 
 def test_kernel_gradient_reads_the_output_gradient_in_place():
     assert _transposed_gradient_copies(nn.Dense(E)), "XLA no longer copies for nn.Dense: this test checks nothing"
     assert _transposed_gradient_copies(Dense(E)) == []
+    assert _transposed_gradient_copies(Linear(E)) == []
