@@ -112,7 +112,7 @@ def project_heads(x_btd: jax.Array, kernels: list[jax.Array], biases: list[jax.A
     c = len(kernels)
     w = (kernels[0] if c == 1 else jnp.concatenate(kernels, axis=1)).astype(x_btd.dtype)
     # [B, T, C·H·Dh] as one row-major matmul (layers/linear.py: a faster weight gradient on CPU), then
-    # the heads' layout; the same products and sums as einsum("btd,dchk->cbhtk").
+    # the heads' layout; the same maths as einsum("btd,dchk->cbhtk").
     y = matmul_rows(x_btd, w)
     if biases[0] is not None:
         y = y + (biases[0] if c == 1 else jnp.concatenate(biases)).astype(x_btd.dtype)

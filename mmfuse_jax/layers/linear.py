@@ -10,7 +10,7 @@ it is, the kernel's gradient contracts two axes (B, T), and XLA's dot canonicali
 the output gradient into a transposed [out, B·T] layout first; on CPU that copy is a transposing loop
 fused with the gradient's producer (a dropout mask, a layer norm), 10-13 ms per [12800, 128] array in
 KuDA's bench step, where the kernel's whole gradient matmul takes ~2 ms. With one row axis the gradient's
-dot reads both operands where they lie (KuDA's bench step 7-9 % faster; benchmarks/README). The same
+dot reads both operands where they lie (KuDA's bench step 5-10 % faster; benchmarks/README). The same
 maths; XLA may order a matmul's sums differently, so the last bits of a gradient can differ from
 ``nn.Dense``'s (tests/layers/test_linear.py).
 """
