@@ -5,8 +5,8 @@ PyTorch initialises ``nn.Linear`` weight and bias as U(+-1/sqrt(fan_in)); ports 
 (KuDA) start at the official scale with these. Our kernel is ``weight.T`` ([in, out]).
 
 Every dense map of the package multiplies ``x[..., in]`` as a matrix ``[rows, in]`` (`matmul_rows`,
-`flat_dot_general`): the same maths, and on CPU a faster backward. With x [B, T, in] as
-it is, the kernel's gradient contracts two axes (B, T), and XLA's dot canonicalisation then copies
+`flat_dot_general`), for a faster backward on CPU. With x [B, T, in] as it is, the kernel's gradient
+contracts two axes (B, T), and XLA's dot canonicalisation then copies
 the output gradient into a transposed [out, B·T] layout first; on CPU that copy is a transposing loop
 fused with the gradient's producer (a dropout mask, a layer norm), 10-13 ms per [12800, 128] array in
 KuDA's bench step, where the kernel's whole gradient matmul takes ~2 ms. With one row axis the gradient's
@@ -37,10 +37,7 @@ def torch_bias_init(fan_in: int) -> Callable:
 
 def matmul_rows(x: jax.Array, w: jax.Array) -> jax.Array:
     """``x[..., in] @ w[in, ...]`` computed as ``x.reshape(-1, in) @ w.reshape(in, -1)`` (module docstring)."""
-    lead, tail = x.shape[:-1], w.shape[1:]
-    if x.ndim <= 2 and w.ndim == 2:
-        return x @ w
-    return (x.reshape(-1, x.shape[-1]) @ w.reshape(w.shape[0], -1)).reshape(*lead, *tail)
+    return (x.reshape(-1, x.shape[-1]) @ w.reshape(w.shape[0], -1)).reshape(*x.shape[:-1], *w.shape[1:])
 
 
 def flat_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precision=None,
