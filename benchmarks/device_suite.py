@@ -2,18 +2,21 @@
 in its own process with its own time limit, every result a JSON line in ``--out``.
 
 benchmarks/device_suite.sh [--smoke] [--official_dir=DIR --torch_python=PY] [--out=FILE] [--budget_s=480]
+                           [--parts=kuda,hyena,equality,train_step] [--models=NAME,...]
 
-Parts, in this order (a part that fails or runs out of time is recorded as such; the rest still run):
+Parts, in this order (a part that fails or runs out of time is recorded as such; the rest still run; the
+longest, every model's train step, last, so that a budget spent there leaves the others done; ``--parts``
+and ``--models`` choose, e.g. to split the suite over two device calls):
   1. ``kuda``: `benchmarks.kuda_vs_official` (KuDA ``bench`` stage-2 step beside the official PyTorch
      code on the same device: ``--torch_device=cuda`` when JAX's backend is a GPU), batch 32 float32 and
      batch 256 bfloat16 (torch autocast); needs ``--official_dir`` (github:MKMaS-GUET/KuDA @ e60ef6b)
      and ``--torch_python`` (default: this Python, which has torch on the GPU machine);
-  2. ``train_step``: `benchmarks.train_step` for every registered model, float32 and bfloat16, at
+  2. ``hyena``: `benchmarks.hyena`, FFT vs direct long convolution up to L = 65,536;
+  3. ``equality``: the 1-vs-N device equality tests (on N fake CPU devices, as in the test suite);
+  4. ``train_step``: `benchmarks.train_step` for every registered model, float32 and bfloat16, at
      real-dataset sizes: the intent models on their ``mintrec`` preset over a synthetic MIntRec of
      the real shapes (`REAL_MINTREC`: BERT-base, text 30, audio 480 x 768, video 230 x 256), KuDA on
-     ``bench`` (SIMS shapes); MFU against a matmul of the same dtype measured in that process;
-  3. ``hyena``: `benchmarks.hyena`, FFT vs direct long convolution up to L = 65,536;
-  4. ``equality``: the 1-vs-N device equality tests (on N fake CPU devices, as in the test suite).
+     ``bench`` (SIMS shapes); MFU against a matmul of the same dtype measured in that process.
 ``--smoke``: the same parts at toy sizes on the ``tiny`` presets (text_only only, KuDA skipped,
 the tests only collected): seconds on a CPU, what tests/test_benchmarks.py runs.
 """
@@ -27,6 +30,7 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PARTS = ("kuda", "hyena", "equality", "train_step")
 EQUALITY_TESTS = ("tests/training/test_step.py::test_one_two_and_four_devices_give_the_same_steps",
                   "tests/training/test_distributed.py::test_model_axis_gives_the_same_steps_as_replicated_params",
                   "tests/training/test_distributed.py::test_two_processes_match_one_process")
@@ -62,7 +66,10 @@ def _json_lines(text: str) -> list[dict]:
 def _train_step_cmds(a, backend: str) -> list[tuple[str, list[str]]]:
     from mmfuse_jax import registry
 
-    models = ["text_only"] if a.smoke else registry.names()
+    models = ["text_only"] if a.smoke else (a.models.split(",") if a.models else registry.names())
+    unknown = sorted(set(models) - set(registry.names()))
+    if unknown:
+        raise SystemExit(f"--models: unknown {unknown}; registered: {', '.join(registry.names())}")
     data = os.path.join(a.data_dir, "synthetic_mintrec_real")
     cmds = []
     for dtype in ("float32", "bfloat16"):
@@ -98,10 +105,11 @@ def _parts(a, backend: str) -> list[tuple[str, str, list[str], dict | None]]:
         ["--batch=4", "--dim=64", "--lengths=1024,4096,16384,65536", "--max_direct=65536", "--reps=3"]
     tests = [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider", *EQUALITY_TESTS,
              *(["--collect-only"] if a.smoke else [])]
-    return ([("kuda", n, c, None) for n, c in _kuda_cmds(a, backend)]
-            + [("train_step", n, c, None) for n, c in _train_step_cmds(a, backend)]
-            + [("hyena", "fft_vs_direct", [sys.executable, "-m", "benchmarks.hyena", *hyena], None)]
-            + [("equality", "1_vs_n_devices", tests, {**os.environ, "JAX_PLATFORMS": "cpu"})])
+    parts = ([("kuda", n, c, None) for n, c in _kuda_cmds(a, backend)]
+             + [("hyena", "fft_vs_direct", [sys.executable, "-m", "benchmarks.hyena", *hyena], None)]
+             + [("equality", "1_vs_n_devices", tests, {**os.environ, "JAX_PLATFORMS": "cpu"})]
+             + [("train_step", n, c, None) for n, c in _train_step_cmds(a, backend)])
+    return [p for p in parts if p[0] in a.parts.split(",")]
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -116,9 +124,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every train_step run (repeatable)")
     p.add_argument("--part_s", type=float, default=300, help="the longest one part may run")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
+    p.add_argument("--models", default="", help="train_step's models, comma-separated (default: every model)")
     p.add_argument("--data_dir", default=os.path.join(REPO, "data"), help="where the real-size synthetic data goes")
     p.add_argument("--out", default="", help="default benchmarks/results/device_<backend>.jsonl")
     a = p.parse_args(argv)
+    if set(a.parts.split(",")) - set(PARTS):
+        p.error(f"--parts={a.parts}: expected a comma-separated subset of {','.join(PARTS)}")
     import jax
 
     backend = jax.default_backend()
@@ -126,7 +138,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     base = {"bench": "device_suite", "run": time.strftime("%Y-%m-%dT%H:%M:%S"), "smoke": a.smoke,
             "backend": backend, "device": str(jax.devices()[0].device_kind)}
     t0, records = time.perf_counter(), []
-    if not a.official_dir or a.smoke:
+    if "kuda" in a.parts.split(",") and (not a.official_dir or a.smoke):
         records.append({**base, "part": "kuda", "skipped": "smoke" if a.smoke else
                         "no --official_dir (a checkout of github:MKMaS-GUET/KuDA @ e60ef6b)"})
     for part, name, cmd, env in _parts(a, backend):

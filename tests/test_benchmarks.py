@@ -100,6 +100,15 @@ def test_device_suite_smoke_runs_every_part(tiny_synthetic, tmp_path):
     step = parts[("train_step", "text_only/bfloat16")]["results"][-1]
     assert step["compute_dtype"] == "bfloat16" and 0 < step["mfu"]
     assert parts[("hyena", "fft_vs_direct")]["results"][-1]["summary"]
+    # --parts picks parts (a GPU session may split the suite over two calls); a part it does not know is an error
+    only, env = tmp_path / "hyena.jsonl", {**os.environ, "PYTHON": sys.executable}
+    r = subprocess.run(["bash", "benchmarks/device_suite.sh", "--smoke", "--parts=hyena", f"--out={only}"],
+                       cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [rec["part"] for rec in map(json.loads, only.read_text().splitlines())] == ["hyena"]
+    r = subprocess.run(["bash", "benchmarks/device_suite.sh", "--parts=hyena,gpu"], cwd=REPO, capture_output=True,
+                       text=True, timeout=600, env=env)
+    assert r.returncode == 2 and "--parts=hyena,gpu" in r.stderr, r.stderr[-2000:]
 
 
 def test_init_benchmark_times_both_modes_and_checks_they_agree(tmp_path):
@@ -169,3 +178,51 @@ def test_step_profile_cli_traces_a_tiny_step(tiny_synthetic, tmp_path, monkeypat
     assert any(k.startswith("dot") for k in rec["by_kind_s"]) and 0 < rec["op_seconds_per_step"], rec
     assert len(rec["top_groups_s"]) == 5 and any(g.startswith("bwd ") for g, _ in rec["top_groups_s"]), rec
     assert json.loads(out.read_text().splitlines()[-1])["top_groups_s"] == rec["top_groups_s"]
+
+
+def _names(path: str) -> dict[str, str]:
+    """{normalised name: the line's version spec} of a requirements-style file (comments dropped)."""
+    import re
+
+    out = {}
+    with open(path) as f:
+        for line in f:
+            line = line.split("#")[0].strip()
+            if line:
+                name, spec = re.match(r"([A-Za-z0-9_.\-]+)(.*)", line).groups()
+                out[re.sub(r"[-_.]+", "-", name).lower()] = spec.strip()
+    return out
+
+
+def test_device_wheels_carry_every_requirement_the_gpu_image_lacks():
+    """A GPU machine has no package index: what requirements.txt needs is either in its image
+    (benchmarks/device_image.txt) or carried (benchmarks/device_wheels.txt, pinned, each pin within
+    requirements.txt's bounds); only the notebook test's packages are left out (the device suite runs none)."""
+    from packaging.specifiers import SpecifierSet
+
+    bench = f"{REPO}/benchmarks"
+    required, image, carried = _names(f"{REPO}/requirements.txt"), _names(f"{bench}/device_image.txt"), \
+        _names(f"{bench}/device_wheels.txt")
+    notebook_only = {"nbformat", "nbclient", "ipykernel"}
+    missing = sorted(set(required) - set(image) - set(carried) - notebook_only)
+    assert not missing, f"add to benchmarks/device_wheels.txt: {missing}"
+    assert all(spec.startswith("==") for spec in carried.values()), carried
+    for name, spec in carried.items():
+        if name in required:
+            assert SpecifierSet(required[name]).contains(spec[2:]), (name, spec, required[name])
+
+
+def test_device_suite_without_the_dependencies_or_their_wheels_says_what_to_do(tmp_path):
+    """An interpreter without this project's packages (as on the GPU machines) and no .whl/ to install them
+    from: exit 2 with what to run, before anything else runs."""
+    import os
+
+    if os.path.isdir(f"{REPO}/.whl"):
+        pytest.skip(".whl/ is there (benchmarks/device_wheels.sh was run in this checkout)")
+    bare = tmp_path / "python"  # the system Python without site-packages: no grain, TFDS or flax
+    bare.write_text(f"#!/bin/sh\nexec {sys.base_prefix}/bin/python3 -S \"$@\"\n")
+    bare.chmod(0o755)
+    r = subprocess.run(["bash", "benchmarks/device_suite.sh", "--smoke"], cwd=REPO, capture_output=True, text=True,
+                       timeout=60, env={**os.environ, "PYTHON": str(bare), "PYTHONPATH": ""})
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "benchmarks/device_wheels.sh" in r.stderr and "Traceback" not in r.stderr

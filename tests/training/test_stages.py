@@ -116,8 +116,9 @@ def test_frozen_regexes_get_no_update_at_all():
 
 
 def _cli(script, *args):
+    path = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)  # the repo first, the rest kept
     return subprocess.run([sys.executable, script, *args], cwd=REPO, capture_output=True, text=True, timeout=600,
-                          check=False, env={**os.environ, "PYTHONPATH": REPO})
+                          check=False, env={**os.environ, "PYTHONPATH": path})
 
 
 @pytest.mark.slow
