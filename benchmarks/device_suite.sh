@@ -13,16 +13,17 @@ if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 NEEDS="import ml_collections, grain, tensorflow_datasets, array_record, tensorboardX, flax, optax, orbax.checkpoint"
+WHEELS="${MMFUSE_DEVICE_WHEELS:-.whl}"
 if ! "$PYTHON" -c "$NEEDS" 2>/dev/null; then
-  if ! compgen -G ".whl/*.whl" > /dev/null; then
-    echo "$PYTHON lacks this project's dependencies and .whl/ has no wheels: run benchmarks/device_wheels.sh" \
+  if ! compgen -G "$WHEELS/*.whl" > /dev/null; then
+    echo "$PYTHON lacks this project's dependencies and $WHEELS/ has no wheels: run benchmarks/device_wheels.sh" \
          "where there is a package index and carry .whl (benchmarks/README.md, 'Before a GPU session')" >&2
     exit 2
   fi
   SITE="${MMFUSE_DEVICE_SITE:-/tmp/mmfuse_site}"
-  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl
   export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
   "$PYTHON" -c "$NEEDS"  # a wheel missing from the list fails here, before any part runs
-  echo "installed $(ls .whl/*.whl | wc -l) wheels from .whl into $SITE" >&2
+  echo "installed $(ls "$WHEELS"/*.whl | wc -l) wheels from $WHEELS into $SITE" >&2
 fi
 exec "$PYTHON" -m benchmarks.device_suite "$@"
