@@ -79,7 +79,6 @@ def test_padding_benchmark_auto_buckets_waste_less(tmp_path):
     assert by["auto"]["bound"]["6"] < by["auto"]["bound"]["4"] <= by["auto"]["padded_fraction"]
 
 
-@pytest.mark.slow
 def test_device_suite_parts_run_in_order_and_choices_are_checked(monkeypatch):
     """--parts picks parts in the suite's order, the long train-step part last (a GPU session may split the
     suite over two calls); --models picks train_step's models; unknown names are errors naming the choices."""
@@ -108,6 +107,7 @@ def test_device_suite_parts_run_in_order_and_choices_are_checked(monkeypatch):
     assert e.value.code == 2
 
 
+@pytest.mark.slow
 def test_device_suite_smoke_runs_every_part(tiny_synthetic, tmp_path):
     """benchmarks/device_suite.sh --smoke: every part runs (KuDA recorded as skipped) into one JSON file."""
     import os
@@ -128,7 +128,6 @@ def test_device_suite_smoke_runs_every_part(tiny_synthetic, tmp_path):
     step = parts[("train_step", "text_only/bfloat16")]["results"][-1]
     assert step["compute_dtype"] == "bfloat16" and 0 < step["mfu"]
     assert parts[("hyena", "fft_vs_direct")]["results"][-1]["summary"]
-
 
 
 def test_init_benchmark_times_both_modes_and_checks_they_agree(tmp_path):
