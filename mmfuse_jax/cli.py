@@ -223,11 +223,13 @@ def catalogue() -> str:
 
 def run_app(main) -> None:
     """`absl.app.run(main)` with `parse_flags`: --help exits 0 and lists the models and presets; glibc's
-    allocator and CPU dispatch tuned for XLA's large buffers first (`runtime.tune_host`)."""
+    allocator and CPU dispatch tuned for XLA's large buffers first (`runtime.tune_host`), and the persistent
+    compilation cache on (`runtime.compilation_cache`)."""
     from absl import app
 
     from mmfuse_jax import runtime
 
     runtime.tune_host()
+    runtime.compilation_cache()
 
     app.run(main, flags_parser=parse_flags)

@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     from mmfuse_jax import runtime
 
     runtime.tune_host()  # before JAX starts its threads
+    runtime.compilation_cache()
     from mmfuse_jax import cli, report
     from mmfuse_jax.training import identity, loop
 

@@ -362,6 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     from mmfuse_jax import runtime
 
     runtime.tune_host()  # before JAX starts its threads
+    runtime.compilation_cache()
     p = argparse.ArgumentParser(
         prog="predict.py", description="Predict with a trained run's best checkpoint: one JSON object per "
         'input line ({"text": ..., "audio": "a.npy", "video": "v.npy", "id": ...}; audio/video optional).')

@@ -1,6 +1,6 @@
 """Process-wide host settings for the command-line entry points (train.py, eval.py, sweeps,
 experiments, predict, the demo, the benchmarks' JAX side): `tune_host` = `tune_malloc` + `inline_cpu_execution`
-+ `unrolled_threefry` + `tune_gc`.
++ `unrolled_threefry` + `tune_gc`; and, for the user-facing commands only, `compilation_cache`.
 
 XLA on CPU allocates each execution's temporary buffers and every new output with malloc and frees
 them when the step ends. With glibc's defaults a block over 32 MB (BERT's 30522 x 384 word embedding
@@ -52,6 +52,21 @@ trace + lower 6.35 / 6.60 -> 5.32 / 5.37 s (KuDA `bench`), 3.78 / 3.93 -> 3.19 /
 step under the suite's flags; two fresh processes each, 2-core Intel Xeon). Nothing numeric changes; what
 only a reference cycle keeps alive (arrays are freed by reference counting unless they sit in one) is freed
 that much later. ``MMFUSE_GC=default`` keeps CPython's thresholds.
+
+`compilation_cache`: JAX's persistent compilation cache, on by default for train.py, eval.py, predict.py,
+the seed sweeps, the experiments and the demo (not for the benchmarks, which measure compiling): a process
+reads back the executables an earlier one compiled for the same program, XLA flags, JAX version and
+device, instead of compiling them again. eval.py after train.py reads the eval step training compiled, and
+a resumed run (after a crash, a preemption or Ctrl-C) its train step: KuDA's `bench` train step takes about
+a minute to compile on a 2-core CPU (above). The same executables, so the same numbers. Where: JAX's own
+settings first (``JAX_COMPILATION_CACHE_DIR``; ``JAX_ENABLE_COMPILATION_CACHE=false`` turns it off), then
+``MMFUSE_XLA_CACHE`` (a folder, or ``off``), then the command's default: the experiments' run store
+(``STORE/.xla_cache``), otherwise ``$XDG_CACHE_HOME/mmfuse_jax/xla`` (``~/.cache/mmfuse_jax/xla``). JAX writes
+only programs that took at least a second to compile, and the folder is kept under `CACHE_MAX_BYTES` by
+evicting the least recently used (``JAX_COMPILATION_CACHE_MAX_SIZE`` sets another cap). A folder that
+cannot be written leaves the cache off with one note; a run never fails for its cache. An executable that
+does not fit the machine reading it (an XLA:CPU one compiled for other CPU features, e.g. in a home shared by
+a cluster's nodes) is refused by XLA on load and JAX compiles afresh.
 """
 from __future__ import annotations
 
@@ -68,6 +83,8 @@ M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4
 SETTINGS = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1), (M_TOP_PAD, 2 ** 30))
 # gc.set_threshold: generation 0 after 50,000 net allocations (CPython's default: 700), 1 and 2 as default.
 GC_THRESHOLD = (50_000, 10, 10)
+# The persistent compilation cache's size cap (least recently used entries evicted beyond it).
+CACHE_MAX_BYTES = 2 * 2 ** 30
 _done: bool | None = None
 
 
@@ -130,3 +147,38 @@ def tune_host() -> dict[str, bool]:
     malloc = tune_malloc()
     return {"malloc_tuned": malloc, "cpu_inline": inline_cpu_execution() if malloc else False,
             "threefry_unrolled": unrolled_threefry(), "gc_tuned": gc_tuned}
+
+
+def compilation_cache(default: str | None = None) -> str | None:
+    """Turns on JAX's persistent compilation cache for this process (module doc) and returns its folder;
+    None where it stays off. Call before the first compile."""
+    import sys
+
+    import jax
+
+    if os.environ.get("JAX_ENABLE_COMPILATION_CACHE", "").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    if jax.config.jax_compilation_cache_dir:  # set by JAX_COMPILATION_CACHE_DIR or by the caller
+        return jax.config.jax_compilation_cache_dir
+    choice = os.environ.get("MMFUSE_XLA_CACHE")
+    if choice is not None and choice.strip().lower() in ("", "0", "false", "no", "off", "none"):
+        return None
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = os.path.abspath(os.path.expanduser(choice or default or os.path.join(home, "mmfuse_jax", "xla")))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable")
+    except OSError as e:
+        print(f"note: no compilation cache: {folder}: {e.strerror or e}; MMFUSE_XLA_CACHE=<folder> puts it "
+              "elsewhere (or =off)", file=sys.stderr)
+        return None
+    jax.config.update("jax_compilation_cache_dir", folder)
+    if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
+        try:
+            import filelock  # noqa: F401  (JAX's eviction needs it; without it the folder is not capped)
+
+            jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
+        except ImportError:
+            pass
+    return folder

@@ -1,7 +1,8 @@
 """`runtime.tune_malloc`: glibc keeps freed large blocks for reuse instead of unmapping them, so a
 buffer allocated again is not first-touched page by page (counted as minor page faults);
 `runtime.tune_host` adds inline CPU execution, which keeps XLA's over-64 MB temporaries off fresh
-mappings too."""
+mappings too. `runtime.compilation_cache`: where the CLIs' persistent compilation cache goes, or that it stays
+off (train.py and eval.py sharing it: tests/training/test_stages.py)."""
 from __future__ import annotations
 
 import json
@@ -170,3 +171,46 @@ def test_unrolled_threefry_draws_the_same_bits_in_one_loop_free_program():
     assert rolled["loop"] and not unrolled["loop"], (rolled, unrolled)  # the switch changes the program...
     assert 0 < unrolled["dropped"] < 3 * 50 * 64 // 2, unrolled
     assert unrolled == {**rolled, "on": True, "loop": False}  # ...and not one bit of what it draws
+
+
+def test_compilation_cache_takes_jax_then_mmfuse_xla_cache_then_the_default(tmp_path, monkeypatch, capsys):
+    import jax
+
+    from mmfuse_jax import runtime
+
+    saved = jax.config.jax_compilation_cache_dir, jax.config.jax_compilation_cache_max_size
+    for var in ("JAX_COMPILATION_CACHE_DIR", "JAX_ENABLE_COMPILATION_CACHE", "JAX_COMPILATION_CACHE_MAX_SIZE",
+                "MMFUSE_XLA_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    (tmp_path / "a_file").write_text("")
+
+    def fresh(**env):  # the cache off, as in a new process, and the environment given
+        jax.config.update("jax_compilation_cache_dir", None)
+        for var, value in env.items():
+            monkeypatch.setenv(var, value)
+
+    try:
+        fresh()
+        home = str(tmp_path / "xdg" / "mmfuse_jax" / "xla")
+        assert runtime.compilation_cache() == home and os.path.isdir(home)
+        assert jax.config.jax_compilation_cache_dir == home
+        assert jax.config.jax_compilation_cache_max_size == runtime.CACHE_MAX_BYTES
+        assert runtime.compilation_cache(default=str(tmp_path / "other")) == home  # one already set is kept
+        fresh()
+        store = str(tmp_path / "store" / ".xla_cache")
+        assert runtime.compilation_cache(default=store) == store == jax.config.jax_compilation_cache_dir
+        fresh(MMFUSE_XLA_CACHE=str(tmp_path / "mine"))
+        assert runtime.compilation_cache(default=store) == str(tmp_path / "mine")
+        for off in ({"MMFUSE_XLA_CACHE": "off"}, {"JAX_ENABLE_COMPILATION_CACHE": "false"}):
+            fresh(**off)
+            assert runtime.compilation_cache() is None and jax.config.jax_compilation_cache_dir is None, off
+            monkeypatch.delenv(next(iter(off)))
+        fresh(MMFUSE_XLA_CACHE=str(tmp_path / "a_file" / "xla"))  # cannot be created: off, with one note
+        capsys.readouterr()
+        assert runtime.compilation_cache() is None and jax.config.jax_compilation_cache_dir is None
+        err = capsys.readouterr().err
+        assert err.startswith("note: no compilation cache: ") and "a_file" in err and err.count("\n") == 1
+    finally:
+        jax.config.update("jax_compilation_cache_dir", saved[0])
+        jax.config.update("jax_compilation_cache_max_size", saved[1])

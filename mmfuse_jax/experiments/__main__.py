@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         from mmfuse_jax import sweep
 
         exp = experiments.get(args.name)
-        runner.use_compilation_cache(os.path.join(args.store or args.out, ".xla_cache"))
+        runtime.compilation_cache(default=os.path.join(args.store or args.out, ".xla_cache"))
         table, failed = runner.run_experiment(exp, preset=args.preset or exp.presets[0],
                                               seeds=sweep.parse_seeds(args.seeds), out=args.out,
                                               sets=runner.parse_sets(args.set), argv=argv, store=args.store or None,

@@ -121,15 +121,6 @@ def sweep_locked(config, run_dir: str, seeds: list[int], perturbations: tuple[st
         return sweep.run_seeds(config, run_dir, seeds, perturbations)
 
 
-def use_compilation_cache(folder: str) -> None:
-    """A persistent XLA compilation cache in ``folder`` unless one is configured: seeds and runs that
-    compile the same programs (every seed of a run does) compile once. Same executables, same numbers."""
-    import jax
-
-    if not jax.config.jax_compilation_cache_dir and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        jax.config.update("jax_compilation_cache_dir", folder)
-
-
 def collect(run: Run, config, run_dir: str, seeds: list[int]) -> RunResult:
     path = os.path.join(run_dir, "aggregate.json")
     agg = json.load(open(path)) if os.path.exists(path) else {"splits": {}, "perturbations": {}}

@@ -115,10 +115,10 @@ def test_frozen_regexes_get_no_update_at_all():
     assert not np.array_equal(new["classifier"]["kernel"], params["classifier"]["kernel"])
 
 
-def _cli(script, *args):
+def _cli(script, *args, env=None):
     path = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)  # the repo first, the rest kept
     return subprocess.run([sys.executable, script, *args], cwd=REPO, capture_output=True, text=True, timeout=600,
-                          check=False, env={**os.environ, "PYTHONPATH": path})
+                          check=False, env={**(os.environ if env is None else env), "PYTHONPATH": path})
 
 
 @pytest.mark.slow
@@ -126,8 +126,13 @@ def test_a_toy_model_from_one_test_file_trains_and_evaluates_through_the_cli(tin
     work = str(tmp_path / "run")
     flags = [f"--config={TOY}:tiny", f"--workdir={work}", f"--config.dataset.root={tiny_synthetic}",
              f"--config.dataset.bert_path={tiny_synthetic}/bert", "--config.dataset.synthetic={}"]
-    r = _cli("train.py", *flags)
+    # The CLIs' own compilation cache (runtime.compilation_cache), not the session's: eval.py reads back the eval
+    # step train.py compiled (the suite's JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 writes every program).
+    cache = str(tmp_path / "xla")
+    env = {**{k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}, "MMFUSE_XLA_CACHE": cache}
+    r = _cli("train.py", *flags, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert os.listdir(cache)
     for stage in ("pretrain", "finetune"):
         assert os.path.exists(os.path.join(work, stage, "config.json")), stage
     pre, _ = read_checkpoint(os.path.join(work, "pretrain"), "last")
@@ -140,8 +145,9 @@ def test_a_toy_model_from_one_test_file_trains_and_evaluates_through_the_cli(tin
     with open(os.path.join(work, "pretrain", "config.json")) as f:
         assert json.load(f)["optimizer"]["lr"] == pytest.approx(1e-2)  # the stage's own config
 
-    r = _cli("eval.py", *flags)
+    r = _cli("eval.py", *flags, env={**env, "JAX_LOG_COMPILES": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "Persistent compilation cache hit for 'jit_eval_step'" in r.stderr, r.stderr[-3000:]
     with open(os.path.join(work, "finetune", "eval_test.json")) as f:
         rec = json.load(f)
     assert rec["model"] == "toy_two_stage" and set(rec["metrics"]) >= {"acc", "f1"}
