@@ -224,12 +224,15 @@ def catalogue() -> str:
 def run_app(main) -> None:
     """`absl.app.run(main)` with `parse_flags`: --help exits 0 and lists the models and presets; glibc's
     allocator and CPU dispatch tuned for XLA's large buffers first (`runtime.tune_host`), and the persistent
-    compilation cache on (`runtime.compilation_cache`)."""
+    compilation cache on once the flags are read (`runtime.compilation_cache`; not for --help)."""
     from absl import app
 
     from mmfuse_jax import runtime
 
     runtime.tune_host()
-    runtime.compilation_cache()
 
-    app.run(main, flags_parser=parse_flags)
+    def with_cache(argv):
+        runtime.compilation_cache()
+        return main(argv)
+
+    app.run(with_cache, flags_parser=parse_flags)

@@ -56,7 +56,6 @@ def main(argv: list[str] | None = None) -> None:
     from mmfuse_jax import runtime
 
     runtime.tune_host()  # before JAX starts its threads
-    runtime.compilation_cache()
     from mmfuse_jax import cli, report
     from mmfuse_jax.training import identity, loop
 
@@ -64,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workdir", default="runs/demo")
     p.add_argument("--suites", default="intent,open_intent", help=f"comma-separated, from {sorted(RUNS)}")
     args = p.parse_args(argv)
+    runtime.compilation_cache()  # after the arguments: --help creates no folder
 
     def run():
         t_start = time.perf_counter()

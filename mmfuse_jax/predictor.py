@@ -362,7 +362,6 @@ def main(argv: list[str] | None = None) -> None:
     from mmfuse_jax import runtime
 
     runtime.tune_host()  # before JAX starts its threads
-    runtime.compilation_cache()
     p = argparse.ArgumentParser(
         prog="predict.py", description="Predict with a trained run's best checkpoint: one JSON object per "
         'input line ({"text": ..., "audio": "a.npy", "video": "v.npy", "id": ...}; audio/video optional).')
@@ -375,6 +374,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch_size", type=int, default=None, help="rows per compiled call (default: eval_batch_size)")
     p.add_argument("--bert_path", default=None, help="BERT/tokenizer folder if it moved since training")
     args = p.parse_args(argv)
+    runtime.compilation_cache()  # after the arguments: --help creates no folder
     from mmfuse_jax import cli
 
     def run():

@@ -61,12 +61,14 @@ a resumed run (after a crash, a preemption or Ctrl-C) its train step: KuDA's `be
 a minute to compile on a 2-core CPU (above). The same executables, so the same numbers. Where: JAX's own
 settings first (``JAX_COMPILATION_CACHE_DIR``; ``JAX_ENABLE_COMPILATION_CACHE=false`` turns it off), then
 ``MMFUSE_XLA_CACHE`` (a folder, or ``off``), then the command's default: the experiments' run store
-(``STORE/.xla_cache``), otherwise ``$XDG_CACHE_HOME/mmfuse_jax/xla`` (``~/.cache/mmfuse_jax/xla``). JAX writes
-only programs that took at least a second to compile, and the folder is kept under `CACHE_MAX_BYTES` by
-evicting the least recently used (``JAX_COMPILATION_CACHE_MAX_SIZE`` sets another cap). A folder that
-cannot be written leaves the cache off with one note; a run never fails for its cache. An executable that
-does not fit the machine reading it (an XLA:CPU one compiled for other CPU features, e.g. in a home shared by
-a cluster's nodes) is refused by XLA on load and JAX compiles afresh.
+(``STORE/.xla_cache``), otherwise ``$XDG_CACHE_HOME/mmfuse_jax/xla`` (``~/.cache/mmfuse_jax/xla``). It is
+turned on after the command's arguments are read (``--help`` creates no folder). JAX writes only programs
+that took at least a second to compile, and the folder is kept under `CACHE_MAX_BYTES` by evicting the least
+recently used (``JAX_COMPILATION_CACHE_MAX_SIZE`` sets another cap; with ``JAX_COMPILATION_CACHE_DIR`` JAX's
+own rules apply). Entries without the access-time file the cap needs get one first (`_give_entries_access_times`).
+A folder that cannot be written leaves the cache off with one note; a run never fails for its cache. An
+executable that does not fit the machine reading it (an XLA:CPU one compiled for CPU features the reader
+lacks, e.g. in a home folder a cluster's nodes share) is refused by XLA on load and JAX compiles afresh.
 """
 from __future__ import annotations
 
@@ -156,7 +158,7 @@ def compilation_cache(default: str | None = None) -> str | None:
 
     import jax
 
-    if os.environ.get("JAX_ENABLE_COMPILATION_CACHE", "").strip().lower() in ("0", "false", "no", "off"):
+    if not jax.config.jax_enable_compilation_cache:  # JAX_ENABLE_COMPILATION_CACHE=false, parsed by JAX
         return None
     if jax.config.jax_compilation_cache_dir:  # set by JAX_COMPILATION_CACHE_DIR or by the caller
         return jax.config.jax_compilation_cache_dir
@@ -177,8 +179,29 @@ def compilation_cache(default: str | None = None) -> str | None:
     if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
         try:
             import filelock  # noqa: F401  (JAX's eviction needs it; without it the folder is not capped)
-
-            jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
         except ImportError:
-            pass
+            return folder
+        _give_entries_access_times(folder)
+        jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
     return folder
+
+
+def _give_entries_access_times(folder: str) -> None:
+    """Writes the access-time file JAX's size cap keeps beside each entry (``<key>-atime``: nanoseconds, 8
+    bytes little-endian) for the entries that lack one, with the entry's modification time. Entries written
+    without a cap (an older experiments store, another process's uncapped JAX) or by a process killed between
+    JAX's two writes have none, and JAX 0.10's eviction then fails on every later write, so nothing new is
+    cached (jax-ml/jax#39880)."""
+    try:
+        names = set(os.listdir(folder))
+    except OSError:
+        return
+    for name in names:
+        key = name.removesuffix("-cache")
+        if key != name and key + "-atime" not in names:
+            try:
+                stamp = os.stat(os.path.join(folder, name)).st_mtime_ns
+                with open(os.path.join(folder, key + "-atime"), "wb") as f:
+                    f.write(stamp.to_bytes(8, "little"))
+            except OSError:
+                pass

@@ -178,9 +178,9 @@ def test_compilation_cache_takes_jax_then_mmfuse_xla_cache_then_the_default(tmp_
 
     from mmfuse_jax import runtime
 
-    saved = jax.config.jax_compilation_cache_dir, jax.config.jax_compilation_cache_max_size
-    for var in ("JAX_COMPILATION_CACHE_DIR", "JAX_ENABLE_COMPILATION_CACHE", "JAX_COMPILATION_CACHE_MAX_SIZE",
-                "MMFUSE_XLA_CACHE"):
+    saved = {name: getattr(jax.config, name) for name in
+             ("jax_compilation_cache_dir", "jax_compilation_cache_max_size", "jax_enable_compilation_cache")}
+    for var in ("JAX_COMPILATION_CACHE_MAX_SIZE", "MMFUSE_XLA_CACHE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     (tmp_path / "a_file").write_text("")
@@ -202,15 +202,40 @@ def test_compilation_cache_takes_jax_then_mmfuse_xla_cache_then_the_default(tmp_
         assert runtime.compilation_cache(default=store) == store == jax.config.jax_compilation_cache_dir
         fresh(MMFUSE_XLA_CACHE=str(tmp_path / "mine"))
         assert runtime.compilation_cache(default=store) == str(tmp_path / "mine")
-        for off in ({"MMFUSE_XLA_CACHE": "off"}, {"JAX_ENABLE_COMPILATION_CACHE": "false"}):
-            fresh(**off)
-            assert runtime.compilation_cache() is None and jax.config.jax_compilation_cache_dir is None, off
-            monkeypatch.delenv(next(iter(off)))
+        fresh(MMFUSE_XLA_CACHE="off")
+        assert runtime.compilation_cache() is None and jax.config.jax_compilation_cache_dir is None
+        monkeypatch.delenv("MMFUSE_XLA_CACHE")
+        fresh()
+        jax.config.update("jax_enable_compilation_cache", False)  # what JAX_ENABLE_COMPILATION_CACHE=false sets
+        assert runtime.compilation_cache() is None and jax.config.jax_compilation_cache_dir is None
+        jax.config.update("jax_enable_compilation_cache", True)
         fresh(MMFUSE_XLA_CACHE=str(tmp_path / "a_file" / "xla"))  # cannot be created: off, with one note
         capsys.readouterr()
         assert runtime.compilation_cache() is None and jax.config.jax_compilation_cache_dir is None
         err = capsys.readouterr().err
         assert err.startswith("note: no compilation cache: ") and "a_file" in err and err.count("\n") == 1
     finally:
-        jax.config.update("jax_compilation_cache_dir", saved[0])
-        jax.config.update("jax_compilation_cache_max_size", saved[1])
+        for name, value in saved.items():
+            jax.config.update(name, value)
+
+
+def test_capped_cache_still_grows_over_entries_written_without_a_cap(tmp_path):
+    """Entries an uncapped process wrote (no ``<key>-atime`` beside them) would make JAX's eviction fail on
+    every later write; a fresh process with the cap on still writes (and the old entries get access times)."""
+    folder = str(tmp_path / "xla")
+    program = "import jax, jax.numpy as jnp; print(jax.jit(lambda x: x * {k} + 1)(jnp.ones(3)).sum())"
+    env = {**{k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"},
+           "JAX_COMPILATION_CACHE_DIR": folder, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    r = subprocess.run([sys.executable, "-c", program.format(k=2)], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    old = {n for n in os.listdir(folder) if n.endswith("-cache")}
+    assert old and not any(n.endswith("-atime") for n in os.listdir(folder))  # written without a cap
+    capped = (f"from mmfuse_jax import runtime; assert runtime.compilation_cache(default={folder!r}) == {folder!r}; "
+              + program.format(k=3))
+    env.pop("JAX_COMPILATION_CACHE_DIR")
+    r = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", capped], env=env, capture_output=True,
+                       text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
+    names = os.listdir(folder)
+    assert {n for n in names if n.endswith("-cache")} > old  # the new program was written
+    assert all(n.removesuffix("-cache") + "-atime" in names for n in names if n.endswith("-cache"))
