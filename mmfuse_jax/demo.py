@@ -28,6 +28,11 @@ RUNS = {
                      {"model.dynamic_short_conv": False})],
 }
 
+# The printed tables' columns: (split, metric); 'test (open intent)' is printed as 'open'.
+INTENT_COLUMNS = [(split, m) for split in ("dev", "test") for m in ("acc", "f1", "weighted_f1")]
+OPEN_INTENT_COLUMNS = [("test", "acc"), ("test", "f1")] + [("test (open intent)", m) for m in
+                                                          ("acc", "f1", "f1_known", "f1_oos")]
+
 
 def load_config(model: str, preset: str, overrides: dict | None = None):
     path = os.path.join(REPO, "configs", f"{model}.py")
@@ -82,14 +87,11 @@ def main(argv: list[str] | None = None) -> None:
         suites = args.suites.split(",")
         if "intent" in suites:
             intent = [n for suite in ("intent", "intent_more") if suite in suites for n, *_ in RUNS[suite]]
-            print(_table("Synthetic MIntRec layout (x100):", {n: results[n] for n in intent},
-                         [(s, m) for s in ("dev", "test") for m in ("acc", "f1", "weighted_f1")]))
+            print(_table("Synthetic MIntRec layout (x100):", {n: results[n] for n in intent}, INTENT_COLUMNS))
         if "open_intent" in suites:
             print()
             print(_table("Synthetic MIntRec2.0 layout, test: in-scope, and 'open' = open intent with DOC (x100):",
-                         {n: results[n] for n, *_ in RUNS["open_intent"]},
-                         [("test", "acc"), ("test", "f1")] + [("test (open intent)", m) for m in
-                                                              ("acc", "f1", "f1_known", "f1_oos")]))
+                         {n: results[n] for n, *_ in RUNS["open_intent"]}, OPEN_INTENT_COLUMNS))
         env = identity.environment()
         print(f"\nenvironment: jax {env['jax']} (jaxlib {env['jaxlib']}), {env['backend']} {env['device_kind']}, "
               f"{env['usable_cpus']} usable CPU cores, {env['machine']}: the same numbers come back on the same "
